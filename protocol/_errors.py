@@ -1,0 +1,28 @@
+"""The protocol layer's one error hierarchy.
+
+`ProtocolError` is the base. `CorruptBatchError` means the bytes of a record
+batch are not a valid batch (bad length, magic, CRC, records, or a codec
+failure); `FrameError` means a wire frame or message body is malformed;
+`LimitExceededError` means a declared size or count is above a limit.
+Decoders raise only these; any other exception is a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ProtocolError", "CorruptBatchError", "FrameError", "LimitExceededError"]
+
+
+class ProtocolError(Exception):
+    """Base class of every error raised while encoding or decoding."""
+
+
+class CorruptBatchError(ProtocolError):
+    """A record batch failed validation (size, magic, CRC, records, codec)."""
+
+
+class FrameError(ProtocolError):
+    """A wire frame or request/response body is malformed."""
+
+
+class LimitExceededError(FrameError, CorruptBatchError):
+    """A declared size or count is above the configured limit."""
