@@ -1,0 +1,159 @@
+"""Wire frames and payload schemas: round trips, limits, and garbage."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minilog.protocol import (
+    NEED_DATA,
+    REQUEST_SCHEMAS,
+    RESPONSE_SCHEMAS,
+    ApiKey,
+    FrameDecoder,
+    FrameError,
+    FrameLimits,
+    LimitExceededError,
+    Request,
+    Response,
+    check,
+    encode_request,
+    encode_response,
+)
+
+CASES = [
+    (encode_request(ApiKey.PRODUCE, 0, 1, "cli", {"acks": 1}, [b"batch-bytes", b""]),
+     Request(0, 0, 1, "cli", {"acks": 1}, [b"batch-bytes", b""])),
+    (encode_request(ApiKey.METADATA, 0, 2**31 - 1, "", {"topics": None}),
+     Request(3, 0, 2**31 - 1, "", {"topics": None}, [])),
+    (encode_response(9, {"error_code": 0}, [b"x" * 70000]),
+     Response(9, {"error_code": 0}, [b"x" * 70000])),
+]
+
+
+def _normalise(frame):
+    return frame._replace(attachments=[bytes(a) for a in frame.attachments])
+
+
+def check_decode(data: bytes, expected) -> None:
+    """Decode whole, byte by byte, and with trailing bytes of the next frame."""
+    role = "server" if isinstance(expected, Request) else "client"
+    whole = FrameDecoder(role)
+    whole.feed(data)
+    assert _normalise(whole.next_frame()) == expected
+    assert whole.next_frame() is NEED_DATA
+
+    by_byte = FrameDecoder(role)
+    got = NEED_DATA
+    for i in range(len(data)):
+        assert got is NEED_DATA
+        by_byte.feed(data[i : i + 1])
+        got = by_byte.next_frame()
+    assert _normalise(got) == expected
+
+    trailing = FrameDecoder(role)
+    trailing.feed(data + data[:5])
+    assert _normalise(trailing.next_frame()) == expected
+    assert trailing.next_frame() is NEED_DATA
+    assert trailing.buffered_bytes == 5
+
+
+@pytest.mark.parametrize("pieces,expected", CASES)
+def test_round_trip_whole_bytewise_trailing(pieces, expected):
+    """Every case decodes the same whole, byte by byte, and with trailing data."""
+    check_decode(b"".join(bytes(p) for p in pieces), expected)
+
+
+def test_oversized_frame_rejected_before_allocation():
+    """A 2 GiB length prefix fails at once, without waiting for or buffering the bytes."""
+    dec = FrameDecoder("server")
+    dec.feed(struct.pack(">II", 2**31, 10))
+    with pytest.raises(LimitExceededError):
+        dec.next_frame()
+    with pytest.raises(FrameError):  # sticky
+        dec.next_frame()
+
+
+def test_msgpack_limits_apply():
+    """Arrays and strings above the limits are refused."""
+    limits = FrameLimits(array_items_max=10, string_bytes_max=16)
+    for payload in ({"a": list(range(11))}, {"a": "x" * 17}):
+        dec = FrameDecoder("server", limits)
+        dec.feed(b"".join(encode_request(3, 0, 1, "c", payload)))
+        with pytest.raises(FrameError):
+            dec.next_frame()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1, 2, 3],                      # wrong arity
+        ["x", 0, 1, "c", {}, []],       # api key not an int
+        [0, 0, 1, "c", [], []],         # payload not a map
+        [0, 0, 1, "c", {}, [5]],        # attachment overruns the frame
+        [0, 0, 1, "c", {}, [-1]],       # negative attachment size
+        "not an array",
+    ],
+)
+def test_malformed_bodies_raise_frame_error(body):
+    """Structurally wrong bodies raise FrameError, nothing else."""
+    packed = msgpack.packb(body)
+    dec = FrameDecoder("server")
+    dec.feed(struct.pack(">II", 4 + len(packed), len(packed)) + packed)
+    with pytest.raises(FrameError):
+        dec.next_frame()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_decode_or_raise_frame_error(data):
+    """Random bytes either decode, wait for more data, or raise FrameError."""
+    for role in ("server", "client"):
+        dec = FrameDecoder(role)
+        dec.feed(data)
+        try:
+            while dec.next_frame() is not NEED_DATA:
+                pass
+        except FrameError:
+            pass
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mutated_valid_frames_decode_or_raise_frame_error(seed):
+    """Random byte flips of valid frames never escape as anything but FrameError."""
+    rng = random.Random(seed)
+    for pieces, _ in CASES[:2]:
+        data = bytearray(b"".join(bytes(p) for p in pieces))
+        for _ in range(300):
+            mutated = bytearray(data)
+            for _ in range(rng.randint(1, 4)):
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+            dec = FrameDecoder("server")
+            dec.feed(bytes(mutated))
+            try:
+                dec.next_frame()
+            except FrameError:
+                pass
+
+
+def test_every_api_has_request_and_response_schema():
+    """The schema tables cover every API key."""
+    assert set(REQUEST_SCHEMAS) == set(ApiKey) == set(RESPONSE_SCHEMAS)
+
+
+def test_schema_check_names_the_bad_field():
+    """A well-formed frame with a bad field is reported with the field's path."""
+    spec = REQUEST_SCHEMAS[ApiKey.PRODUCE]
+    good = {"acks": 1, "timeout_ms": 100,
+            "topics": [{"topic": "t", "partitions": [{"partition": 0, "records": 0}]}]}
+    check(spec, good)
+    bad = {**good, "topics": [{"topic": "t", "partitions": [{"partition": "0", "records": 0}]}]}
+    with pytest.raises(FrameError, match=r"topics\[0\].partitions\[0\].partition"):
+        check(spec, bad)
+    with pytest.raises(FrameError, match="acks: missing"):
+        check(spec, {"timeout_ms": 1, "topics": []})
