@@ -28,7 +28,7 @@ _LAZY = {
     "AsyncProducer": "minilog.client.producer",
     "AsyncConsumer": "minilog.client.consumer",
     "AsyncAdmin": "minilog.client.admin",
-    "Record": "minilog.client.record",
+    "Record": "minilog.protocol",
 }
 
 

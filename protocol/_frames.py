@@ -183,7 +183,9 @@ class FrameDecoder:
         end = pos + 4 + frame_length
         if len(buf) < end:
             return NEED_DATA
-        frame = bytes(buf[pos + FRAME_PREFIX_SIZE : end])
+        # A bytearray slice: one copy, and the attachments are writable views,
+        # so the broker can stamp offsets into a batch in place.
+        frame = buf[pos + FRAME_PREFIX_SIZE : end]
         self._pos = end
         if self._pos == len(buf):
             buf.clear()
@@ -210,7 +212,7 @@ class FrameDecoder:
         except Exception as exc:  # msgpack raises many types (ExtraData, ValueError, ...)
             raise FrameError(f"malformed message body: {exc.__class__.__name__}: {exc}") from None
 
-    def _split(self, frame: bytes, body_length: int, body) -> list:
+    def _split(self, frame: bytearray, body_length: int, body) -> list:
         if not isinstance(body, list) or not body:
             raise FrameError("message body is not a non-empty array")
         sizes = body[-1]

@@ -1,14 +1,15 @@
-"""The `minilog` command line: a thin click layer over the client and broker.
+"""The root click group and the helpers every command shares.
 
-Every command parses its arguments, calls the library, and turns library
-errors into one line on stderr plus a named exit code; no tracebacks.
+Error handling: commands raise `CliError` (or let a `minilog.errors`
+exception escape); `main` turns either into one line on stderr and a named
+exit code. No traceback reaches the user.
 """
 
 from __future__ import annotations
 
 import click
 
-from ._version import __version__
+from .._version import __version__
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -19,7 +20,3 @@ EXIT_USAGE = 2
 @click.version_option(__version__, prog_name="minilog")
 def main() -> None:
     """minilog: a Kafka-like partitioned commit-log broker in pure Python."""
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

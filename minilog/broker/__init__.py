@@ -1,0 +1,1 @@
+"""The broker daemon: trio server, partitions, request handlers, coordinator."""

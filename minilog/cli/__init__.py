@@ -1,0 +1,12 @@
+"""The `minilog` command line: a thin click layer over the client and broker.
+
+Each module registers its commands on the root group: `serve` (the broker
+daemon), `topics`, `produce`, `consume`, `groups`.
+"""
+
+from __future__ import annotations
+
+from ._group import main
+from . import serve, topics, produce, consume, groups  # noqa: E402,F401  (register commands)
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""`minilog consume` commands (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""`minilog groups` commands (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""`minilog produce` commands (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""`minilog serve` commands (not yet implemented)."""

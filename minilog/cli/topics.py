@@ -1,0 +1,1 @@
+"""`minilog topics` commands (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""The client library: connections, producer, consumer, admin, sync facade."""
