@@ -1,0 +1,274 @@
+"""The record codec round-trips, rejects bad batches cleanly, and enforces its limits."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+
+import pytest
+from crc32c import crc32c
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minilog.protocol import (
+    CODEC_GZIP,
+    CODEC_LZ4,
+    CODEC_NONE,
+    CODEC_SNAPPY,
+    CODEC_ZSTD,
+    BatchBuilder,
+    CorruptBatchError,
+    LimitExceededError,
+    Record,
+    build_batch,
+    check_batch,
+    decode_records,
+    iter_batches,
+    parse_header,
+    read_batch_records,
+)
+from minilog.protocol._compression import codec_available, compress
+
+ALL_CODECS = [c for c in (CODEC_NONE, CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD)
+              if codec_available(c)]
+
+
+def _craft(section: bytes, *, codec=CODEC_NONE, count=1, base_offset=0, attributes_extra=0,
+           last_offset_delta=None) -> bytes:
+    """A batch with a hand-made records section and a correct CRC."""
+    last = count - 1 if last_offset_delta is None else last_offset_delta
+    header = struct.pack(">qiibIhiqqqhii", base_offset, 49 + len(section), -1, 2, 0,
+                         codec | attributes_extra, max(last, 0), 0, 0, -1, -1, -1, count)
+    body = header[21:] + section
+    return header[:17] + struct.pack(">I", crc32c(body)) + body
+
+
+def _fields(records):
+    return [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in records]
+
+
+# One case table: (columns given to build_batch, expected records section bytes).
+# Record bytes: length, attrs, tsDelta, offsetDelta, keyLen, key, valueLen, value, headers.
+CASES = [
+    (dict(values=[b"a"], timestamps=5), b"\x0e\x00\x00\x00\x01\x02a\x00"),
+    (dict(values=[None], keys=[b"k"], timestamps=5), b"\x0e\x00\x00\x00\x02k\x01\x00"),
+    (dict(values=[b"", b"b"], timestamps=[5, 4]),
+     b"\x0c\x00\x00\x00\x01\x00\x00" + b"\x0e\x00\x01\x02\x01\x02b\x00"),
+    (dict(values=[b"v"], headers=[[("h", b"x"), ("n", None)]], timestamps=0),
+     b"\x1c\x00\x00\x00\x01\x02v\x04\x02h\x02x\x02n\x01"),
+    (dict(values=[b"x" * 64], timestamps=0),  # value length 64 -> 2-byte varint
+     b"\x8e\x01\x00\x00\x00\x01\x80\x01" + b"x" * 64 + b"\x00"),
+]
+
+
+@pytest.mark.parametrize("columns,section", CASES)
+def test_case_table_encode_and_decode(columns, section):
+    """Each case encodes to exactly its bytes, and those bytes decode back to the columns."""
+    columns = dict(columns)
+    values, keys = columns.pop("values"), columns.pop("keys", None)
+    raw = build_batch(values, keys, **columns)
+    assert raw[61:] == section
+    check_batch(raw)
+    headers = columns.get("headers") or [[]] * len(values)
+    want = [(i, keys[i] if keys else None, values[i], headers[i]) for i in range(len(values))]
+    for decoded in (decode_records(_craft(section, count=len(values)), "t", 0),
+                    read_batch_records(raw)):
+        assert [(r.offset, r.key, r.value, r.headers) for r in decoded] == want
+
+
+def _three_batches():
+    return [
+        build_batch([b"x" * 30] * 70, timestamps=1, base_offset=0),
+        build_batch([b"a", None], [None, b"k"], timestamps=[2, 3], base_offset=70,
+                    headers=[[("h", b"1")], None], codec=CODEC_LZ4),
+        build_batch([b"z" * 10] * 3, timestamps=9, base_offset=72, codec=CODEC_ZSTD),
+    ]
+
+
+def test_decode_whole_with_trailing_bytes_and_truncated_at_every_byte():
+    """Whole, with trailing junk-free partial batch, and every truncation: complete batches only, never a crash."""
+    batches = _three_batches()
+    buf = b"".join(batches)
+    per_batch = [decode_records(b, "t", 0) for b in batches]
+    assert decode_records(buf, "t", 0) == [r for recs in per_batch for r in recs]
+    assert [r.offset for r in decode_records(buf, "t", 0)] == list(range(75))
+    ends = [sum(map(len, batches[: i + 1])) for i in range(len(batches))]
+    for cut in range(len(buf) + 1):
+        complete = sum(1 for e in ends if e <= cut)
+        expected = [r for recs in per_batch[:complete] for r in recs]
+        assert decode_records(buf[:cut], "t", 0) == expected, cut
+        assert len(list(iter_batches(buf[:cut]))) == complete
+    for batch in batches:
+        for cut in range(len(batch)):
+            with pytest.raises(CorruptBatchError):
+                list(read_batch_records(batch[:cut]))
+
+
+def test_trailing_partial_batch_is_ignored_but_garbage_length_is_not():
+    """A trailing partial batch is ignored; a length below a header raises."""
+    good = build_batch([b"v"], timestamps=1)
+    assert len(decode_records(good + good[:30], "t", 0)) == 1
+    bad_length = struct.pack(">qi", 0, 5) + b"\0" * 60
+    with pytest.raises(CorruptBatchError):
+        decode_records(good + bad_length, "t", 0)
+
+
+@pytest.mark.parametrize("codec", [c for c in ALL_CODECS if c != CODEC_NONE])
+def test_decompression_bomb_is_rejected_with_bounded_memory(codec):
+    """16 MiB of zeros in a tiny batch is refused at a 1 MiB limit without inflating it all."""
+    section = compress(codec, b"\x00" * (16 << 20))
+    raw = _craft(section, codec=codec, count=1)
+    assert len(raw) < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceededError):
+            decode_records(raw, "t", 0, decompressed_bytes_max=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    with pytest.raises(CorruptBatchError):
+        list(read_batch_records(raw, decompressed_bytes_max=1 << 20))
+
+
+def test_records_max_is_enforced_before_decoding():
+    """A batch declaring more records than records_max is refused; at the limit it decodes."""
+    raw = build_batch([b"v"] * 10, timestamps=1)
+    assert len(decode_records(raw, "t", 0, records_max=10)) == 10
+    with pytest.raises(LimitExceededError):
+        decode_records(raw, "t", 0, records_max=9)
+    with pytest.raises(LimitExceededError):
+        next(read_batch_records(raw, records_max=9))
+    lying = _craft(b"", count=2_000_000_000)
+    with pytest.raises(CorruptBatchError):
+        decode_records(lying, "t", 0)
+
+
+def test_count_and_bytes_must_agree():
+    """Fewer records than declared, or bytes left over, is corrupt."""
+    section = build_batch([b"a", b"b"], timestamps=1)[61:]
+    with pytest.raises(CorruptBatchError):
+        decode_records(_craft(section, count=3), "t", 0)
+    with pytest.raises(CorruptBatchError):
+        decode_records(_craft(section, count=1), "t", 0)
+    with pytest.raises(CorruptBatchError):
+        decode_records(_craft(section + b"\x00", count=2), "t", 0)
+
+
+def test_control_batches_are_skipped():
+    """decode_records drops control batches (transaction markers); read_batch_records shows them."""
+    marker = _craft(# commit marker: key (version 0, type 1), value (version 0, coordinator epoch 0)
+                    b"\x20\x00\x00\x00\x08\x00\x00\x00\x01\x0c" + b"\x00" * 6 + b"\x00",
+                    count=1, base_offset=1, attributes_extra=0x20 | 0x10)
+    assert parse_header(marker).is_control
+    data = build_batch([b"a"], timestamps=1) + marker + build_batch([b"b"], timestamps=1, base_offset=2)
+    assert [(r.offset, r.value) for r in decode_records(data, "t", 0)] == [(0, b"a"), (2, b"b")]
+    assert len(list(read_batch_records(marker))) == 1
+
+
+@pytest.mark.parametrize("codec", ALL_CODECS)
+def test_min_offset_skips_earlier_records(codec):
+    """Records below min_offset are dropped, in both the uniform and the general layout."""
+    uniform = build_batch([b"u" * 20] * 100, timestamps=1, base_offset=10, codec=codec)
+    general = build_batch([b"g", b"gg", b"ggg"], [b"k", None, b"k"], timestamps=[1, 2, 3],
+                          base_offset=110, codec=codec)
+    data = uniform + general
+    for min_offset in (0, 10, 11, 75, 109, 110, 111, 112, 113, 500):
+        got = [r.offset for r in decode_records(data, "t", 0, min_offset=min_offset)]
+        assert got == [o for o in range(10, 113) if o >= min_offset], min_offset
+
+
+def test_crc_mismatch_raises_unless_disabled():
+    """A flipped payload bit fails the CRC; verify_crc=False decodes it anyway."""
+    raw = bytearray(build_batch([b"hello"], timestamps=1))
+    raw[-4] ^= 0x01  # the first "l" of "hello"
+    with pytest.raises(CorruptBatchError, match="CRC"):
+        decode_records(bytes(raw), "t", 0)
+    assert decode_records(bytes(raw), "t", 0, verify_crc=False)[0].value == b"hemlo"
+
+
+def test_record_type_is_a_readable_tuple():
+    """Record has attribute access, a useful repr, and equality by fields."""
+    rec = decode_records(build_batch([b"v"], [b"k"], timestamps=7, headers=[[("a", None)]]), "top", 2)[0]
+    assert rec == Record("top", 2, 0, 7, b"k", b"v", [("a", None)])
+    assert repr(rec) == ("Record(topic='top', partition=2, offset=0, timestamp=7, key=b'k', "
+                         "value=b'v', headers=[('a', None)])")
+    plain = decode_records(build_batch([b"v"] * 2, timestamps=7), "top", 2)
+    assert plain[0].headers == [] and plain[0].headers is not plain[1].headers
+
+
+def test_batch_builder_delegates_to_build_batch():
+    """BatchBuilder's bytes equal build_batch's for the same columns."""
+    bb = BatchBuilder(CODEC_GZIP, producer_id=7, producer_epoch=1, base_sequence=5)
+    assert bb.records_count == 0
+    for i in range(5):
+        assert bb.append(b"v%d" % i, timestamp_ms=100 + i) == i
+    raw = bb.build()
+    assert raw == build_batch([b"v%d" % i for i in range(5)], timestamps=list(range(100, 105)),
+                              codec=CODEC_GZIP, producer_id=7, producer_epoch=1, base_sequence=5)
+    assert bb.size_estimate >= len(build_batch(bb._values, timestamps=bb._timestamps))
+
+
+def test_build_batch_argument_errors():
+    """Mismatched columns and wrong types are ValueError/TypeError, not corrupt bytes."""
+    with pytest.raises(ValueError):
+        build_batch([b"a"], [b"k", b"k"])
+    with pytest.raises(ValueError):
+        build_batch([b"a"], timestamps=[1, 2])
+    with pytest.raises(TypeError):
+        build_batch(["text"], timestamps=1)
+    with pytest.raises(TypeError):
+        build_batch([b"a"], headers=[[(b"bytes-key", b"v")]], timestamps=1)
+
+
+def test_multi_byte_timestamp_deltas_and_negative_deltas():
+    """Timestamps far apart or going backwards round-trip (general decode path)."""
+    ts = [1_000_000, 999_000, 5_000_000_000, 1_000_001]
+    raw = build_batch([b"x"] * 4, timestamps=ts)
+    assert [r.timestamp for r in decode_records(raw, "t", 0)] == ts
+    assert parse_header(raw).max_timestamp == max(ts)
+
+
+# ---------------------------------------------------------------------------
+# Properties
+
+_record = st.tuples(
+    st.none() | st.binary(max_size=40),
+    st.none() | st.binary(max_size=300),
+    st.lists(st.tuples(st.text(max_size=8), st.none() | st.binary(max_size=8)), max_size=3),
+    st.integers(min_value=-(1 << 40), max_value=1 << 40),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=st.lists(_record, max_size=30), codec=st.sampled_from(ALL_CODECS),
+       base_offset=st.integers(0, 1 << 50))
+def test_property_round_trip_any_records(records, codec, base_offset):
+    """Any records round-trip through build_batch and both decoders."""
+    keys = [r[0] for r in records]
+    values = [r[1] for r in records]
+    headers = [r[2] for r in records]
+    ts = [1_600_000_000_000 + r[3] for r in records]
+    raw = build_batch(values, keys, timestamps=ts, headers=headers, codec=codec,
+                      base_offset=base_offset)
+    check_batch(raw)
+    want = [(base_offset + i, ts[i], keys[i], values[i], headers[i]) for i in range(len(records))]
+    assert _fields(decode_records(raw, "t", 0)) == want
+    assert _fields(read_batch_records(raw)) == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 300), value_len=st.integers(0, 200), key_len=st.none() | st.integers(0, 20),
+       ts_step=st.sampled_from([0, 0, 1, 40, 1000]), codec=st.sampled_from(ALL_CODECS),
+       min_offset=st.integers(0, 400), data=st.data())
+def test_property_uniform_fast_path_equals_general_parser(n, value_len, key_len, ts_step, codec,
+                                                          min_offset, data):
+    """Batches of one layout (the bulk fast path) decode exactly as the reference parser does."""
+    seed = data.draw(st.binary(min_size=1, max_size=4))
+    values = [(seed * (value_len // len(seed) + 1))[:value_len] for _ in range(n)]
+    keys = None if key_len is None else [bytes([i % 256]) * key_len for i in range(n)]
+    ts = [10_000 + i * ts_step for i in range(n)]
+    raw = build_batch(values, keys, timestamps=ts, codec=codec)
+    fast = decode_records(raw, "t", 1, min_offset=min_offset)
+    slow = [r for r in read_batch_records(raw, topic="t", partition=1) if r.offset >= min_offset]
+    assert fast == slow
