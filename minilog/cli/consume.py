@@ -1,1 +1,208 @@
-"""`minilog consume` commands (not yet implemented)."""
+"""`minilog consume TOPIC`: print records until Ctrl-C, `--max-messages` or `--timeout-ms`.
+
+Theory of operation: like kafka-console-consumer.
+
+* Without `--group` the consumer assigns itself partitions: every partition
+  of TOPIC (from `Admin.describe_topic`), or only `--partition P`. It starts
+  at the log end (new records only), at the log start with
+  `--from-beginning`, or at `--offset O` (`earliest` / `latest` / a number;
+  needs `--partition`). Nothing is committed.
+* With `--group G` the consumer joins the group through `subscribe` and
+  commits what it printed after each poll, so a second run goes on where
+  this one stopped; `--from-beginning` only matters for a group with no
+  committed offset (auto_offset_reset=earliest), as in Kafka.
+
+Each record is printed with `--format` (Python format fields topic,
+partition, offset, timestamp, key, value, headers; default `{value}`), and
+stdout is flushed after each poll so pipes see records as they arrive.
+
+Stopping: `--max-messages N` after N records, `--timeout-ms T` when no
+record arrived for T ms, Ctrl-C (SIGINT) or SIGTERM at any time. On every
+path the consumer is closed (a group member leaves its group) and no
+traceback is printed; Ctrl-C exits EXIT_INTERRUPTED (130), the other stops
+exit 0. A closed stdout (`| head`) stops quietly too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from ._common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNSUPPORTED,
+    EXIT_USAGE,
+    RecordFormatter,
+    bootstrap_option,
+    fail,
+    handle_errors,
+)
+from ._group import main
+
+_POLL_MS_MAX = 500           # ms: longest single poll, so stop conditions are checked often
+_POLL_RECORDS_MAX = 10_000   # records per poll
+
+
+def _parse_offset(text: str | None) -> int | str | None:
+    if text is None:
+        return None
+    lowered = text.strip().lower()
+    if lowered in ("earliest", "beginning"):
+        return "earliest"
+    if lowered in ("latest", "end"):
+        return "latest"
+    try:
+        offset = int(lowered)
+    except ValueError:
+        fail(f"--offset expects a number, earliest or latest, got {text!r}", EXIT_USAGE)
+    if offset < 0:
+        fail(f"--offset must be >= 0, got {offset}", EXIT_USAGE)
+    return offset
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: stop like --max-messages did."""
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--group", "-g", default=None, help="Join consumer group G and commit offsets.")
+@click.option("--from-beginning", is_flag=True,
+              help="Start at the log start (with --group: when the group has no offset yet).")
+@click.option("--max-messages", "-n", type=click.IntRange(min=1), default=None,
+              help="Exit after printing N records.")
+@click.option("--partition", "-p", type=click.IntRange(min=0), default=None,
+              help="Read only this partition.")
+@click.option("--offset", "-o", default=None, metavar="O",
+              help="Start offset in --partition: a number, earliest or latest.")
+@click.option("--timeout-ms", type=click.IntRange(min=0), default=None,
+              help="Exit when no record arrived for T ms.")
+@click.option("--format", "-f", "template", default="{value}", show_default=True,
+              help="Python format string over topic, partition, offset, timestamp, key, value, headers.")
+@bootstrap_option
+@handle_errors
+def consume(topic: str, group: str | None, from_beginning: bool, max_messages: int | None,
+            partition: int | None, offset: str | None, timeout_ms: int | None, template: str,
+            bootstrap_server: str) -> None:
+    """Print records from TOPIC until Ctrl-C, --max-messages or --timeout-ms."""
+    formatter = RecordFormatter(template)
+    start = _parse_offset(offset)
+    if start is not None and partition is None:
+        fail("--offset needs --partition", EXIT_USAGE)
+    if start is not None and from_beginning:
+        fail("give --from-beginning or --offset, not both", EXIT_USAGE)
+    if group is not None and (partition is not None or start is not None):
+        fail("--group assigns partitions itself; drop --partition/--offset", EXIT_USAGE)
+    if from_beginning:
+        start = "earliest"
+
+    import minilog
+
+    previous_term = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
+    consumer = None
+    code = EXIT_OK
+    try:
+        if group is not None:
+            consumer = minilog.Consumer(bootstrap_server, group_id=group,
+                                        auto_offset_reset="earliest" if from_beginning else "latest")
+            if not callable(getattr(consumer, "subscribe", None)):
+                fail("--group needs consumer-group support, which this build lacks", EXIT_UNSUPPORTED)
+            consumer.subscribe([topic])
+        else:
+            consumer = minilog.Consumer(bootstrap_server)
+            _assign(minilog, bootstrap_server, consumer, topic, partition, start)
+        _loop(consumer, formatter, max_messages, timeout_ms, commit=group is not None)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except (_Terminated, BrokenPipeError):
+        code = EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        if consumer is not None:
+            _close_quietly(consumer)
+        _flush_stdout()
+    if code != EXIT_OK:
+        sys.exit(code)
+
+
+def _assign(minilog: Any, bootstrap_server: str, consumer: Any, topic: str,
+            partition: int | None, start: int | str | None) -> None:
+    """Assign every partition of topic (or just `partition`) at `start`."""
+    with minilog.Admin(bootstrap_server) as admin:
+        desc = admin.describe_topic(topic)  # raises UnknownTopicOrPartitionError
+    numbers = sorted(p.partition for p in desc.partitions)
+    if partition is not None:
+        if partition not in numbers:
+            from minilog.errors import UnknownTopicOrPartitionError
+
+            raise UnknownTopicOrPartitionError(
+                message=f"topic {topic} has no partition {partition} (it has {len(numbers)})")
+        numbers = [partition]
+    if isinstance(start, int):
+        consumer.assign([(topic, p, start) for p in numbers])
+        return
+    consumer.assign([(topic, p) for p in numbers])
+    if start == "earliest":
+        consumer.seek_to_beginning()
+    else:
+        consumer.seek_to_end()
+
+
+def _loop(consumer: Any, formatter: RecordFormatter, max_messages: int | None,
+          timeout_ms: int | None, commit: bool) -> None:
+    """Poll and print until a stop condition; commit after each printed poll."""
+    out = sys.stdout
+    printed = 0
+    idle_since = time.monotonic()
+    while max_messages is None or printed < max_messages:
+        wait_ms = _POLL_MS_MAX
+        if timeout_ms is not None:
+            left_ms = timeout_ms - (time.monotonic() - idle_since) * 1000
+            if left_ms <= 0:
+                return
+            wait_ms = max(1, min(wait_ms, int(left_ms)))
+        limit = _POLL_RECORDS_MAX
+        if max_messages is not None:
+            limit = min(limit, max_messages - printed)
+        records = consumer.poll(timeout_ms=wait_ms, max_records=limit)
+        if not records:
+            continue
+        idle_since = time.monotonic()
+        out.write("".join(formatter(r) + "\n" for r in records))
+        out.flush()
+        printed += len(records)
+        if commit:
+            consumer.commit()
+
+
+def _close_quietly(consumer: Any) -> None:
+    """Close the consumer; a second Ctrl-C during close still exits without a traceback."""
+    try:
+        consumer.close()
+    except KeyboardInterrupt:
+        os._exit(EXIT_INTERRUPTED)
+    except Exception:  # noqa: BLE001 - we are leaving; the close error is not the user's problem
+        pass
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        # Point stdout at devnull so the interpreter's exit flush stays quiet.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass

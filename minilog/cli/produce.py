@@ -1,1 +1,137 @@
-"""`minilog produce` commands (not yet implemented)."""
+"""`minilog produce TOPIC`: send `--value` or one record per stdin line.
+
+Theory of operation: like kafka-console-producer. Without `--value`, each
+line of stdin (bytes, the line ending stripped) is one record's value; with
+`--key-separator S` the line splits at the first S into key and value. The
+records go through one `minilog.Producer`, which batches them; at the end
+the command flushes and waits for every delivery report.
+
+Output: nothing on success. On failure, one stderr line naming how many
+records failed and the first error, and a non-zero exit (the first error's
+own code, e.g. EXIT_TOPIC_NOT_FOUND, or EXIT_DELIVERY_FAILED).
+
+Error handling: a line without the separator stops reading with
+EXIT_USAGE after flushing what was already sent (kafka-console-producer
+fails the same way). Ctrl-C flushes nothing more and exits
+EXIT_INTERRUPTED.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO, Iterator
+
+import click
+
+from ._common import (
+    EXIT_DELIVERY_FAILED,
+    EXIT_USAGE,
+    CliError,
+    bootstrap_option,
+    exit_code_for,
+    fail,
+    handle_errors,
+)
+from ._group import main
+
+_ACKS = {"0": 0, "1": 1, "all": "all", "-1": "all"}
+_COMPRESSION = ("none", "gzip", "lz4", "zstd")
+_FLUSH_TIMEOUT_S = 60.0  # seconds the final flush may take before we give up
+
+
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    for line in stream:
+        if line.endswith(b"\n"):
+            line = line[:-1]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+        yield line
+
+
+class _Deliveries:
+    """Counts delivery reports; keeps the first error."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.first_error: BaseException | None = None
+
+    def __call__(self, err, report=None) -> None:  # on_delivery(err, report)
+        if err is not None:
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = err if isinstance(err, BaseException) else CliError(str(err))
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--key", "-k", default=None, help="Key for every record (UTF-8).")
+@click.option("--value", "-v", default=None,
+              help="Send this one value instead of reading stdin.")
+@click.option("--key-separator", "-s", default=None, metavar="S",
+              help="Split each stdin line at the first S into key and value.")
+@click.option("--partition", type=click.IntRange(min=0), default=None,
+              help="Send to this partition (default: by key hash, sticky without a key).")
+@click.option("--header", "headers", multiple=True, metavar="K=V",
+              help="Add a header to every record. Repeatable.")
+@click.option("--acks", type=click.Choice(list(_ACKS)), default="1", show_default=True,
+              help="0: fire and forget; 1: the leader wrote it; all: the in-sync replicas did.")
+@click.option("--compression", "--compression-type", "compression",
+              type=click.Choice(_COMPRESSION), default="none", show_default=True,
+              help="Batch compression codec.")
+@click.option("--linger-ms", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Wait this long to fill a batch.")
+@bootstrap_option
+@handle_errors
+def produce(topic: str, key: str | None, value: str | None, key_separator: str | None,
+            partition: int | None, headers: tuple[str, ...], acks: str, compression: str,
+            linger_ms: int, bootstrap_server: str) -> None:
+    """Send records to TOPIC: --value, or one record per stdin line."""
+    if key_separator == "":
+        fail("--key-separator must not be empty", EXIT_USAGE)
+    if key_separator is not None and (key is not None or value is not None):
+        fail("--key-separator reads keys from stdin; do not combine it with --key or --value",
+             EXIT_USAGE)
+    header_list = []
+    for pair in headers:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            fail(f"--header expects K=V, got {pair!r}", EXIT_USAGE)
+        header_list.append((name, text.encode()))
+    key_bytes = key.encode() if key is not None else None
+    sep_bytes = key_separator.encode() if key_separator is not None else None
+
+    import minilog
+
+    deliveries = _Deliveries()
+    producer = minilog.Producer(bootstrap_server, acks=_ACKS[acks], linger_ms=linger_ms,
+                                compression_type=compression)
+    sent = 0
+    try:
+        def send(k: bytes | None, v: bytes) -> None:
+            nonlocal sent
+            producer.produce(topic, v, key=k, partition=partition,
+                             headers=header_list or None, on_delivery=deliveries)
+            sent += 1
+
+        if value is not None:
+            send(key_bytes, value.encode())
+        else:
+            for number, line in enumerate(_lines(sys.stdin.buffer), 1):
+                if sep_bytes is None:
+                    send(key_bytes, line)
+                    continue
+                k, found, v = line.partition(sep_bytes)
+                if not found:
+                    producer.flush(_FLUSH_TIMEOUT_S)
+                    fail(f"line {number}: no key separator {key_separator!r} found", EXIT_USAGE)
+                send(k, v)
+        remaining = producer.flush(_FLUSH_TIMEOUT_S)
+    finally:
+        producer.close()
+    if deliveries.failed or remaining:
+        failed = deliveries.failed + (remaining or 0)
+        err = deliveries.first_error
+        reason = f": {err}" if err is not None else " (flush timed out)"
+        code = exit_code_for(err) if err is not None else EXIT_DELIVERY_FAILED
+        fail(f"{failed} of {sent} records not delivered{reason}",
+             code if code != 1 else EXIT_DELIVERY_FAILED)

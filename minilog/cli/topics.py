@@ -1,1 +1,207 @@
-"""`minilog topics` commands (not yet implemented)."""
+"""`minilog topics create | list | describe | delete | alter`: thin calls to `minilog.Admin`.
+
+Theory of operation: each command parses its flags, opens one `Admin` on
+`--bootstrap-server`, makes one or two calls and prints. Tables are drawn
+with rich; when stdout is not a terminal the table is drawn wide enough not
+to wrap, so scripts and tests see one row per partition. Errors escape as
+`minilog.errors` exceptions and `handle_errors` turns them into one stderr
+line and a named exit code (see `_common.py` and docs/cli.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ._common import (
+    EXIT_INVALID_CONFIG,
+    bootstrap_option,
+    fail,
+    handle_errors,
+    parse_config_pairs,
+    stdout_is_terminal,
+)
+from ._group import main
+
+_WIDE_COLUMNS = 200  # characters: table width when stdout is a pipe or a file
+
+
+def _admin(bootstrap_server: str):
+    import minilog
+
+    return minilog.Admin(bootstrap_server)
+
+
+def _console():
+    from rich.console import Console
+
+    if stdout_is_terminal():
+        return Console(highlight=False)
+    return Console(highlight=False, width=_WIDE_COLUMNS, color_system=None, soft_wrap=False)
+
+
+def _table(*headers: str, title: str | None = None):
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+    for header in headers:
+        justify = "right" if header in _NUMERIC else "left"
+        table.add_column(header, justify=justify, no_wrap=True)
+    return table
+
+
+_NUMERIC = {"PARTITION", "PARTITIONS", "LEADER", "EPOCH", "LOG-START-OFFSET", "LOG-END-OFFSET",
+            "HIGH-WATERMARK", "SIZE", "REPLICATION-FACTOR"}
+
+
+def _ids(values: Any) -> str:
+    return ",".join(str(v) for v in values or ())
+
+
+def _size(n: int | None) -> str:
+    """Bytes as a short human figure: 0 B, 812 B, 4.0 KiB, 1.2 MiB."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+@main.group()
+def topics() -> None:
+    """Create, list, describe, alter and delete topics."""
+
+
+@topics.command("create")
+@click.argument("name")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), default=None,
+              help="Number of partitions (default: the broker's num.partitions).")
+@click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=None,
+              help="Copies of each partition (default: the broker's default.replication.factor).")
+@click.option("--config", "-c", "configs", multiple=True, metavar="KEY=VALUE",
+              help="Topic config by Kafka's name, e.g. retention.ms=604800000. Repeatable.")
+@click.option("--if-not-exists", is_flag=True, help="Succeed quietly if the topic exists.")
+@bootstrap_option
+@handle_errors
+def create(name: str, partitions: int | None, replication_factor: int | None,
+           configs: tuple[str, ...], if_not_exists: bool, bootstrap_server: str) -> None:
+    """Create topic NAME."""
+    config = parse_config_pairs(configs)
+    from minilog.errors import TopicAlreadyExistsError
+
+    with _admin(bootstrap_server) as admin:
+        try:
+            admin.create_topic(name, partitions, replication_factor, config)
+        except TopicAlreadyExistsError:
+            if not if_not_exists:
+                raise
+            return
+    click.echo(f"Created topic {name}.")
+
+
+@topics.command("list")
+@bootstrap_option
+@handle_errors
+def list_(bootstrap_server: str) -> None:
+    """List topics, one per line."""
+    with _admin(bootstrap_server) as admin:
+        found = admin.list_topics()
+    names = sorted(_topic_name(t) for t in found)
+    for name in names:
+        click.echo(name)
+
+
+def _topic_name(item: Any) -> str:
+    return item if isinstance(item, str) else getattr(item, "name", str(item))
+
+
+@topics.command("describe")
+@click.argument("name")
+@bootstrap_option
+@handle_errors
+def describe(name: str, bootstrap_server: str) -> None:
+    """Show NAME's partitions (leader, replicas, ISR, offsets, size) and configs."""
+    with _admin(bootstrap_server) as admin:
+        desc = admin.describe_topic(name)
+    partitions = sorted(desc.partitions, key=lambda p: p.partition)
+    replication = len(partitions[0].replicas) if partitions else 0
+    total = sum(p.size_bytes or 0 for p in partitions)
+    console = _console()
+    console.print(
+        f"Topic: {desc.name}  PartitionCount: {len(partitions)}  "
+        f"ReplicationFactor: {replication}  Size: {_size(total)}"
+    )
+    table = _table("PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "LOG-START-OFFSET",
+                   "LOG-END-OFFSET", "HIGH-WATERMARK", "SIZE")
+    for p in partitions:
+        table.add_row(str(p.partition), str(p.leader), str(p.leader_epoch), _ids(p.replicas),
+                      _ids(p.isr), str(p.log_start_offset), str(p.log_end_offset),
+                      str(p.high_watermark), _size(p.size_bytes))
+    console.print(table)
+    configs = _config_rows(desc.config)
+    if configs:
+        config_table = _table("CONFIG", "VALUE")
+        for key, value in configs:
+            config_table.add_row(key, value)
+        console.print(config_table)
+
+
+def _config_rows(config: Any) -> list[tuple[str, str]]:
+    """Sorted (key, value) pairs from a dict of values or of entries with `.value`."""
+    if not config:
+        return []
+    rows = []
+    for key, value in dict(config).items():
+        value = getattr(value, "value", value)
+        rows.append((str(key), "" if value is None else str(value)))
+    return sorted(rows)
+
+
+@topics.command("delete")
+@click.argument("name")
+@click.option("--if-exists", is_flag=True, help="Succeed quietly if the topic does not exist.")
+@bootstrap_option
+@handle_errors
+def delete(name: str, if_exists: bool, bootstrap_server: str) -> None:
+    """Delete topic NAME and its data."""
+    from minilog.errors import UnknownTopicOrPartitionError
+
+    with _admin(bootstrap_server) as admin:
+        try:
+            admin.delete_topic(name)
+        except UnknownTopicOrPartitionError:
+            if not if_exists:
+                raise
+            return
+    click.echo(f"Deleted topic {name}.")
+
+
+@topics.command("alter")
+@click.argument("name")
+@click.option("--config", "-c", "configs", multiple=True, metavar="KEY=VALUE",
+              help="Set a topic config. Repeatable.")
+@click.option("--delete-config", "-d", "deleted", multiple=True, metavar="KEY",
+              help="Reset a topic config to the broker default. Repeatable.")
+@bootstrap_option
+@handle_errors
+def alter(name: str, configs: tuple[str, ...], deleted: tuple[str, ...], bootstrap_server: str) -> None:
+    """Change NAME's configs: --config K=V sets, --delete-config K resets to the default."""
+    changes: dict[str, str | None] = dict(parse_config_pairs(configs))
+    for key in deleted:
+        key = key.strip()
+        if not key or "=" in key:
+            fail(f"--delete-config expects a KEY, got {key!r}", EXIT_INVALID_CONFIG)
+        if key in changes:
+            fail(f"{key} is both set and deleted", EXIT_INVALID_CONFIG)
+        changes[key] = None
+    if not changes:
+        fail("nothing to alter: give --config KEY=VALUE or --delete-config KEY", EXIT_INVALID_CONFIG)
+    with _admin(bootstrap_server) as admin:
+        admin.alter_configs(name, changes)
+    click.echo(f"Altered topic {name}: " + ", ".join(
+        f"{k}={v}" if v is not None else f"{k} reset" for k, v in changes.items()))
