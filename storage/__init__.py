@@ -1,7 +1,90 @@
 """minilog's partition log on disk: segments, indexes, retention, recovery.
 
 Installed as `minilog.storage`. Synchronous and trio-free; uses only
-`minilog.protocol`'s batch header.
+`minilog.protocol`'s batch header and record decoder.
+
+Start with `Log.open(path, LogConfig.from_kafka({...}), clock=...)`; the
+module docstrings of `_log.py`, `_segment.py`, `_index.py` and
+`_recovery.py` explain the design, docs/on-disk-format.md the files.
 """
 
-__all__: list[str] = []
+from ._checkpoint import atomic_write, fsync_dir
+from ._config import (
+    LOG_CONFIG_KEYS,
+    LONG_MAX,
+    ConfigKey,
+    GiB,
+    KiB,
+    LogConfig,
+    MiB,
+    at_least,
+    between,
+    one_of,
+    parse_config,
+)
+from ._epoch_cache import UNDEFINED_EPOCH, EpochEntry, LeaderEpochCache
+from ._errors import (
+    ConfigError,
+    CorruptRecord,
+    InvalidOffset,
+    LogCorrupted,
+    OffsetOutOfRange,
+    RecordTooLarge,
+    StaleLeaderEpoch,
+    StorageError,
+)
+from ._index import OffsetIndex, OffsetPosition, TimeIndex, TimestampOffset
+from ._log import AppendInfo, Log, LogStatistics
+from ._recovery import BATCH_CASES, SEGMENT_CASES, RecoveryReport
+from ._retention import Deletion, SegmentInfo, segments_to_delete, should_roll
+from ._segment import (
+    parse_partition_dir_name,
+    parse_segment_file_name,
+    partition_dir_name,
+    segment_file_name,
+)
+
+__all__ = [
+    "Log",
+    "LogConfig",
+    "AppendInfo",
+    "LogStatistics",
+    "RecoveryReport",
+    "Deletion",
+    "SegmentInfo",
+    "segments_to_delete",
+    "should_roll",
+    "ConfigKey",
+    "parse_config",
+    "LOG_CONFIG_KEYS",
+    "at_least",
+    "between",
+    "one_of",
+    "KiB",
+    "MiB",
+    "GiB",
+    "LONG_MAX",
+    "LeaderEpochCache",
+    "EpochEntry",
+    "UNDEFINED_EPOCH",
+    "OffsetIndex",
+    "TimeIndex",
+    "OffsetPosition",
+    "TimestampOffset",
+    "SEGMENT_CASES",
+    "BATCH_CASES",
+    "partition_dir_name",
+    "parse_partition_dir_name",
+    "segment_file_name",
+    "parse_segment_file_name",
+    "atomic_write",
+    "fsync_dir",
+    "StorageError",
+    "ConfigError",
+    "OffsetOutOfRange",
+    "InvalidOffset",
+    "StaleLeaderEpoch",
+    "RecordTooLarge",
+    "CorruptRecord",
+    "LogCorrupted",
+]

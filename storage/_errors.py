@@ -1,0 +1,78 @@
+"""The storage layer's one error hierarchy.
+
+`StorageError` is the base of everything the partition log raises on
+purpose. The contract: every public method of `Log` raises only
+`StorageError` subclasses (an `OSError` from the file system is wrapped);
+anything else is a bug in minilog.
+
+    StorageError
+    +-- ConfigError          a config key has a bad value (the message names the key)
+    +-- OffsetOutOfRange     a read/lookup below log start or above log end
+    +-- InvalidOffset        a follower batch that does not continue the log
+    +-- StaleLeaderEpoch     an append with an epoch older than the log's latest
+    +-- RecordTooLarge       a batch above max.message.bytes (nothing written)
+    +-- CorruptRecord        a batch failing length/magic/CRC checks (nothing written)
+    +-- LogCorrupted         a half-finished operation poisoned this Log object;
+                             every later call raises it until the log is reopened
+
+Rejected input (`RecordTooLarge`, `CorruptRecord`, `InvalidOffset`,
+`StaleLeaderEpoch`, `OffsetOutOfRange`) changes nothing on disk and leaves the
+Log usable. `LogCorrupted` is sticky, like tidwall/wal's `corrupt` flag.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StorageError",
+    "ConfigError",
+    "OffsetOutOfRange",
+    "InvalidOffset",
+    "StaleLeaderEpoch",
+    "RecordTooLarge",
+    "CorruptRecord",
+    "LogCorrupted",
+]
+
+
+class StorageError(Exception):
+    """Base class of every error the storage layer raises on purpose."""
+
+
+class ConfigError(StorageError, ValueError):
+    """A configuration value is invalid. `key` names the offending key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+class OffsetOutOfRange(StorageError):
+    """The requested offset is below the log start or above the log end."""
+
+    def __init__(self, offset: int, log_start_offset: int, log_end_offset: int) -> None:
+        super().__init__(
+            f"offset {offset} is out of range [{log_start_offset}, {log_end_offset}]"
+        )
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+class InvalidOffset(StorageError):
+    """A batch appended with the leader's offsets does not continue the log."""
+
+
+class StaleLeaderEpoch(StorageError):
+    """An append carries a leader epoch older than the newest one in the log."""
+
+
+class RecordTooLarge(StorageError):
+    """A batch is larger than max.message.bytes. Nothing was written."""
+
+
+class CorruptRecord(StorageError):
+    """A batch failed validation (length, magic, CRC). Nothing was written."""
+
+
+class LogCorrupted(StorageError):
+    """An operation failed half-way; this Log object refuses further calls."""

@@ -1,0 +1,338 @@
+"""Sparse offset and time indexes of one segment.
+
+Byte layouts (big-endian, entries back to back, no header; the file's size
+is a multiple of the entry size)::
+
+    .index      entry = u32 relative_offset, u32 position          (8 bytes)
+    .timeindex  entry = i64 max_timestamp_ms, u32 relative_offset  (12 bytes)
+
+`relative_offset` is `batch base offset - segment base offset`; `position`
+is the byte position of that batch in the `.log` file. Offsets and
+positions are never mixed: lookups return `OffsetPosition` or
+`TimestampOffset` named tuples.
+
+Theory of operation (Kafka's OffsetIndex/TimeIndex, without mmap):
+
+- The offset index gets one entry per `index.interval.bytes` of log: the
+  batch's base offset and its position. Lookup finds the largest entry at
+  or below the target (bisect) and the caller scans a few batch headers
+  forward from there. Without an entry the scan starts at position 0.
+- The time index gets an entry at the same moments, when the segment's
+  largest timestamp so far has grown: (largest timestamp so far, base
+  offset of the batch holding it). Timestamps are strictly increasing, so
+  every batch at or before an entry's offset... and up to the moment the
+  entry was written has a timestamp <= that entry's timestamp. A time
+  lookup starts its scan at the offset of the last entry whose timestamp
+  is below the target. When a segment stops being active the final
+  largest timestamp is appended, so the last entry gives the segment's
+  max timestamp without reading the log (retention needs only that).
+- Entries are kept in memory (two `array` columns) and appended to the file
+  lazily, on `flush()` (segment roll, log flush, close). The index is
+  derived data: after an unclean shutdown, recovery rebuilds the indexes of
+  every segment it re-scans, so a lost tail of index entries costs nothing.
+- Closed segments load their index on first use (a lookup), not at open,
+  which keeps opening a log with 1,000 segments in milliseconds. Loading
+  runs Kafka's sanity check: size a multiple of the entry size, keys
+  strictly increasing, values within the segment. A failed check reports a
+  problem string and the segment rebuilds the index from the log.
+
+Task safety: not thread-safe; the owning Log serialises calls.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+from typing import NamedTuple
+
+__all__ = ["OffsetIndex", "TimeIndex", "OffsetPosition", "TimestampOffset"]
+
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+_OFFSET_ENTRY = struct.Struct(">II")
+_TIME_ENTRY = struct.Struct(">qI")
+U32_MAX = 2**32 - 1
+
+
+class OffsetPosition(NamedTuple):
+    offset: int      # absolute offset (a batch base offset)
+    position: int    # byte position in the .log file
+
+
+class TimestampOffset(NamedTuple):
+    timestamp: int   # ms
+    offset: int      # absolute offset (a batch base offset)
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+class _SparseIndex:
+    """Shared machinery: two in-memory columns, a pending tail, lazy load."""
+
+    ENTRY: struct.Struct
+
+    def __init__(self, path: str, base_offset: int, entries_max: int) -> None:
+        self.path = path
+        self.base_offset = base_offset
+        self.entries_max = max(1, entries_max)
+        self._keys: array | None = None        # None until loaded
+        self._values: array | None = None
+        self._pending = bytearray()            # encoded entries not yet in the file
+        self._file_entries = 0                 # entries the file holds (when loaded)
+
+    # -- loading ---------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._keys is not None
+
+    def load(self) -> str | None:
+        """Read the file into memory. Returns a problem description, or None."""
+        data = _read_file(self.path)
+        size = self.ENTRY.size
+        problem = None
+        if len(data) % size:
+            problem = f"{os.path.basename(self.path)}: size {len(data)} is not a multiple of {size}"
+            data = data[: len(data) - len(data) % size]
+        self._decode(data)
+        self._file_entries = len(self._keys)
+        self._pending.clear()
+        return problem
+
+    def reset(self) -> None:
+        """Forget every entry (in memory); `rewrite()` then makes the file match."""
+        self._decode(b"")
+        self._pending.clear()
+        self._file_entries = -1                # unknown: rewrite the whole file
+
+    def _decode(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _ensure_loaded(self) -> None:
+        if self._keys is None:
+            self.load()
+
+    # -- writing ---------------------------------------------------------------
+
+    def flush(self, *, fsync: bool = False) -> None:
+        """Append pending entries to the file (or rewrite it after a reset)."""
+        if self._keys is None:
+            return
+        if self._file_entries < 0:
+            self.rewrite(fsync=fsync)
+            return
+        if self._pending or fsync:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                if self._pending:
+                    os.pwrite(fd, self._pending, self._file_entries * self.ENTRY.size)
+                    self._file_entries += len(self._pending) // self.ENTRY.size
+                    self._pending.clear()
+                if fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def rewrite(self, *, fsync: bool = False) -> None:
+        """Make the file hold exactly the in-memory entries."""
+        self._ensure_loaded()
+        data = b"".join(self.ENTRY.pack(*self._entry(i)) for i in range(len(self._keys)))
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._file_entries = len(self._keys)
+        self._pending.clear()
+
+    def _entry(self, i: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def delete(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    # -- queries ---------------------------------------------------------------
+
+    def __len__(self) -> int:
+        self._ensure_loaded()
+        return len(self._keys)
+
+    @property
+    def is_full(self) -> bool:
+        self._ensure_loaded()
+        return len(self._keys) >= self.entries_max
+
+    @property
+    def size_bytes(self) -> int:
+        self._ensure_loaded()
+        return len(self._keys) * self.ENTRY.size
+
+
+class OffsetIndex(_SparseIndex):
+    """Sparse map: batch base offset -> byte position in the segment's .log."""
+
+    ENTRY = _OFFSET_ENTRY
+
+    def _decode(self, data: bytes) -> None:
+        both = array("I")
+        both.frombytes(data)
+        if not _BIG_ENDIAN_HOST:
+            both.byteswap()
+        self._keys = both[0::2]
+        self._values = both[1::2]
+
+    def _entry(self, i: int) -> tuple[int, int]:
+        return self._keys[i], self._values[i]
+
+    def append(self, offset: int, position: int) -> None:
+        """Add an entry. Caller guarantees offset and position grow (asserted)."""
+        self._ensure_loaded()
+        relative = offset - self.base_offset
+        assert 0 <= relative <= U32_MAX and 0 <= position <= U32_MAX, (offset, position)
+        if self._keys:
+            assert relative > self._keys[-1] and position > self._values[-1], (
+                relative, position, self._keys[-1], self._values[-1])
+        assert not self.is_full
+        self._keys.append(relative)
+        self._values.append(position)
+        self._pending += self.ENTRY.pack(relative, position)
+
+    def lookup(self, offset: int) -> OffsetPosition:
+        """The last entry with offset <= `offset`, or (base offset, 0)."""
+        self._ensure_loaded()
+        i = bisect_right(self._keys, offset - self.base_offset) - 1
+        if i < 0:
+            return OffsetPosition(self.base_offset, 0)
+        return OffsetPosition(self.base_offset + self._keys[i], self._values[i])
+
+    def lookup_by_position(self, position: int) -> OffsetPosition:
+        """The last entry with position <= `position`, or (base offset, 0)."""
+        self._ensure_loaded()
+        i = bisect_right(self._values, position) - 1
+        if i < 0:
+            return OffsetPosition(self.base_offset, 0)
+        return OffsetPosition(self.base_offset + self._keys[i], self._values[i])
+
+    def last_entry(self) -> OffsetPosition:
+        self._ensure_loaded()
+        if not self._keys:
+            return OffsetPosition(self.base_offset, 0)
+        return OffsetPosition(self.base_offset + self._keys[-1], self._values[-1])
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop entries with offset >= `offset` (in memory and in the file)."""
+        self._ensure_loaded()
+        keep = bisect_left(self._keys, offset - self.base_offset)
+        if keep < len(self._keys):
+            del self._keys[keep:]
+            del self._values[keep:]
+            self.rewrite()
+
+    def sanity_check(self, log_size: int) -> str | None:
+        """Kafka's sanityCheck: strictly increasing, positions inside the log."""
+        self._ensure_loaded()
+        keys, values = self._keys, self._values
+        name = os.path.basename(self.path)
+        if any(a >= b for a, b in zip(keys, keys[1:])):
+            return f"{name}: offsets not strictly increasing"
+        if any(a >= b for a, b in zip(values, values[1:])):
+            return f"{name}: positions not strictly increasing"
+        if values and values[-1] >= max(log_size, 1):
+            return f"{name}: position {values[-1]} beyond log size {log_size}"
+        if values and values[0] == 0:
+            return f"{name}: entry at position 0"
+        return None
+
+
+class TimeIndex(_SparseIndex):
+    """Sparse map: largest timestamp so far -> base offset of the batch holding it."""
+
+    ENTRY = _TIME_ENTRY
+
+    def _decode(self, data: bytes) -> None:
+        self._keys = array("q")
+        self._values = array("I")
+        for timestamp, relative in _TIME_ENTRY.iter_unpack(data):
+            self._keys.append(timestamp)
+            self._values.append(relative)
+
+    def _entry(self, i: int) -> tuple[int, int]:
+        return self._keys[i], self._values[i]
+
+    def maybe_append(self, timestamp: int, offset: int) -> bool:
+        """Add an entry when `timestamp` is above the last one. Returns whether it did."""
+        self._ensure_loaded()
+        relative = offset - self.base_offset
+        assert 0 <= relative <= U32_MAX, offset
+        if self._keys and timestamp <= self._keys[-1]:
+            return False
+        if len(self._keys) >= self.entries_max:
+            return False
+        assert not self._values or relative >= self._values[-1], (relative, self._values[-1])
+        self._keys.append(timestamp)
+        self._values.append(relative)
+        self._pending += self.ENTRY.pack(timestamp, relative)
+        return True
+
+    def last_below(self, timestamp: int) -> TimestampOffset | None:
+        """The last entry with timestamp < `timestamp`, or None."""
+        self._ensure_loaded()
+        i = bisect_left(self._keys, timestamp) - 1
+        if i < 0:
+            return None
+        return TimestampOffset(self._keys[i], self.base_offset + self._values[i])
+
+    def last_entry(self) -> TimestampOffset | None:
+        """The last entry, reading only the file's last 12 bytes when not loaded."""
+        if self._keys is None:
+            try:
+                with open(self.path, "rb") as f:
+                    size = f.seek(0, os.SEEK_END)
+                    size -= size % _TIME_ENTRY.size
+                    if size == 0:
+                        return None
+                    f.seek(size - _TIME_ENTRY.size)
+                    timestamp, relative = _TIME_ENTRY.unpack(f.read(_TIME_ENTRY.size))
+            except FileNotFoundError:
+                return None
+            return TimestampOffset(timestamp, self.base_offset + relative)
+        if not self._keys:
+            return None
+        return TimestampOffset(self._keys[-1], self.base_offset + self._values[-1])
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop entries whose offset is >= `offset`."""
+        self._ensure_loaded()
+        relative = offset - self.base_offset
+        keep = len(self._values)
+        while keep and self._values[keep - 1] >= relative:
+            keep -= 1
+        if keep < len(self._keys):
+            del self._keys[keep:]
+            del self._values[keep:]
+            self.rewrite()
+
+    def sanity_check(self, next_offset: int) -> str | None:
+        self._ensure_loaded()
+        keys, values = self._keys, self._values
+        name = os.path.basename(self.path)
+        if any(a >= b for a, b in zip(keys, keys[1:])):
+            return f"{name}: timestamps not strictly increasing"
+        if any(a > b for a, b in zip(values, values[1:])):
+            return f"{name}: offsets decreasing"
+        if values and self.base_offset + values[-1] >= max(next_offset, self.base_offset + 1):
+            return f"{name}: offset {self.base_offset + values[-1]} beyond segment end {next_offset}"
+        return None

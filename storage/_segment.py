@@ -1,0 +1,378 @@
+"""One segment: a `.log` file of stamped batches plus its two sparse indexes.
+
+Files of a segment whose first offset is 4200, in the partition directory::
+
+    00000000000000004200.log        batches back to back, exactly as stamped
+    00000000000000004200.index      offset index (see _index.py)
+    00000000000000004200.timeindex  time index (see _index.py)
+
+The partition directory is `<topic>-<partition>` (Kafka's naming; the topic
+may itself contain dashes, the partition is after the last one).
+
+Theory of operation: a segment appends with one positional write per batch
+(`os.pwritev` of the 16 stamped header bytes and the rest of the caller's
+buffer, so nothing is copied) and reads with `os.pread`. Every batch that
+enters the segment, by append or by a recovery scan, goes through
+`_track()`, which advances the size, the next offset and the max timestamp
+and adds sparse index entries. Closed segments learn their next offset from
+the following segment and their max timestamp from the last time index
+entry, so opening them reads no log data.
+
+Task safety: not thread-safe; the owning Log serialises calls.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterator
+
+from minilog.protocol import (
+    HEADER_SIZE,
+    BatchHeader,
+    CorruptBatchError,
+    parse_header,
+)
+
+from ._config import LogConfig
+from ._index import OffsetIndex, OffsetPosition, TimeIndex
+
+__all__ = [
+    "LogSegment",
+    "segment_file_name",
+    "parse_segment_file_name",
+    "partition_dir_name",
+    "parse_partition_dir_name",
+    "LOG_SUFFIX",
+    "INDEX_SUFFIX",
+    "TIME_INDEX_SUFFIX",
+    "DELETED_SUFFIX",
+]
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+DELETED_SUFFIX = ".deleted"
+_OFFSET_DIGITS = 20
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
+_PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
+_SCAN_CHUNK_BYTES = 16 * 1024
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    """`00000000000000004200.log` for base offset 4200 and suffix `.log`."""
+    assert base_offset >= 0
+    return f"{base_offset:0{_OFFSET_DIGITS}d}{suffix}"
+
+
+def parse_segment_file_name(name: str) -> tuple[int, str] | None:
+    """(base offset, suffix) of a segment file name, or None for other files."""
+    match = _SEGMENT_NAME.match(name)
+    if match is None:
+        return None
+    return int(match.group(1)), "." + match.group(2)
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    """`orders-3` for topic `orders`, partition 3."""
+    if not topic or "/" in topic or topic in (".", "..") or partition < 0:
+        raise ValueError(f"bad topic/partition {topic!r}/{partition}")
+    return f"{topic}-{partition}"
+
+
+def parse_partition_dir_name(name: str) -> tuple[str, int]:
+    """(topic, partition) from `orders-3`; the partition follows the last dash.
+
+    Raises:
+        ValueError: the name is not `<topic>-<partition>`.
+    """
+    match = _PARTITION_DIR.match(name)
+    if match is None:
+        raise ValueError(f"not a partition directory name: {name!r}")
+    return match.group(1), int(match.group(2))
+
+
+class LogSegment:
+    """A `.log` file and its indexes. Created by `create` or `open_existing`."""
+
+    def __init__(self, dir_path: str, base_offset: int, config: LogConfig, *,
+                 size_bytes: int, created_ms: int) -> None:
+        self.dir_path = dir_path
+        self.base_offset = base_offset
+        self.config = config
+        self.log_path = os.path.join(dir_path, segment_file_name(base_offset, LOG_SUFFIX))
+        self.index = OffsetIndex(
+            os.path.join(dir_path, segment_file_name(base_offset, INDEX_SUFFIX)),
+            base_offset, config.offset_index_entries_max)
+        self.time_index = TimeIndex(
+            os.path.join(dir_path, segment_file_name(base_offset, TIME_INDEX_SUFFIX)),
+            base_offset, config.time_index_entries_max)
+        self.size_bytes = size_bytes
+        self.next_offset = base_offset          # exact once tracked or told by the Log
+        self.created_ms = created_ms
+        self.first_batch_timestamp_ms: int | None = None   # rolling basis (Kafka's)
+        self._max_timestamp: tuple[int, int] | None = None  # (ts, offset), lazily known
+        self._bytes_since_index_entry = 0
+        self._fd: int | None = None
+        self._writable = False
+        self.index_checked = False               # sanity check done since open
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @classmethod
+    def create(cls, dir_path: str, base_offset: int, config: LogConfig, now_ms: int) -> "LogSegment":
+        """Create an empty segment (truncating stale files of the same name)."""
+        segment = cls(dir_path, base_offset, config, size_bytes=0, created_ms=now_ms)
+        fd = os.open(segment.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        segment._fd, segment._writable = fd, True
+        segment.index.reset()
+        segment.time_index.reset()
+        segment.index.flush()
+        segment.time_index.flush()
+        segment._max_timestamp = (-1, base_offset)
+        segment.index_checked = True
+        return segment
+
+    @classmethod
+    def open_existing(cls, dir_path: str, base_offset: int, config: LogConfig, *,
+                      size_bytes: int, now_ms: int) -> "LogSegment":
+        """Wrap an existing segment without reading it."""
+        return cls(dir_path, base_offset, config, size_bytes=size_bytes, created_ms=now_ms)
+
+    def fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.log_path, os.O_RDONLY)
+        return self._fd
+
+    def writable_fd(self) -> int:
+        if not self._writable:
+            self.close_fd()
+            self._fd = os.open(self.log_path, os.O_RDWR)
+            self._writable = True
+        return self._fd
+
+    def close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._writable = False
+
+    @property
+    def has_open_fd(self) -> bool:
+        return self._fd is not None
+
+    def flush(self, *, fsync: bool) -> None:
+        """Write pending index entries; with `fsync`, make log and indexes durable."""
+        self.index.flush(fsync=fsync)
+        self.time_index.flush(fsync=fsync)
+        if fsync and self.size_bytes:
+            os.fsync(self.writable_fd() if self._writable else self.fd())
+
+    def seal(self) -> None:
+        """The segment stops being active: record its final max timestamp."""
+        timestamp, offset = self.max_timestamp
+        if timestamp >= 0:
+            self.time_index.maybe_append(timestamp, offset)
+        self.index.flush()
+        self.time_index.flush()
+
+    def delete_files(self, *, rename_only: bool) -> list[str]:
+        """Unlink (or rename to `*.deleted`) the segment's files. Returns new names."""
+        self.close_fd()
+        renamed = []
+        for path in (self.log_path, self.index.path, self.time_index.path):
+            try:
+                if rename_only:
+                    os.replace(path, path + DELETED_SUFFIX)
+                    renamed.append(path + DELETED_SUFFIX)
+                else:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+        return renamed
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def max_timestamp(self) -> tuple[int, int]:
+        """(largest batch max timestamp, base offset of its batch); (-1, base) when none."""
+        if self._max_timestamp is None:
+            last = self.time_index.last_entry()
+            self._max_timestamp = (last.timestamp, last.offset) if last else (-1, self.base_offset)
+        return self._max_timestamp
+
+    @property
+    def rolling_timestamp_ms(self) -> int:
+        if self.first_batch_timestamp_ms is not None and self.first_batch_timestamp_ms >= 0:
+            return self.first_batch_timestamp_ms
+        return self.created_ms
+
+    def reset_tracking(self) -> None:
+        """Forget everything about the contents (before a rebuild scan)."""
+        self.size_bytes = 0
+        self.next_offset = self.base_offset
+        self._max_timestamp = (-1, self.base_offset)
+        self._bytes_since_index_entry = 0
+        self.first_batch_timestamp_ms = None
+        self.index.reset()
+        self.time_index.reset()
+        self.index_checked = True
+
+    def _track(self, position: int, base_offset: int, next_offset: int,
+               max_timestamp: int, size: int) -> None:
+        """Account for one batch stored at `position`: the one place state advances."""
+        assert position == self.size_bytes and base_offset == self.next_offset, (
+            position, self.size_bytes, base_offset, self.next_offset)
+        if position == 0:
+            self.first_batch_timestamp_ms = max_timestamp
+        if max_timestamp > self.max_timestamp[0]:
+            self._max_timestamp = (max_timestamp, base_offset)
+        if self._bytes_since_index_entry > self.config.index_interval_bytes and position > 0:
+            self.index.append(base_offset, position)
+            self.time_index.maybe_append(*self._max_timestamp)
+            self._bytes_since_index_entry = 0
+        self._bytes_since_index_entry += size
+        self.size_bytes = position + size
+        self.next_offset = next_offset
+
+    # -- writing ---------------------------------------------------------------
+
+    def append(self, parts: list, size: int, base_offset: int, next_offset: int,
+               max_timestamp: int) -> int:
+        """Write one batch (given as buffers) at the end, with one call. Returns its position.
+
+        Raises:
+            OSError: the write failed or was short; the caller poisons the log.
+        """
+        position = self.size_bytes
+        written = os.pwritev(self.writable_fd(), parts, position)
+        if written != size:
+            raise OSError(f"short write: {written} of {size} bytes at {position} in {self.log_path}")
+        self._track(position, base_offset, next_offset, max_timestamp, size)
+        return position
+
+    def truncate_to_position(self, position: int) -> None:
+        """Cut the log file at `position` (a batch boundary) and keep indexes consistent."""
+        os.ftruncate(self.writable_fd(), position)
+        self.size_bytes = position
+
+    def restore_after_truncate(self, cut_offset: int) -> None:
+        """After cutting the file, rebuild tracking from the last surviving index entry."""
+        self.index.truncate_to(cut_offset)
+        self.time_index.truncate_to(cut_offset)
+        size = self.size_bytes
+        last = self.index.last_entry()
+        last_time = self.time_index.last_entry()
+        self._max_timestamp = (last_time.timestamp, last_time.offset) if last_time else (-1, self.base_offset)
+        self.first_batch_timestamp_ms = None
+        self.size_bytes = last.position
+        self.next_offset = last.offset
+        self._replay_tail(last, size)
+
+    def load_tail(self) -> None:
+        """Learn next offset and max timestamp of an existing segment from its tail.
+
+        Reads only the last index entries and the headers after the last
+        offset index entry (at most about index.interval.bytes of headers).
+
+        Raises:
+            CorruptBatchError: a header in the tail is unreadable.
+        """
+        size = self.size_bytes
+        last = self.index.last_entry()
+        last_time = self.time_index.last_entry()
+        self._max_timestamp = (last_time.timestamp, last_time.offset) if last_time else (-1, self.base_offset)
+        self.size_bytes = last.position
+        self.next_offset = last.offset
+        self._replay_tail(last, size)
+
+    def _replay_tail(self, start: OffsetPosition, end_position: int) -> None:
+        # The batch at an index entry already has its entry: do not add another.
+        self._bytes_since_index_entry = 0
+        for position, header in self.iter_headers(start.position, end_position):
+            if header.base_offset != self.next_offset:
+                raise CorruptBatchError(
+                    f"{self.log_path}: batch at {position} has offset {header.base_offset}, "
+                    f"expected {self.next_offset}")
+            if position + header.size > end_position:
+                raise CorruptBatchError(f"{self.log_path}: torn batch at {position}")
+            if position == start.position and position > 0:
+                self._max_timestamp = max(self._max_timestamp, (header.max_timestamp, header.base_offset),
+                                          key=lambda t: t[0])
+                self._bytes_since_index_entry = header.size
+                self.size_bytes = position + header.size
+                self.next_offset = header.next_offset
+                continue
+            self._track(position, header.base_offset, header.next_offset,
+                        header.max_timestamp, header.size)
+        if self.size_bytes != end_position:
+            raise CorruptBatchError(f"{self.log_path}: tail does not end on a batch boundary")
+        if self.first_batch_timestamp_ms is None and end_position > 0:
+            self.first_batch_timestamp_ms = self.header_at(0).max_timestamp
+
+    # -- reading ---------------------------------------------------------------
+
+    def read(self, position: int, size: int) -> bytes:
+        assert 0 <= position and position + size <= self.size_bytes, (position, size, self.size_bytes)
+        return os.pread(self.fd(), size, position)
+
+    def header_at(self, position: int) -> BatchHeader:
+        """Parse the batch header at `position`. Raises CorruptBatchError."""
+        if position + HEADER_SIZE > self.size_bytes:
+            raise CorruptBatchError(f"{self.log_path}: no header at {position}")
+        return parse_header(os.pread(self.fd(), HEADER_SIZE, position))
+
+    def iter_headers(self, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
+        """Yield (position, header) for batches starting in [start, end).
+
+        Reads chunks and parses headers in memory; never reads record data
+        it does not need. Raises CorruptBatchError for an unreadable header.
+        """
+        fd = self.fd()
+        position = start
+        chunk, chunk_start = b"", start
+        while position < end:
+            offset_in_chunk = position - chunk_start
+            if offset_in_chunk < 0 or offset_in_chunk + HEADER_SIZE > len(chunk):
+                chunk = os.pread(fd, max(_SCAN_CHUNK_BYTES, HEADER_SIZE), position)
+                chunk_start, offset_in_chunk = position, 0
+                if len(chunk) < HEADER_SIZE:
+                    raise CorruptBatchError(f"{self.log_path}: truncated header at {position}")
+            header = parse_header(chunk, offset_in_chunk)
+            yield position, header
+            position += header.size
+
+    def find_batch(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """Position and header of the batch holding `offset`, or of the first batch after it.
+
+        Uses the sparse index, then scans headers forward (a few KiB at most).
+        Returns None when every batch of the segment is below `offset`.
+        """
+        start = self.index.lookup(offset)
+        for position, header in self.iter_headers(start.position, self.size_bytes):
+            if header.next_offset > offset:
+                return position, header
+        return None
+
+    def position_of(self, offset: int) -> int:
+        """Position of the first batch whose base offset is >= `offset` (size if none)."""
+        start = self.index.lookup(offset)
+        for position, header in self.iter_headers(start.position, self.size_bytes):
+            if header.base_offset >= offset:
+                return position
+        return self.size_bytes
+
+    def boundary_at_or_before(self, start: int, limit: int) -> int:
+        """The furthest batch end `e` with start < e <= limit, or `start` if the first
+        batch alone passes `limit`. `start` and the result are batch boundaries."""
+        entry = self.index.lookup_by_position(limit)
+        position = entry.position if entry.position > start else start
+        best = start
+        for pos, header in self.iter_headers(position, self.size_bytes):
+            end = pos + header.size
+            if end > limit:
+                break
+            best = end
+        if best == start and position > start:
+            best = position          # the index entry itself is a boundary within the limit
+        return best
