@@ -1,0 +1,297 @@
+"""The client's view of the cluster: bootstrap, connections per broker, metadata cache.
+
+Theory of operation. `Cluster.start(nursery)` connects to the first
+bootstrap server that answers (retrying the list with backoff until
+`request_timeout_ms` has passed, then `BrokerUnavailableError`) and loads
+metadata. Later, `connection(node_id)` returns an open connection to a
+broker, reconnecting lazily when the previous one broke; concurrent callers
+share one connect attempt. The metadata cache maps topic -> partition
+leaders; it is refreshed when older than `metadata_max_age_ms`, on demand
+(`refresh()`), and by callers that got a retriable error
+(NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION, a lost connection).
+Concurrent refreshes are coalesced into one request.
+
+Everything here runs on the trio thread. Not thread-safe; task-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from minilog.errors import (
+    BrokerUnavailableError,
+    ClosedError,
+    MinilogError,
+    RequestTimeoutError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
+from minilog.protocol import ApiKey, ErrorCode
+
+from ._connection import BrokerConnection
+
+__all__ = ["Cluster", "PartitionMeta", "TopicMeta", "check_error"]
+
+log = logging.getLogger("minilog.client")
+
+
+@dataclass(frozen=True)
+class PartitionMeta:
+    partition: int
+    leader: int
+    leader_epoch: int
+    replicas: tuple
+    isr: tuple
+    error_code: int = 0
+
+
+@dataclass
+class TopicMeta:
+    topic: str
+    error_code: int
+    partitions: list[PartitionMeta] = field(default_factory=list)
+
+
+def check_error(payload: dict, what: str = "") -> None:
+    """Raise the BrokerError for a payload's top-level error_code, if any."""
+    code = payload.get("error_code", 0)
+    if code:
+        msg = payload.get("error_message")
+        if what and not msg:
+            msg = f"{what}: {error_for_code(code).message}"
+        raise error_for_code(code, msg)
+
+
+class Cluster:
+    def __init__(self, bootstrap: list[tuple[str, int]], *, client_id: str,
+                 request_timeout_ms: int, metadata_max_age_ms: int = 300000,
+                 retry_backoff_ms: int = 100, allow_auto_topic_creation: bool = False) -> None:
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.request_timeout_ms = request_timeout_ms
+        self.metadata_max_age_s = metadata_max_age_ms / 1000
+        self.retry_backoff_s = retry_backoff_ms / 1000
+        self.allow_auto_topic_creation = allow_auto_topic_creation
+        self.brokers: dict[int, tuple[str, int]] = {}
+        self.topics: dict[str, TopicMeta] = {}
+        self.cluster_id: str | None = None
+        self.controller_id: int = -1
+        self._conns: dict[int, BrokerConnection] = {}
+        self._connecting: dict[int, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self._metadata_time = -1e18
+        self._refreshing: trio.Event | None = None
+        self._wanted: set[str] = set()
+        self._closed = False
+        self._bootstrap_conn: BrokerConnection | None = None
+
+    # -- lifecycle -----------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Connect to a bootstrap server and load cluster metadata.
+
+        Raises:
+            BrokerUnavailableError: no bootstrap server answered in time.
+            UnsupportedVersionError: the broker is too old for this client.
+        """
+        self._nursery = nursery
+        deadline = trio.current_time() + self.request_timeout_ms / 1000
+        backoff = min(self.retry_backoff_s, 0.05) or 0.01
+        last: MinilogError | None = None
+        while True:
+            for host, port in self.bootstrap:
+                remaining = deadline - trio.current_time()
+                if remaining <= 0:
+                    break
+                conn = BrokerConnection(host, port, client_id=self.client_id,
+                                        request_timeout_ms=max(1, int(remaining * 1000)))
+                try:
+                    await conn.open(nursery)
+                except (BrokerUnavailableError, RequestTimeoutError) as exc:
+                    last = exc
+                    continue
+                conn.request_timeout_s = self.request_timeout_ms / 1000
+                conn.node_id = conn.broker_id
+                self._bootstrap_conn = conn
+                self._conns[conn.broker_id] = conn
+                await self.refresh()
+                return
+            if trio.current_time() + backoff >= deadline:
+                servers = ",".join(f"{h}:{p}" for h, p in self.bootstrap)
+                raise BrokerUnavailableError(
+                    f"no broker reachable at {servers} within {self.request_timeout_ms} ms"
+                    + (f" (last error: {last})" if last else ""))
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for conn in list(self._conns.values()):
+            await conn.aclose()
+        self._conns.clear()
+
+    # -- connections ---------------------------------------------------
+
+    def any_node(self) -> int:
+        for node, conn in self._conns.items():
+            if conn.usable:
+                return node
+        if self.brokers:
+            return next(iter(self.brokers))
+        if self._bootstrap_conn is not None:
+            return self._bootstrap_conn.node_id
+        raise BrokerUnavailableError("no broker known")
+
+    async def connection(self, node_id: int) -> BrokerConnection:
+        """An open connection to `node_id`; reconnects if the last one broke."""
+        if self._closed:
+            raise ClosedError("client is closed")
+        conn = self._conns.get(node_id)
+        if conn is not None and conn.usable:
+            return conn
+        while node_id in self._connecting:
+            await self._connecting[node_id].wait()
+            conn = self._conns.get(node_id)
+            if conn is not None and conn.usable:
+                return conn
+        addr = self.brokers.get(node_id)
+        if addr is None:
+            if self._bootstrap_conn is not None and node_id == self._bootstrap_conn.node_id:
+                addr = (self._bootstrap_conn.host, self._bootstrap_conn.port)
+            else:
+                raise BrokerUnavailableError(f"broker {node_id} is not in the cluster metadata")
+        done = self._connecting[node_id] = trio.Event()
+        try:
+            conn = BrokerConnection(addr[0], addr[1], client_id=self.client_id,
+                                    request_timeout_ms=self.request_timeout_ms, node_id=node_id)
+            await conn.open(self._nursery)
+            self._conns[node_id] = conn
+            return conn
+        finally:
+            del self._connecting[node_id]
+            done.set()
+
+    async def request(self, node_id: int | None, api_key: int, payload: dict,
+                      attachments=(), *, expect_response: bool = True,
+                      timeout_s: float | None = None):
+        """Send a request to `node_id` (None: any broker) and return its Response."""
+        if node_id is None:
+            node_id = self.any_node()
+        conn = await self.connection(node_id)
+        return await conn.request(api_key, payload, attachments,
+                                  expect_response=expect_response, timeout_s=timeout_s)
+
+    async def request_any(self, api_key: int, payload: dict, attachments=(), *,
+                          timeout_s: float | None = None, retries: int = 2):
+        """Like request() to any broker, retrying once per known broker on connection errors."""
+        last = None
+        for attempt in range(retries + 1):
+            try:
+                return await self.request(None, api_key, payload, attachments,
+                                          timeout_s=timeout_s)
+            except BrokerUnavailableError as exc:
+                last = exc
+                await trio.sleep(min(self.retry_backoff_s * (attempt + 1), 1.0))
+        raise last
+
+    # -- metadata ------------------------------------------------------
+
+    def partition_count(self, topic: str) -> int | None:
+        meta = self.topics.get(topic)
+        if meta is None or meta.error_code or not meta.partitions:
+            return None
+        return len(meta.partitions)
+
+    def leader(self, topic: str, partition: int) -> int | None:
+        meta = self.topics.get(topic)
+        if meta is None or partition >= len(meta.partitions):
+            return None
+        p = meta.partitions[partition]
+        return p.leader if p.leader >= 0 else None
+
+    def stale(self) -> bool:
+        return trio.current_time() - self._metadata_time > self.metadata_max_age_s
+
+    async def refresh(self, topics=None) -> None:
+        """Reload metadata for the cached topics plus `topics`; coalesces callers."""
+        if topics:
+            self._wanted.update(topics)
+        if self._refreshing is not None:
+            await self._refreshing.wait()
+            if not topics or all(t in self.topics for t in topics):
+                return
+        done = self._refreshing = trio.Event()
+        try:
+            await self._refresh_once()
+        finally:
+            self._refreshing = None
+            done.set()
+
+    async def _refresh_once(self) -> None:
+        wanted = sorted(self._wanted | set(self.topics))
+        resp = await self.request_any(ApiKey.METADATA, {
+            "topics": wanted, "allow_auto_topic_creation": self.allow_auto_topic_creation,
+        })
+        self._apply_metadata(resp.payload, wanted)
+
+    async def metadata_all(self) -> dict:
+        """Metadata for every topic (Kafka's `topics=null`); updates the cache."""
+        resp = await self.request_any(ApiKey.METADATA, {
+            "topics": None, "allow_auto_topic_creation": False})
+        self._apply_metadata(resp.payload, None)
+        return resp.payload
+
+    def _apply_metadata(self, payload: dict, wanted) -> None:
+        check_error(payload, "metadata")
+        brokers = {b["node_id"]: (b["host"], b["port"]) for b in payload.get("brokers", [])}
+        if brokers:
+            self.brokers = brokers
+        self.cluster_id = payload.get("cluster_id")
+        self.controller_id = payload.get("controller_id", -1)
+        for t in payload.get("topics", []):
+            parts = sorted(
+                (PartitionMeta(p["partition"], p["leader"], p.get("leader_epoch", -1),
+                               tuple(p.get("replicas", ())), tuple(p.get("isr", ())),
+                               p.get("error_code", 0))
+                 for p in t.get("partitions", [])), key=lambda p: p.partition)
+            if t["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+                self.topics.pop(t["topic"], None)
+                continue
+            self.topics[t["topic"]] = TopicMeta(t["topic"], t["error_code"], parts)
+        if wanted is None:
+            listed = {t["topic"] for t in payload.get("topics", [])}
+            for name in list(self.topics):
+                if name not in listed:
+                    del self.topics[name]
+        self._metadata_time = trio.current_time()
+
+    def forget(self, topic: str) -> None:
+        self.topics.pop(topic, None)
+        self._wanted.discard(topic)
+
+    async def wait_for_topic(self, topic: str, timeout_s: float) -> int:
+        """Return the partition count of `topic`, refreshing until it is known.
+
+        Raises:
+            UnknownTopicOrPartitionError: still unknown after `timeout_s`.
+        """
+        count = self.partition_count(topic)
+        if count is not None:
+            return count
+        deadline = trio.current_time() + timeout_s
+        backoff = 0.01
+        while True:
+            await self.refresh([topic])
+            count = self.partition_count(topic)
+            if count is not None:
+                return count
+            if trio.current_time() + backoff > deadline:
+                self._wanted.discard(topic)
+                raise UnknownTopicOrPartitionError(
+                    message=f"topic {topic!r} not present in metadata after "
+                            f"{timeout_s * 1000:g} ms")
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 0.5)

@@ -1,0 +1,296 @@
+"""One TCP connection to one broker: pipelined requests matched by correlation id.
+
+Theory of operation. `BrokerConnection.open()` connects, starts a reader
+task in the caller's nursery and runs the ApiVersions handshake. Then any
+number of tasks may call `request()` concurrently: each is given the next
+correlation id, its frame is written under a send lock (whole frames never
+interleave), and it waits on a slot in `_pending`. The reader decodes
+responses with the sans-IO `FrameDecoder("client")`; since a broker answers
+one connection's requests in order (Kafka's rule), a response must carry the
+correlation id of the oldest pending request, and anything else is a protocol
+error that breaks the connection. Produce with acks=0 gets no response, so
+such requests never enter `_pending`.
+
+Errors are sticky, as in h11: once the connection breaks (EOF, socket error,
+malformed frame, a request timing out: after a timeout later responses can
+no longer be trusted to match), every pending and later request fails with
+the same typed error and the owner opens a new connection.
+
+Error handling: `request()` raises only `BrokerUnavailableError` (connect
+failure, connection lost), `RequestTimeoutError` (no response within
+`request_timeout_ms`), `UnsupportedVersionError` (handshake) or
+`ClosedError`. Error codes inside a response are the caller's business.
+
+Resource handling: the reader task lives in the nursery given to `open()`
+and ends when the connection closes; `aclose()` is idempotent.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+
+import trio
+
+from minilog._version import __version__
+from minilog.errors import (
+    BrokerUnavailableError,
+    ClosedError,
+    MinilogError,
+    RequestTimeoutError,
+    UnsupportedVersionError,
+)
+from minilog.protocol import (
+    NEED_DATA,
+    ApiKey,
+    FrameDecoder,
+    FrameError,
+    encode_request,
+)
+
+__all__ = ["BrokerConnection", "REQUIRED_APIS"]
+
+log = logging.getLogger("minilog.client")
+
+# The version of each API this client sends. The handshake checks the broker
+# supports it; APIs missing here are only checked when first used.
+CLIENT_VERSIONS: dict[int, int] = {int(k): 0 for k in ApiKey}
+REQUIRED_APIS = (ApiKey.API_VERSIONS, ApiKey.METADATA)
+_RECV_BYTES = 1 << 20
+
+
+class _Slot:
+    __slots__ = ("event", "response", "error")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.response = None
+        self.error: BaseException | None = None
+
+
+class BrokerConnection:
+    """A pipelined connection to one broker. Task-safe within one trio run."""
+
+    def __init__(self, host: str, port: int, *, client_id: str = "minilog",
+                 request_timeout_ms: int = 30000, node_id: int = -1) -> None:
+        self.host = host
+        self.port = port
+        self.node_id = node_id
+        self.client_id = client_id
+        self.request_timeout_s = request_timeout_ms / 1000
+        self.api_versions: dict[int, tuple[int, int]] = {}
+        self.broker_id: int = -1
+        self._stream: trio.SocketStream | None = None
+        self._decoder = FrameDecoder("client")
+        self._send_lock = trio.Lock()
+        self._pending: collections.OrderedDict[int, _Slot] = collections.OrderedDict()
+        self._next_id = 0
+        self._error: MinilogError | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<BrokerConnection node={self.node_id} {self.host}:{self.port}>"
+
+    @property
+    def usable(self) -> bool:
+        return self._error is None and not self._closed and self._stream is not None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def open(self, nursery: trio.Nursery) -> None:
+        """Connect, start the reader in `nursery`, and check API versions.
+
+        Raises:
+            BrokerUnavailableError: cannot connect within request_timeout_ms.
+            UnsupportedVersionError: the broker lacks an API this client needs.
+        """
+        where = f"{self.host}:{self.port}"
+        try:
+            with trio.fail_after(self.request_timeout_s):
+                self._stream = await trio.open_tcp_stream(self.host, self.port)
+        except trio.TooSlowError:
+            raise BrokerUnavailableError(
+                f"could not connect to broker {where} within {self.request_timeout_s:g}s") from None
+        except OSError as exc:
+            raise BrokerUnavailableError(f"could not connect to broker {where}: {exc}") from None
+        try:
+            self._stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # pragma: no cover - not a TCP socket
+            pass
+        nursery.start_soon(self._reader)
+        try:
+            await self._handshake()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _handshake(self) -> None:
+        resp = await self.request(ApiKey.API_VERSIONS, {
+            "client_software_name": "minilog-python",
+            "client_software_version": __version__,
+        })
+        payload = resp.payload
+        if payload.get("error_code", 0):
+            raise UnsupportedVersionError(
+                f"broker {self.host}:{self.port} rejected ApiVersions "
+                f"(error {payload['error_code']}: {payload.get('error_message')})")
+        self.api_versions = {int(k): (lo, hi) for k, lo, hi in payload.get("api_versions", [])}
+        self.broker_id = payload.get("broker_id", -1)
+        for api in REQUIRED_APIS:
+            self.check_version(api)
+
+    def check_version(self, api: int) -> int:
+        """Return the version to use for `api`, or raise UnsupportedVersionError."""
+        want = CLIENT_VERSIONS[int(api)]
+        have = self.api_versions.get(int(api))
+        if have is None or not have[0] <= want <= have[1]:
+            name = ApiKey(api).name
+            supported = "not at all" if have is None else f"versions {have[0]}..{have[1]}"
+            raise UnsupportedVersionError(
+                f"broker {self.host}:{self.port} does not support {name} v{want} "
+                f"(it supports {supported}); upgrade the broker or use an older client")
+        return want
+
+    async def request(self, api_key: int, payload: dict, attachments=(), *,
+                      expect_response: bool = True, timeout_s: float | None = None):
+        """Send one request and (unless `expect_response` is False) await its Response.
+
+        Task-safe: many tasks may have requests in flight at once.
+        """
+        if self._closed:
+            raise ClosedError(f"connection to {self.host}:{self.port} is closed")
+        if self._error is not None:
+            raise self._error
+        if api_key != ApiKey.API_VERSIONS and self.api_versions:
+            version = self.check_version(api_key)
+        else:
+            version = 0
+        corr = self._next_id
+        self._next_id = (corr + 1) & 0x7FFFFFFF
+        try:
+            pieces = encode_request(api_key, version, corr, self.client_id, payload, attachments)
+        except FrameError as exc:
+            raise MinilogError(f"cannot encode {ApiKey(api_key).name} request: {exc}") from None
+        slot = None
+        if expect_response:
+            slot = _Slot()
+            self._pending[corr] = slot
+        timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
+        deadline = trio.current_time() + timeout_s
+        try:
+            with trio.move_on_at(deadline):
+                async with self._send_lock:
+                    if self._error is not None:
+                        raise self._error
+                    await self._send(pieces)
+                if slot is None:
+                    return None
+                await slot.event.wait()
+            if slot is not None and not slot.event.is_set():
+                self._fail(RequestTimeoutError(
+                    f"{ApiKey(api_key).name} request to broker {self.host}:{self.port} "
+                    f"got no response within {timeout_s * 1000:g} ms"))
+            elif slot is None:
+                self._fail(RequestTimeoutError(
+                    f"could not send {ApiKey(api_key).name} to {self.host}:{self.port} "
+                    f"within {timeout_s * 1000:g} ms"))
+                raise self._error
+        finally:
+            if slot is not None:
+                self._pending.pop(corr, None)
+        if slot.error is not None:
+            raise slot.error
+        return slot.response
+
+    async def _send(self, pieces) -> None:
+        stream = self._stream
+        try:
+            if len(pieces) > 2 and sum(map(len, pieces)) <= 65536:
+                await stream.send_all(b"".join(pieces))
+            else:
+                for piece in pieces:
+                    await stream.send_all(piece)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._fail(BrokerUnavailableError(
+                f"connection to broker {self.host}:{self.port} lost while sending: {exc}"))
+            raise self._error from None
+
+    async def _reader(self) -> None:
+        decoder = self._decoder
+        where = f"{self.host}:{self.port}"
+        try:
+            while self._error is None:
+                try:
+                    data = await self._stream.receive_some(_RECV_BYTES)
+                except (trio.BrokenResourceError, OSError) as exc:
+                    self._fail(BrokerUnavailableError(f"connection to broker {where} lost: {exc}"))
+                    return
+                except trio.ClosedResourceError:
+                    self._fail(ClosedError(f"connection to {where} closed"))
+                    return
+                if not data:
+                    self._fail(BrokerUnavailableError(
+                        f"broker {where} closed the connection"
+                        + (f" with {len(self._pending)} request(s) in flight"
+                           if self._pending else "")))
+                    return
+                decoder.feed(data)
+                while True:
+                    try:
+                        frame = decoder.next_frame()
+                    except FrameError as exc:
+                        self._fail(BrokerUnavailableError(f"malformed response from {where}: {exc}"))
+                        return
+                    if frame is NEED_DATA:
+                        break
+                    self._deliver(frame)
+        finally:
+            if self._error is None:
+                self._fail(ClosedError(f"connection to {where} closed"))
+
+    def _deliver(self, frame) -> None:
+        slot = self._pending.get(frame.correlation_id)
+        if slot is None:
+            # The request timed out (and we failed the connection) or the id
+            # is bogus: either way nothing more on this stream can be trusted.
+            self._fail(BrokerUnavailableError(
+                f"unexpected correlation id {frame.correlation_id} from {self.host}:{self.port}"))
+            return
+        first = next(iter(self._pending))
+        if first != frame.correlation_id:
+            self._fail(BrokerUnavailableError(
+                f"response {frame.correlation_id} out of order (expected {first}) "
+                f"from {self.host}:{self.port}"))
+            return
+        del self._pending[frame.correlation_id]
+        slot.response = frame
+        slot.event.set()
+
+    def _fail(self, error: MinilogError) -> None:
+        """Poison the connection: fail everything pending, close the socket."""
+        if self._error is None:
+            self._error = error
+            log.debug("%r failed: %s", self, error)
+        for slot in self._pending.values():
+            if not slot.event.is_set():
+                slot.error = self._error
+                slot.event.set()
+        self._pending.clear()
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            try:
+                stream.socket.close()
+            except OSError:  # pragma: no cover
+                pass
+
+    async def aclose(self) -> None:
+        """Close the connection; pending requests fail with ClosedError. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._fail(ClosedError(f"connection to {self.host}:{self.port} closed"))
+        await trio.lowlevel.checkpoint()
+
