@@ -42,6 +42,9 @@ def _seed_batches(codec):
         build_batch([b"u" * 30] * 80, timestamps=1, codec=codec, base_offset=5),
         build_batch([b"a", None, b"ccc" * 9], [b"k", None, b""], timestamps=[3, 1, 900],
                     headers=[[("h", b"v"), ("\u00e9", None)], None, []], codec=codec),
+        # two-byte varints: lengths of 64..8191, far-apart timestamps
+        build_batch([b"v" * 100, b"w" * 300, None], [None, b"k" * 70, None],
+                    timestamps=[0, 100_000, -5], codec=codec),
     ]
 
 
@@ -82,7 +85,7 @@ def test_random_bytes_raise_only_corrupt_batch_error(data):
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(codec=st.sampled_from(CODECS), which=st.integers(0, 1), fix_crc=st.booleans(),
+@given(codec=st.sampled_from(CODECS), which=st.integers(0, 2), fix_crc=st.booleans(),
        edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
        cut=st.none() | st.integers(0, 10_000))
 def test_mutated_batches_raise_only_corrupt_batch_error(codec, which, fix_crc, edits, cut):
