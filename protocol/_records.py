@@ -25,10 +25,11 @@ directions avoid per-record work where the records share one layout:
 
 * Encoding builds a list of pieces and joins it once. Varints of small
   numbers come from lookup tables. In the common producer case (no keys, no
-  headers, one timestamp, values of one length) record i is
-  `prefix(i) + value_i + b"\\0"` with `prefix` depending only on i and the
-  value length, so the prefixes are cached per value length and the body is
-  one `bytes.join` over an interleaved list (`_encode_uniform`).
+  headers, values of one length, timestamps within 63 ms of the first)
+  record i is `heads[i] + tsDelta_i + tails[i] + value_i` where `heads` and
+  `tails` depend only on i and the value length: they are cached per value
+  length and the body is one `bytes.join` over a list filled by four slice
+  assignments (`_encode_uniform`), no Python code per record.
 * Decoding parses the first record, assumes every record has its layout
   (same key and value lengths, no headers, offsetDelta == i, one-byte
   timestampDelta), and checks that assumption in bulk: records are then at
@@ -237,10 +238,10 @@ def build_batch(
         deltas = None
     else:
         base_ts, max_ts, deltas = _timestamp_deltas(timestamps, n)
-    if (keys is None and headers is None and deltas is None
-            and (body := _encode_uniform(values)) is not None):
-        pass
-    else:
+    body = None
+    if keys is None and headers is None:
+        body = _encode_uniform(values, deltas)
+    if body is None:
         body = _encode_general(values, keys, deltas, headers)
     if codec != CODEC_NONE:
         body = compress(codec, body)
@@ -280,58 +281,66 @@ def _timestamp_deltas(timestamps, n: int) -> tuple[int, int, list[int] | None]:
     return base, max(timestamps), [t - base for t in timestamps]
 
 
-# Prefix tables of the uniform fast path, per value length: entry i is the
-# bytes between value i-1 and value i (the previous record's headersCount,
-# then record i up to its value). Bounded: a few lengths, a few offsets.
-_PREFIX_CACHE: dict[int, list[bytes]] = {}
-_PREFIX_CACHE_LENGTHS_MAX = 32
-_PREFIX_CACHE_RECORDS_MAX = 1 << 16
+# Tables of the uniform fast path, per value length. Record i is
+#   heads[i] + timestampDelta (1 byte) + tails[i] + value_i
+# where heads[i] holds the previous record's headersCount (0), record i's
+# length and attributes, and tails[i] its offsetDelta, null key and value
+# length. Bounded: a few lengths, a few offsets.
+_UNIFORM_CACHE: dict[int, tuple[list[bytes], list[bytes]]] = {}
+_UNIFORM_CACHE_LENGTHS_MAX = 32
+_UNIFORM_CACHE_RECORDS_MAX = 1 << 16
 
 
-def _uniform_prefixes(value_len: int, n: int) -> list[bytes]:
-    cached = _PREFIX_CACHE.get(value_len)
-    if cached is not None and len(cached) >= n:
+def _uniform_tables(value_len: int, n: int) -> tuple[list[bytes], list[bytes]]:
+    cached = _UNIFORM_CACHE.get(value_len)
+    if cached is not None and len(cached[0]) >= n:
         return cached
     vlen = _varint(value_len)
-    tail = vlen if value_len >= 0 else _NULL
-    # attributes 0, timestampDelta 0 | offsetDelta | null key | valueLength
-    fixed = 1 + 1 + 1 + len(tail) + max(value_len, 0) + 1
-    count = max(n, len(cached) if cached else 0)
-    prefixes = [
-        b"".join((_ZERO if i else b"", _varint(fixed + len(od)), b"\x00\x00", od, _NULL, tail))
-        for i, od in enumerate(map(_varint, range(count)))
-    ]
-    if count <= _PREFIX_CACHE_RECORDS_MAX:
-        if len(_PREFIX_CACHE) >= _PREFIX_CACHE_LENGTHS_MAX:
-            _PREFIX_CACHE.clear()
-        _PREFIX_CACHE[value_len] = prefixes
-    return prefixes
+    # attributes, timestampDelta, null key, valueLength, value, headersCount
+    fixed = 1 + 1 + 1 + len(vlen) + value_len + 1
+    count = max(n, len(cached[0]) if cached else 0)
+    ods = list(map(_varint, range(count)))
+    heads = [b"".join((_ZERO if i else b"", _varint(fixed + len(od)), _ZERO))
+             for i, od in enumerate(ods)]
+    tails = [od + _NULL + vlen for od in ods]
+    if count <= _UNIFORM_CACHE_RECORDS_MAX:
+        if len(_UNIFORM_CACHE) >= _UNIFORM_CACHE_LENGTHS_MAX:
+            _UNIFORM_CACHE.clear()
+        _UNIFORM_CACHE[value_len] = heads, tails
+    return heads, tails
 
 
-def _encode_uniform(values) -> bytes | None:
-    """Records section for null keys, no headers, delta 0, one value length.
+def _encode_uniform(values, deltas) -> bytes | None:
+    """Records section for null keys, no headers, one value length, and
+    timestamp deltas all 0 (`deltas` None) or all in 0..63 (one varint byte).
 
-    Returns None when the values do not share one length (or are not all
-    bytes-like), and the caller takes the general path.
+    Returns None when the records do not fit that shape (the caller takes
+    the general path, which also reports bad types).
     """
     n = len(values)
     if n == 0:
         return None
+    if deltas is not None and not (min(deltas) >= 0 and max(deltas) < 64):
+        return None
     try:
         lengths = set(map(len, values))
-    except TypeError:  # a None value, or not bytes-like: general path decides
+    except TypeError:  # a None value, or not bytes-like
         return None
     if len(lengths) != 1:
         return None
-    prefixes = _uniform_prefixes(lengths.pop(), n)
-    pieces = [b""] * (2 * n + 1)
-    pieces[0 : 2 * n : 2] = prefixes[:n] if len(prefixes) != n else prefixes
-    pieces[1 : 2 * n : 2] = values
-    pieces[2 * n] = _ZERO
+    heads, tails = _uniform_tables(lengths.pop(), n)
+    if len(heads) != n:
+        heads, tails = heads[:n], tails[:n]
+    pieces = [_ZERO] * (4 * n + 1)  # the last piece: headersCount of the last record
+    pieces[0 : 4 * n : 4] = heads
+    if deltas is not None:  # else the _ZERO fill is timestampDelta 0
+        pieces[1 : 4 * n : 4] = map(_VARINT.__getitem__, deltas)
+    pieces[2 : 4 * n : 4] = tails
+    pieces[3 : 4 * n : 4] = values
     try:
         return b"".join(pieces)
-    except TypeError as exc:
-        raise TypeError(f"values must be bytes-like or None: {exc}") from None
+    except TypeError:  # e.g. str values: let the general path explain
+        return None
 
 
 def _encode_general(values, keys, deltas, headers) -> bytes:

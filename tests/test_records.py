@@ -221,6 +221,21 @@ def test_build_batch_argument_errors():
         build_batch([b"a"], headers=[[(b"bytes-key", b"v")]], timestamps=1)
 
 
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 8192, 8193])
+@pytest.mark.parametrize("key_len,value_len", [(None, 100), (None, None), (8, 0), (3, 200)])
+def test_uniform_batches_take_the_fast_path(n, key_len, value_len):
+    """Batches of one layout are decoded by the bulk path (a perf guard, not a timing)."""
+    from minilog.protocol import _records
+
+    values = [None if value_len is None else b"v" * value_len] * n
+    keys = None if key_len is None else [b"k" * key_len] * n
+    raw = build_batch(values, keys, timestamps=[100 + i % 50 for i in range(n)])
+    header = parse_header(raw)
+    fast = _records._decode_uniform(raw[61:], header, "t", 0, 0)
+    assert fast is not None
+    assert fast == list(read_batch_records(raw, topic="t", partition=0))
+
+
 def test_multi_byte_timestamp_deltas_and_negative_deltas():
     """Timestamps far apart or going backwards round-trip (general decode path)."""
     ts = [1_000_000, 999_000, 5_000_000_000, 1_000_001]

@@ -135,17 +135,18 @@ def test_uncompressed_bytes_identical_to_kafka(scenario):
         parse_header(theirs)._replace(crc=0)
 
 
-def test_fast_path_bytes_identical_to_kafka():
-    """The uniform encode fast path (one timestamp, no keys) matches kafka-python exactly."""
+@pytest.mark.parametrize("ts_of", [lambda i: 5, lambda i: 5 + i % 64, lambda i: 5 + i // 100],
+                         ids=["shared", "deltas-0-63", "slow-clock"])
+def test_fast_path_bytes_identical_to_kafka(ts_of):
+    """The uniform encode fast path (no keys, 1-byte timestamp deltas) writes kafka-python's exact bytes."""
     for n in (1, 63, 64, 65, 8191, 8192, 8193):
         values = [b"q" * 100] * n
-        theirs = _kafka_build([(None, v, []) for v in values], CODEC_NONE, base_ts=5)
-        # kafka-python stamps timestamp base + 7i; make them all 5 for this case
-        builder = DefaultRecordBatchBuilder(2, 0, False, -1, -1, -1, 1 << 30)
+        timestamps = [ts_of(i) for i in range(n)]
+        builder = DefaultRecordBatchBuilder(2, CODEC_NONE, False, -1, -1, -1, 1 << 30)
         for i, v in enumerate(values):
-            builder.append(i, 5, None, v, [])
+            builder.append(i, timestamps[i], None, v, [])
         theirs = bytes(builder.build())
-        ours = build_batch(values, timestamps=5, partition_leader_epoch=0)
+        ours = build_batch(values, timestamps=timestamps, partition_leader_epoch=0)
         assert ours == theirs, n
 
 
