@@ -1,0 +1,354 @@
+"""Partition state: the log plus leadership, ISR, high watermark and waiters.
+
+This is the API the request handlers, the group coordinator (which writes
+and reads `__consumer_offsets` through it) and, later, replication use. It
+is kept stable; add, don't change.
+
+Rules:
+- Offsets and the on-disk bytes belong to the `minilog.storage.Log`; this
+  class adds what a broker knows: who leads, the leader epoch, the replica
+  set, the ISR and the high watermark (HW).
+- Consumers read only below the HW. On a single broker (ISR = the leader)
+  the HW is the log end offset right after each append. With replication
+  it becomes the smallest log end offset in the ISR (`_advance_high_watermark`
+  is the one place that computes it).
+- Every append that moves the HW wakes every registered waiter (trio
+  events), so long-poll fetches return as soon as data exists, never on a
+  timer.
+- min.insync.replicas is checked before anything is appended.
+
+Theory of operation: `append_nowait` is synchronous: it checks producer
+sequences (idempotence), calls `log.append` (which validates size and CRC
+and stamps offsets in place, so a rejected batch never reaches disk),
+records the producer state, advances the HW and wakes waiters. `append` is
+the async acks-aware wrapper; with replication it will wait for the HW to
+pass the batch. A fetch registers one `trio.Event` with every partition it
+reads (`add_waiter`) and waits for any of them.
+
+Flush policy (flush.messages / flush.ms): the `Log` is opened with both
+set to "never", so it never fsyncs inside `append` on the event loop; this
+class applies the topic's policy instead and runs `log.flush()` in a worker
+thread (`trio.to_thread`). While that flush runs the log is busy (a Log is
+not thread-safe): `append` and `read_when_idle` wait for it; `append_nowait`
+raises `trio.WouldBlock`.
+
+Task-safety: all methods run on the trio thread; none may be called from a
+worker thread. `append_nowait` never awaits, so appends are atomic with
+respect to other tasks.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import trio
+
+from minilog.protocol import HEADER_SIZE, CorruptBatchError, ErrorCode, parse_header
+from minilog.storage import LONG_MAX, LogConfig
+
+__all__ = ["Partition", "PartitionError", "PartitionStatistics", "ProducerAppend"]
+
+_logger = logging.getLogger("minilog.broker.partition")
+
+_PRODUCER_BATCHES_KEPT = 5          # Kafka keeps the last 5 batch sequences per producer
+_INT32_MAX = 2**31 - 1
+
+
+class PartitionError(Exception):
+    """A request on this partition failed with a Kafka error code; nothing changed."""
+
+    def __init__(self, code: ErrorCode, message: str = "") -> None:
+        super().__init__(message or code.name)
+        self.code = code
+        self.message = message or code.name
+
+
+class ProducerAppend(NamedTuple):
+    """One remembered idempotent batch: its sequences and where it landed."""
+
+    first_seq: int
+    last_seq: int
+    info: Any          # the AppendInfo returned when it was appended
+
+
+@dataclass
+class _ProducerState:
+    epoch: int
+    batches: collections.deque
+
+
+@dataclass(frozen=True)
+class PartitionStatistics:
+    topic: str
+    partition: int
+    leader_epoch: int
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    size_bytes: int
+    waiters: int
+    producers: int
+
+
+class Partition:
+    """One partition replica on this broker.
+
+    Args:
+        topic, partition: its name.
+        log: an open `minilog.storage.Log`.
+        leader_id: broker id of the leader (-1 when none).
+        leader_epoch: the current leader epoch, stamped into appended batches.
+        replicas, isr: broker ids.
+        min_insync_replicas: the topic's min.insync.replicas.
+    """
+
+    def __init__(self, topic: str, partition: int, log: Any, *, leader_id: int,
+                 leader_epoch: int = 0, replicas: list[int] | None = None,
+                 isr: list[int] | None = None, min_insync_replicas: int = 1,
+                 flush_messages: int = 2**63 - 1, flush_ms: int = 2**63 - 1) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.log = log
+        self.leader_id = leader_id
+        self.leader_epoch = leader_epoch
+        self.replicas = list(replicas if replicas is not None else [leader_id])
+        self.isr = list(isr if isr is not None else self.replicas)
+        self.min_insync_replicas = min_insync_replicas
+        self.high_watermark = log.log_end_offset
+        self._waiters: set[trio.Event] = set()
+        self._producers: dict[int, _ProducerState] = {}
+        self.closed = False
+        self.flush_messages = flush_messages       # records between fsyncs (topic flush.messages)
+        self.flush_ms = flush_ms                   # ms between fsyncs (topic flush.ms)
+        self._unflushed_messages = 0
+        self._last_flush = time.monotonic()
+        self._flush_done: trio.Event | None = None  # set while a flush runs in a thread
+        self._segment_base = -1
+
+    # -- offsets ---------------------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.log_end_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return self.log.size_bytes
+
+    def _advance_high_watermark(self) -> None:
+        """Single broker: HW = LEO. With followers: min LEO over the ISR."""
+        hw = self.log.log_end_offset
+        if hw != self.high_watermark:
+            self.high_watermark = hw
+            self._wake()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append_nowait(self, batch, *, leader_epoch: int | None = None):
+        """Append one record batch as the leader; return the storage `AppendInfo`.
+
+        The batch is validated by the log (size, magic, CRC) and stamped in
+        place with its base offset and the leader epoch; `batch` must be a
+        writable buffer (the frame's memoryview is). A duplicate idempotent
+        batch is not appended again: the original AppendInfo is returned.
+
+        Raises:
+            PartitionError: OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
+                NOT_LEADER_OR_FOLLOWER (closed partition).
+            minilog.storage.StorageError: RecordTooLarge, CorruptRecord, ... from the log.
+        """
+        if self.closed:
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER, "partition is closed")
+        if self._flush_done is not None:
+            raise trio.WouldBlock("a flush of this partition is running; use append()")
+        epoch = self.leader_epoch if leader_epoch is None else leader_epoch
+        seq = self._check_sequence(batch)
+        if isinstance(seq, ProducerAppend):
+            return seq.info                     # duplicate: answer with the original offsets
+        info = self.log.append(batch, leader_epoch=epoch)
+        if seq is not None:
+            self._remember(seq, info)
+        if info.segment_base_offset != self._segment_base:
+            if self._segment_base >= 0:
+                _logger.info("%s-%d: rolled to a new segment at offset %d", self.topic,
+                             self.partition, info.segment_base_offset)
+            self._segment_base = info.segment_base_offset
+        self._unflushed_messages += info.last_offset - info.base_offset + 1
+        self._advance_high_watermark()
+        return info
+
+    def flush_due(self) -> bool:
+        """Whether the topic's flush policy asks for an fsync now."""
+        return self._unflushed_messages > 0 and (
+            self._unflushed_messages >= self.flush_messages
+            or (time.monotonic() - self._last_flush) * 1000 >= self.flush_ms)
+
+    async def wait_idle(self) -> None:
+        """Wait until no flush of this partition runs in a worker thread."""
+        while self._flush_done is not None:
+            await self._flush_done.wait()
+
+    async def flush(self) -> None:
+        """fsync the log in a worker thread (the event loop stays free)."""
+        await self.wait_idle()
+        if self.closed:
+            return
+        self._flush_done = trio.Event()
+        self._unflushed_messages = 0
+        self._last_flush = time.monotonic()
+        try:
+            await trio.to_thread.run_sync(self.log.flush)
+        finally:
+            done, self._flush_done = self._flush_done, None
+            done.set()
+
+    async def append(self, batch, *, acks: int = -1, timeout_s: float = 30.0):
+        """Append as the leader honouring `acks` (0, 1 or -1 = all).
+
+        Single broker: all = the leader, so this returns right after the
+        append. With replication, acks=-1 will wait (up to `timeout_s`) for
+        the HW to pass the batch.
+
+        Raises:
+            PartitionError: INVALID_REQUIRED_ACKS, NOT_ENOUGH_REPLICAS (checked
+                before appending), and what `append_nowait` raises.
+        """
+        if acks not in (-1, 0, 1):
+            raise PartitionError(ErrorCode.INVALID_REQUIRED_ACKS)
+        if acks == -1 and len(self.isr) < self.min_insync_replicas:
+            raise PartitionError(
+                ErrorCode.NOT_ENOUGH_REPLICAS,
+                f"{len(self.isr)} in-sync replicas, min.insync.replicas is {self.min_insync_replicas}",
+            )
+        await self.wait_idle()
+        info = self.append_nowait(batch)
+        if self.flush_due():
+            await self.flush()                 # durable before the answer, as Kafka's flush policy
+        if acks == -1 and self.high_watermark <= info.last_offset:
+            with trio.move_on_after(timeout_s):
+                await self.wait_for_high_watermark(info.last_offset + 1)
+            if self.high_watermark <= info.last_offset:
+                raise PartitionError(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND)
+        return info
+
+    def _check_sequence(self, batch):
+        """None (not idempotent / unknown), a duplicate's ProducerAppend, or (pid, epoch, first, last)."""
+        if len(batch) < HEADER_SIZE:
+            return None
+        try:
+            header = parse_header(batch)
+        except CorruptBatchError:
+            return None                          # the log rejects it with a precise error
+        if header.producer_id < 0 or header.base_sequence < 0:
+            return None
+        first = header.base_sequence
+        last = (first + header.last_offset_delta) % (_INT32_MAX + 1)
+        state = self._producers.get(header.producer_id)
+        if state is not None:
+            if header.producer_epoch < state.epoch:
+                raise PartitionError(ErrorCode.INVALID_PRODUCER_EPOCH,
+                                     f"producer epoch {header.producer_epoch} < {state.epoch}")
+            if header.producer_epoch == state.epoch:
+                for remembered in state.batches:
+                    if remembered.first_seq == first and remembered.last_seq == last:
+                        return remembered
+                expected = (state.batches[-1].last_seq + 1) % (_INT32_MAX + 1)
+                if first != expected:
+                    raise PartitionError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                         f"expected sequence {expected}, got {first}")
+            elif first != 0:
+                raise PartitionError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                     f"a new producer epoch must start at sequence 0, got {first}")
+        return (header.producer_id, header.producer_epoch, first, last)
+
+    def _remember(self, seq: tuple, info) -> None:
+        pid, epoch, first, last = seq
+        state = self._producers.get(pid)
+        if state is None or state.epoch != epoch:
+            state = _ProducerState(epoch, collections.deque(maxlen=_PRODUCER_BATCHES_KEPT))
+            self._producers[pid] = state
+        state.batches.append(ProducerAppend(first, last, info))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> bytes:
+        """Whole batches from `offset`, up to about `max_bytes`, below `max_offset`.
+
+        `max_offset` defaults to the high watermark (what consumers may see);
+        followers pass None-equivalent `log_end_offset`. Returns file bytes, never
+        decoded. At least one whole batch is returned when one exists, even
+        above `max_bytes` (as Kafka, so a large batch cannot stall a consumer).
+
+        Raises:
+            minilog.storage.OffsetOutOfRange: outside [log start, log end].
+        """
+        if self._flush_done is not None:
+            raise trio.WouldBlock("a flush of this partition is running; await wait_idle() first")
+        limit = self.high_watermark if max_offset is None else max_offset
+        return self.log.read(offset, max_bytes, max_offset=limit)
+
+    def add_waiter(self, event: trio.Event) -> None:
+        """Set `event` the next time the HW moves (or the partition closes)."""
+        self._waiters.add(event)
+
+    def discard_waiter(self, event: trio.Event) -> None:
+        self._waiters.discard(event)
+
+    def _wake(self) -> None:
+        if self._waiters:
+            for event in self._waiters:
+                event.set()
+            self._waiters.clear()
+
+    async def wait_for_high_watermark(self, offset: int) -> None:
+        """Return once the high watermark is above `offset - 1` (i.e. >= offset) or closed."""
+        while self.high_watermark < offset and not self.closed:
+            event = trio.Event()
+            self._waiters.add(event)
+            try:
+                await event.wait()
+            finally:
+                self._waiters.discard(event)
+
+    async def wait_for_data(self, offset: int) -> None:
+        """Return once a consumer at `offset` has something to read (HW > offset)."""
+        await self.wait_for_high_watermark(offset + 1)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @staticmethod
+    def log_config_for(topic_config: dict) -> LogConfig:
+        """The Log's config for a topic config (Kafka key -> value): fsync policy disabled
+        inside the Log, because the partition applies it off the event loop."""
+        return LogConfig.from_kafka({**topic_config, "flush.messages": LONG_MAX, "flush.ms": LONG_MAX})
+
+    def apply_config(self, topic_config: dict) -> None:
+        """Apply a topic's effective config (Kafka key -> typed value) live."""
+        self.min_insync_replicas = topic_config["min.insync.replicas"]
+        self.flush_messages = topic_config["flush.messages"]
+        self.flush_ms = topic_config["flush.ms"]
+        self.log.config = self.log_config_for(topic_config)
+
+    def close(self) -> None:
+        """Close the log (flush + clean-shutdown marker) and wake every waiter.
+
+        Call only when no flush runs (after `wait_idle`)."""
+        assert self._flush_done is None
+        if not self.closed:
+            self.closed = True
+            self._wake()
+            self.log.close()
+
+    def statistics(self) -> PartitionStatistics:
+        return PartitionStatistics(self.topic, self.partition, self.leader_epoch,
+                                   self.log_start_offset, self.log_end_offset,
+                                   self.high_watermark, self.size_bytes, len(self._waiters),
+                                   len(self._producers))
