@@ -91,6 +91,11 @@ from ._batch_header import (
 )
 from ._compression import compress, decompress
 from ._errors import CorruptBatchError, LimitExceededError
+from ._varint import NULL as _NULL
+from ._varint import VARINT as _VARINT
+from ._varint import ZERO as _ZERO
+from ._varint import read_varint as _read_varint
+from ._varint import varint as _varint
 
 __all__ = [
     "Record",
@@ -126,55 +131,6 @@ class Record(NamedTuple):
 
 
 _new_record = partial(tuple.__new__, Record)  # C-level constructor from a tuple
-
-
-# ----------------------------------------------------------------------------
-# Varints
-
-def _zigzag_varint(n: int) -> bytes:
-    """Kafka's signed varint: zigzag, then 7 bits per byte, low group first."""
-    if not -(1 << 63) <= n < (1 << 63):
-        raise ValueError(f"{n} does not fit a varlong")
-    z = ((n << 1) ^ (n >> 63)) & 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-_VARINT_TABLE_SIZE = 1 << 14
-_VARINT = [_zigzag_varint(i) for i in range(_VARINT_TABLE_SIZE)]  # non-negative only
-_NULL = b"\x01"   # varint(-1): null key / value
-_ZERO = b"\x00"   # varint(0)
-
-
-def _varint(n: int) -> bytes:
-    return _VARINT[n] if 0 <= n < _VARINT_TABLE_SIZE else _zigzag_varint(n)
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode the zigzag varint at `pos`; return (value, next position).
-
-    Raises IndexError when truncated (callers convert it) and
-    CorruptBatchError for a varint longer than 10 bytes.
-    """
-    b = buf[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    z = b & 0x7F
-    shift = 7
-    pos += 1
-    while True:
-        b = buf[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
-        if shift > 63:
-            raise CorruptBatchError("varint longer than 10 bytes")
 
 
 # ----------------------------------------------------------------------------

@@ -255,6 +255,17 @@ _record = st.tuples(
 )
 
 
+@given(st.integers(-(1 << 63), (1 << 63) - 1))
+def test_property_varint_round_trip(n):
+    """Kafka zigzag varints round-trip over the whole int64 range, in at most 10 bytes."""
+    from minilog.protocol._varint import read_varint, varint
+
+    raw = varint(n)
+    assert len(raw) <= 10 and read_varint(raw + b"junk", 0) == (n, len(raw))
+    with pytest.raises(CorruptBatchError):
+        read_varint(b"\xff" * 11, 0)
+
+
 @settings(max_examples=150, deadline=None)
 @given(records=st.lists(_record, max_size=30), codec=st.sampled_from(ALL_CODECS),
        base_offset=st.integers(0, 1 << 50))
