@@ -117,35 +117,53 @@ def _too_big(limit: int) -> LimitExceededError:
     return LimitExceededError(f"records section decompresses to more than {limit} bytes")
 
 
+# lz4.frame and zstandard allocate their whole `max_length` up front, so
+# output is read in steps that start near the likely size and double,
+# instead of one read of `limit + 1` bytes (64 MiB for a 1 KiB batch).
+_STEP_BYTES_MIN = 64 * 1024
+
+
+def _first_step(data, limit: int) -> int:
+    return min(max(_STEP_BYTES_MIN, 4 * len(data)), limit + 1)
+
+
 def _lz4_decompress(data, limit: int) -> bytes:
     parts = []
     total = 0
     data = bytes(data)
-    while data:
+    step = _first_step(data, limit)
+    while data:  # one frame per pass; Kafka writes one, more are legal
         d = lz4.frame.LZ4FrameDecompressor()
-        chunk = d.decompress(data, max_length=limit + 1 - total)
-        parts.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            raise _too_big(limit)
-        if not d.eof:
-            raise CorruptBatchError("lz4: truncated frame")
+        chunk = d.decompress(data, max_length=min(step, limit + 1 - total))
+        while True:
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise _too_big(limit)
+            if d.eof:
+                break
+            if d.needs_input:
+                raise CorruptBatchError("lz4: truncated frame")
+            step *= 2
+            chunk = d.decompress(b"", max_length=min(step, limit + 1 - total))
         data = d.unused_data
     return b"".join(parts)
 
 
 def _zstd_decompress(data, limit: int) -> bytes:
     # stream_reader never allocates from the frame's declared content size,
-    # unlike one-shot decompress(); read(limit + 1) is the bound.
+    # unlike one-shot decompress(); reads stop at limit + 1 bytes.
     reader = _zstd_decompressor.stream_reader(bytes(data), read_across_frames=True)
     parts = []
     total = 0
+    step = _first_step(data, limit)
     while total <= limit:
-        chunk = reader.read(limit + 1 - total)
+        chunk = reader.read(min(step, limit + 1 - total))
         if not chunk:
             break
         parts.append(chunk)
         total += len(chunk)
+        step *= 2
     return b"".join(parts)
 
 
