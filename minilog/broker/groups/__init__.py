@@ -1,0 +1,15 @@
+"""Consumer groups: the coordinator, server-side assignment, committed offsets.
+
+Modules, each with one job:
+- `_assignors`: range, roundrobin and sticky assignment as pure functions.
+- `_group`: one group's state machine and KIP-848 reconciliation (pure).
+- `_offsets`: committed offsets in memory and their `__consumer_offsets`
+  record format and loader (pure).
+- `coordinator`: the trio-facing GroupCoordinator and the request handlers.
+
+The broker calls `install(broker)` at start (see minilog/broker/app.py).
+"""
+
+from .coordinator import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, group_partition, install
+
+__all__ = ["install", "GroupCoordinator", "CoordinatorConfig", "group_partition", "OFFSETS_TOPIC"]

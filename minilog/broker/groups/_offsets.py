@@ -1,0 +1,280 @@
+"""Committed offsets in memory, and their records in `__consumer_offsets`.
+
+Rules:
+- Pure and synchronous: no trio, no I/O. The coordinator appends the
+  records this module encodes and feeds back the batches it reads.
+- The in-memory store keeps only the latest value per (group, topic,
+  partition): loading a long history costs memory for the live keys only.
+- The loader accepts only batches this module wrote (one record each,
+  uncompressed, msgpack key and value) on the fast path and falls back to the
+  general record decoder for anything else, so it never misreads a batch.
+
+Record format (version 1). Every write is one RecordBatch v2 holding one
+record; key and value are msgpack arrays whose first element is the format
+version, so later versions can coexist with old history:
+
+    offset commit   key   [1, "o", group_id]
+                    value [1, [[topic, partition, offset, leader_epoch,
+                                metadata | nil, commit_timestamp_ms], ...]]
+                    An entry with offset -1 deletes that partition's offset.
+    group metadata  key   [1, "g", group_id]
+                    value [1, group_epoch, assignor, timestamp_ms]
+                    value nil (a tombstone): the group and all its offsets
+                    are deleted.
+
+Why one record per commit request rather than one per partition (Kafka):
+a commit request of N partitions is one msgpack array, so the loader does
+one header walk and one C-level `msgpack.unpackb` per request instead of N
+varint-framed records in Python. A future compactor must keep the latest
+entry per (group, topic, partition) across records, not the latest record
+per key; the key names the group for that reason.
+
+Loading: replay in log order; later entries overwrite earlier ones in a
+dict; a group tombstone drops everything of that group before it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import msgpack
+from crc32c import crc32c
+
+from minilog.protocol import CRC_START, CorruptBatchError, build_batch, decode_records
+
+__all__ = [
+    "FORMAT_VERSION",
+    "OffsetAndMetadata",
+    "GroupMetadata",
+    "OffsetStore",
+    "encode_commit",
+    "encode_group_metadata",
+    "encode_group_tombstone",
+    "iter_offset_records",
+    "METADATA_BYTES_MAX",
+]
+
+FORMAT_VERSION = 1
+METADATA_BYTES_MAX = 4096   # offset.metadata.max.bytes, Kafka's default
+KIND_COMMIT = "o"
+KIND_GROUP = "g"
+
+TopicPartition = tuple[str, int]
+
+
+class OffsetAndMetadata(NamedTuple):
+    offset: int
+    leader_epoch: int
+    metadata: str | None
+    commit_timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class GroupMetadata:
+    group_epoch: int
+    assignor: str
+    timestamp_ms: int
+
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def _batch(key: bytes, value: bytes | None, timestamp_ms: int) -> bytes:
+    return build_batch([value], [key], timestamps=timestamp_ms)
+
+
+def encode_commit(group_id: str, entries: Iterable[tuple[str, int, int, int, str | None]],
+                  timestamp_ms: int) -> bytes:
+    """One batch committing (topic, partition, offset, leader_epoch, metadata) entries."""
+    rows = [[t, p, o, e, m, timestamp_ms] for t, p, o, e, m in entries]
+    return _batch(_pack([FORMAT_VERSION, KIND_COMMIT, group_id]), _pack([FORMAT_VERSION, rows]),
+                  timestamp_ms)
+
+
+def encode_group_metadata(group_id: str, group_epoch: int, assignor: str, timestamp_ms: int) -> bytes:
+    return _batch(_pack([FORMAT_VERSION, KIND_GROUP, group_id]),
+                  _pack([FORMAT_VERSION, group_epoch, assignor, timestamp_ms]), timestamp_ms)
+
+
+def encode_group_tombstone(group_id: str, timestamp_ms: int) -> bytes:
+    return _batch(_pack([FORMAT_VERSION, KIND_GROUP, group_id]), None, timestamp_ms)
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    """Kafka's zigzag varint at `pos` -> (value, next position)."""
+    shift = result = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise CorruptBatchError("varint too long")
+
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")   # Kafka RecordBatch v2 header (61 bytes)
+_ATTR_SIMPLE_MASK = 0x07 | 0x20             # codec bits and the control bit
+
+
+def _varint_at(buf, pos: int) -> tuple[int, int]:
+    b = buf[pos]
+    if b < 0x80:                      # one byte: the common case, no call overhead
+        return (b >> 1) ^ -(b & 1), pos + 1
+    return _varint(buf, pos)
+
+
+def iter_offset_records(buf) -> Iterator[tuple[int, bytes | None, bytes | None]]:
+    """(next offset, key, value) of every record in the whole batches of `buf`, in order.
+
+    `next offset` is the offset after the record's batch (where a reader resumes).
+
+    A trailing partial batch is ignored (a read may end with one).
+
+    Raises:
+        CorruptBatchError: a batch fails its CRC or is malformed.
+    """
+    buf = bytes(buf)
+    end = len(buf)
+    pos = 0
+    unpack = _HEADER.unpack_from
+    while end - pos >= 61:
+        (base_offset, length, _, magic, crc, attributes, last_delta, _, _, _, _, _,
+         count) = unpack(buf, pos)
+        size = length + 12
+        if length < 49 or magic != 2:
+            raise CorruptBatchError(f"bad batch length or magic at offset {base_offset}")
+        if size > end - pos:
+            return
+        batch_end = pos + size
+        if count == 1 and not attributes & _ATTR_SIMPLE_MASK:
+            if crc32c(buf[pos + CRC_START:batch_end]) != crc:
+                raise CorruptBatchError(f"CRC mismatch at offset {base_offset}")
+            try:
+                _, p = _varint_at(buf, pos + 61)      # record length
+                _, p = _varint_at(buf, p + 1)         # (attributes) timestamp delta
+                _, p = _varint_at(buf, p)             # offset delta
+                klen, p = _varint_at(buf, p)
+                key = buf[p:p + klen] if klen >= 0 else None
+                p += max(klen, 0)
+                vlen, p = _varint_at(buf, p)
+                value = buf[p:p + vlen] if vlen >= 0 else None
+            except IndexError:
+                raise CorruptBatchError(f"truncated record at offset {base_offset}") from None
+            if p + max(vlen, 0) >= batch_end:
+                raise CorruptBatchError(f"record overruns its batch at offset {base_offset}")
+            yield base_offset + last_delta + 1, key, value
+        else:
+            for rec in decode_records(buf[pos:batch_end], "__consumer_offsets", -1):
+                yield base_offset + last_delta + 1, rec.key, rec.value
+        pos = batch_end
+
+
+class OffsetStore:
+    """Latest committed offset per (group, topic, partition), plus group metadata.
+
+    Rows are kept as the decoded msgpack lists [topic, partition, offset,
+    leader_epoch, metadata, commit_timestamp_ms] (no per-row object on the
+    load path); an offset of -1 marks a deleted offset and reads as absent.
+
+    Not task-safe by itself; the coordinator calls it from one task at a time.
+    """
+
+    _KEY_CACHE_MAX = 100_000
+
+    def __init__(self) -> None:
+        self.offsets: dict[str, dict[TopicPartition, list]] = {}
+        self.metadata: dict[str, GroupMetadata] = {}
+        self.last_commit_ms: dict[str, int] = {}
+        self._keys: dict[bytes, tuple[str, str]] = {}
+
+    # -------------------------------------------------------------- mutations
+
+    def _key(self, key: bytes | None) -> tuple[str, str]:
+        cached = self._keys.get(key)  # type: ignore[arg-type]
+        if cached is not None:
+            return cached
+        k = msgpack.unpackb(key, use_list=True) if key is not None else None
+        if not (isinstance(k, list) and len(k) == 3 and k[0] == FORMAT_VERSION
+                and k[1] in (KIND_COMMIT, KIND_GROUP) and isinstance(k[2], str)):
+            raise ValueError(f"unknown key {k!r}")
+        if len(self._keys) >= self._KEY_CACHE_MAX:
+            self._keys.clear()
+        self._keys[key] = cached = (k[1], k[2])  # type: ignore[index]
+        return cached
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record of `__consumer_offsets` (replay or live write).
+
+        Raises:
+            CorruptBatchError: the key or value is not a record this format knows.
+        """
+        try:
+            kind, group_id = self._key(key)
+            v = msgpack.unpackb(value, use_list=True) if value is not None else None
+            if kind == KIND_COMMIT:
+                rows = v[1]
+                group = self.offsets.get(group_id)
+                if group is None:
+                    group = self.offsets[group_id] = {}
+                group.update({(r[0], r[1]): r for r in rows})
+                if rows:
+                    self.last_commit_ms[group_id] = rows[-1][5]
+            elif v is None:
+                self.delete_group(group_id)
+            else:
+                self.metadata[group_id] = GroupMetadata(v[1], v[2], v[3])
+        except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+            raise CorruptBatchError(f"bad __consumer_offsets record: {exc}") from None
+
+    def delete_group(self, group_id: str) -> None:
+        self.offsets.pop(group_id, None)
+        self.metadata.pop(group_id, None)
+        self.last_commit_ms.pop(group_id, None)
+
+    def load(self, buffers: Iterable) -> int:
+        """Replay the batches in `buffers` (in log order). Returns records applied."""
+        n = 0
+        for buf in buffers:
+            for _, key, value in iter_offset_records(buf):
+                self.apply(key, value)
+                n += 1
+        return n
+
+    # -------------------------------------------------------------- queries
+
+    def fetch(self, group_id: str,
+              partitions: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, OffsetAndMetadata | None]:
+        group = self.offsets.get(group_id, {})
+        if partitions is None:
+            return {tp: OffsetAndMetadata(r[2], r[3], r[4], r[5])
+                    for tp, r in sorted(group.items()) if r[2] >= 0}
+        out: dict[TopicPartition, OffsetAndMetadata | None] = {}
+        for tp in partitions:
+            r = group.get(tp)
+            out[tp] = OffsetAndMetadata(r[2], r[3], r[4], r[5]) if r and r[2] >= 0 else None
+        return out
+
+    def groups(self) -> set[str]:
+        return set(self.offsets) | set(self.metadata)
+
+    def expired_groups(self, now_ms: int, retention_ms: int, active: set[str],
+                       empty_since_ms: dict[str, int]) -> list[str]:
+        """Groups with no members whose last activity is older than retention_ms.
+
+        A group's last activity is the later of its last commit and the time
+        it became empty (Kafka's rule for consumer groups).
+        """
+        out = []
+        for group_id in self.groups():
+            if group_id in active:
+                continue
+            last = max(self.last_commit_ms.get(group_id, 0), empty_since_ms.get(group_id, 0),
+                       self.metadata[group_id].timestamp_ms if group_id in self.metadata else 0)
+            if now_ms - last >= retention_ms:
+                out.append(group_id)
+        return sorted(out)

@@ -1,0 +1,512 @@
+"""The group coordinator: the trio-facing owner of groups and committed offsets.
+
+Rules:
+- A group belongs to partition `group_partition(group_id, n)` of
+  `__consumer_offsets` (a stable hash: Java's String.hashCode, as Kafka,
+  never Python's randomized `hash()`); the coordinator of that partition's
+  leader owns it. On a single broker that is every group.
+- Every commit, group-metadata change and deletion is appended to that
+  partition through the broker's `Partition.append` and applied to memory
+  only after the append returned; the response goes out after that. One
+  trio.Lock per offsets partition keeps "append order == apply order".
+- Group state (`_group.Group`) and offsets (`_offsets.OffsetStore`) are pure;
+  this module adds time (trio's clock, so MockClock drives the tests), the
+  log, and the wire.
+
+Theory of operation:
+- `install(broker)` (called by the broker before it listens) creates
+  `__consumer_offsets` if missing, replays it into memory (`load`), registers
+  the seven group APIs, and starts `run` in the broker's nursery.
+- `run` sleeps until the earliest session or revocation deadline of any
+  group (a heartbeat that makes an earlier deadline wakes it), removes the
+  members that are due, and every offsets.retention.check.interval.ms drops
+  the offsets of groups empty for longer than offsets.retention.minutes.
+- Members are not persisted: after a coordinator restart every member gets
+  UNKNOWN_MEMBER_ID on its next heartbeat and rejoins with epoch 0; its
+  committed offsets are where it resumes. Group epochs are persisted so they
+  keep growing across restarts.
+
+Error handling: handlers never raise on purpose; refusals are error codes in
+the payload (GroupError carries them out of the pure layer).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import trio
+
+from minilog.protocol import ApiKey, CorruptBatchError, ErrorCode, Request, error_message
+
+from ._assignors import ASSIGNORS
+from ._group import Group, GroupError, GroupState, HeartbeatResult, tp_set
+from ._offsets import (
+    METADATA_BYTES_MAX,
+    OffsetStore,
+    encode_commit,
+    encode_group_metadata,
+    encode_group_tombstone,
+    iter_offset_records,
+)
+
+__all__ = ["GroupCoordinator", "CoordinatorConfig", "group_partition", "java_string_hash",
+           "OFFSETS_TOPIC", "install"]
+
+log = logging.getLogger("minilog.broker.groups")
+
+OFFSETS_TOPIC = "__consumer_offsets"
+LOAD_CHUNK_BYTES = 8 * 1024 * 1024     # bytes read from the log per step while loading
+KEY_TYPE_GROUP = 0
+
+
+def java_string_hash(s: str) -> int:
+    """Java's String.hashCode (UTF-16 code units, int32 wrap-around), as Kafka uses."""
+    h = 0
+    data = s.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def group_partition(group_id: str, num_partitions: int) -> int:
+    """The `__consumer_offsets` partition holding `group_id` (Kafka's rule)."""
+    return abs(java_string_hash(group_id)) % num_partitions
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    offsets_topic_num_partitions: int = 50          # partitions of __consumer_offsets
+    offsets_topic_segment_bytes: int = 100 * 1024 * 1024
+    offsets_retention_ms: int = 7 * 24 * 3600 * 1000   # offsets of an empty group live this long
+    offsets_retention_check_interval_ms: int = 600_000
+    offset_metadata_max_bytes: int = METADATA_BYTES_MAX
+    session_timeout_min_ms: int = 6_000
+    session_timeout_max_ms: int = 1_800_000
+    session_timeout_ms: int = 45_000                # default when the member sends none
+    heartbeat_interval_ms: int = 5_000
+    group_max_size: int = 2**31 - 1                 # members per group
+    assignors: tuple[str, ...] = ("sticky", "range", "roundrobin")
+
+    @classmethod
+    def from_broker_config(cls, c: Any) -> "CoordinatorConfig":
+        assignors = tuple(a.strip() for a in str(c.group_consumer_assignors).split(",")
+                          if a.strip() in ASSIGNORS) or cls.assignors
+        return cls(
+            offsets_topic_num_partitions=c.offsets_topic_num_partitions,
+            offsets_topic_segment_bytes=c.offsets_topic_segment_bytes,
+            offsets_retention_ms=c.offsets_retention_minutes * 60_000,
+            offsets_retention_check_interval_ms=c.offsets_retention_check_interval_ms,
+            offset_metadata_max_bytes=c.offset_metadata_max_bytes,
+            session_timeout_min_ms=c.group_min_session_timeout_ms,
+            session_timeout_max_ms=c.group_max_session_timeout_ms,
+            session_timeout_ms=c.group_consumer_session_timeout_ms,
+            heartbeat_interval_ms=c.group_consumer_heartbeat_interval_ms,
+            group_max_size=c.group_consumer_max_size,
+            assignors=assignors,
+        )
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class GroupCoordinator:
+    """Owns the groups of the `__consumer_offsets` partitions led by this broker.
+
+    Args:
+        broker: anything with `partition(topic, p)` (a `Partition`-like object
+            with `append(batch, acks=)`, `read(offset, max_bytes, max_offset=)`,
+            `log_start_offset`, `log_end_offset`, `wait_idle()`),
+            `topic_metadata(name)` (`.partitions`) and, for FIND_COORDINATOR,
+            `broker_id`, `host`, `port`.
+        wall_ms: the wall clock for commit timestamps and offset expiry.
+
+    Task-safety: every method runs on the trio thread. Group and store
+    mutations happen between awaits, so they are atomic.
+    """
+
+    def __init__(self, broker: Any, config: CoordinatorConfig, *,
+                 wall_ms: Callable[[], int] = _wall_ms) -> None:
+        self.broker = broker
+        self.config = config
+        self.groups: dict[str, Group] = {}
+        self.store = OffsetStore()
+        self.loaded: set[int] = set()
+        self._wall_ms = wall_ms
+        self._locks = [trio.Lock() for _ in range(config.offsets_topic_num_partitions)]
+        self._wakeup = trio.Event()
+        self._scheduled = math.inf
+        self.records_loaded = 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def partition_for(self, group_id: str) -> int:
+        return group_partition(group_id, self.config.offsets_topic_num_partitions)
+
+    def _partition_count(self, topic: str) -> int:
+        meta = self.broker.topic_metadata(topic)
+        return meta.partitions if meta is not None else 0
+
+    async def _append(self, group_id: str, batch: bytes) -> None:
+        """Append one record batch to the group's offsets partition, then apply it."""
+        p = self.partition_for(group_id)
+        part = self.broker.partition(OFFSETS_TOPIC, p)
+        if part is None:
+            raise GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE, f"{OFFSETS_TOPIC}-{p} is not here")
+        async with self._locks[p]:
+            await part.append(bytearray(batch), acks=-1)
+            for _, key, value in iter_offset_records(batch):
+                self.store.apply(key, value)
+
+    async def _write_metadata(self, group: Group) -> None:
+        await self._append(group.group_id, encode_group_metadata(
+            group.group_id, group.group_epoch, group.assignor, self._wall_ms()))
+
+    def _check_loaded(self, group_id: str) -> None:
+        if self.partition_for(group_id) not in self.loaded:
+            raise GroupError(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+
+    # ------------------------------------------------------------------ loading
+
+    def load_partition_nowait(self, p: int) -> int:
+        """Replay `__consumer_offsets` partition p into memory. Returns records applied.
+
+        Synchronous (no flush of the partition may be running; at broker start
+        none is). Raises CorruptBatchError on a record this format cannot read.
+        """
+        part = self.broker.partition(OFFSETS_TOPIC, p)
+        if part is None:
+            return 0
+        offset, end = part.log_start_offset, part.log_end_offset
+        n = 0
+        while offset < end:
+            data = part.read(offset, LOAD_CHUNK_BYTES, max_offset=end)
+            next_offset = offset
+            for next_offset, key, value in iter_offset_records(data):
+                self.store.apply(key, value)
+                n += 1
+            if next_offset <= offset:
+                raise CorruptBatchError(f"{OFFSETS_TOPIC}-{p}: no progress at offset {offset}")
+            offset = next_offset
+        for group_id, meta in self.store.metadata.items():
+            group = self.groups.get(group_id)
+            if group is not None and meta.group_epoch > group.group_epoch:
+                group.group_epoch = group.assignment_epoch = meta.group_epoch
+        self.loaded.add(p)
+        self.records_loaded += n
+        return n
+
+    def load_nowait(self) -> float:
+        """Load every offsets partition on this broker. Returns the seconds taken."""
+        t0 = time.perf_counter()
+        for p in range(self.config.offsets_topic_num_partitions):
+            self.load_partition_nowait(p)
+        elapsed = time.perf_counter() - t0
+        log.info("group coordinator loaded %d records of %s (%d groups) in %.3f s",
+                 self.records_loaded, OFFSETS_TOPIC, len(self.store.groups()), elapsed)
+        return elapsed
+
+    # ------------------------------------------------------------------ timers
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Expire members and offsets until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._member_timer_loop)
+            nursery.start_soon(self._retention_loop)
+            task_status.started()
+
+    def _poke(self, group: Group) -> None:
+        deadline = group.next_deadline()
+        if deadline is not None and deadline < self._scheduled:
+            self._wakeup.set()
+
+    async def _member_timer_loop(self) -> None:
+        while True:
+            deadlines = [d for g in self.groups.values() if (d := g.next_deadline()) is not None]
+            self._scheduled = min(deadlines, default=math.inf)
+            with trio.move_on_at(self._scheduled):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            await self.expire_members(trio.current_time())
+
+    async def expire_members(self, now: float) -> list[tuple[str, str, str]]:
+        """Remove every member past its session or revocation deadline."""
+        removed = []
+        for group in list(self.groups.values()):
+            deadline = group.next_deadline()
+            if deadline is None or deadline > now:
+                continue
+            before = group.group_epoch
+            for member_id, reason in group.expire(now, self._partition_count):
+                log.info("group %s: removed member %s (%s)", group.group_id, member_id, reason)
+                removed.append((group.group_id, member_id, reason))
+            if group.group_epoch != before:
+                await self._write_metadata(group)
+        return removed
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.offsets_retention_check_interval_ms / 1000)
+            await self.expire_offsets()
+
+    async def expire_offsets(self) -> list[str]:
+        """Delete the offsets of groups empty for longer than the retention."""
+        now_ms, now = self._wall_ms(), trio.current_time()
+        active = {g for g, group in self.groups.items() if group.members}
+        empty_since_ms = {g: int(now_ms - (now - group.empty_since) * 1000)
+                          for g, group in self.groups.items() if group.empty_since is not None}
+        expired = self.store.expired_groups(now_ms, self.config.offsets_retention_ms, active,
+                                            empty_since_ms)
+        for group_id in expired:
+            await self._append(group_id, encode_group_tombstone(group_id, now_ms))
+            self.groups.pop(group_id, None)
+            log.info("group %s: committed offsets expired", group_id)
+        return expired
+
+    # ------------------------------------------------------------------ handlers
+
+    def handlers(self) -> dict[ApiKey, Callable]:
+        return {
+            ApiKey.FIND_COORDINATOR: self.handle_find_coordinator,
+            ApiKey.CONSUMER_GROUP_HEARTBEAT: self.handle_heartbeat,
+            ApiKey.CONSUMER_GROUP_DESCRIBE: self.handle_describe,
+            ApiKey.OFFSET_COMMIT: self.handle_offset_commit,
+            ApiKey.OFFSET_FETCH: self.handle_offset_fetch,
+            ApiKey.LIST_GROUPS: self.handle_list_groups,
+            ApiKey.DELETE_GROUPS: self.handle_delete_groups,
+        }
+
+    async def handle_find_coordinator(self, broker, request: Request, conn) -> tuple[dict, list]:
+        out = []
+        for key in request.payload["keys"]:
+            entry = {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": 0,
+                     "error_message": None}
+            if request.payload["key_type"] != KEY_TYPE_GROUP:
+                entry.update(error_code=int(ErrorCode.INVALID_REQUEST),
+                             error_message="only group coordinators (key_type 0) exist")
+            elif self.partition_for(key) not in self.loaded:
+                entry.update(error_code=int(ErrorCode.COORDINATOR_NOT_AVAILABLE),
+                             error_message=error_message(ErrorCode.COORDINATOR_NOT_AVAILABLE))
+            else:
+                host = getattr(conn, "local_host", "") or self.broker.host
+                entry.update(node_id=self.broker.broker_id, host=host, port=self.broker.port)
+            out.append(entry)
+        return {"coordinators": out}, []
+
+    async def handle_heartbeat(self, broker, request: Request, conn) -> tuple[dict, list]:
+        p = request.payload
+        try:
+            result = await self.heartbeat(p, client_host=getattr(conn, "client_host", ""))
+        except GroupError as exc:
+            return {"error_code": int(exc.code), "error_message": str(exc), "member_id": None,
+                    "member_epoch": -1, "heartbeat_interval_ms": self.config.heartbeat_interval_ms,
+                    "assignment": None}, []
+        return {"error_code": 0, "error_message": None, "member_id": result.member_id,
+                "member_epoch": result.member_epoch,
+                "heartbeat_interval_ms": result.heartbeat_interval_ms,
+                "assignment": result.assignment}, []
+
+    async def heartbeat(self, p: dict, *, client_host: str = ""):
+        """Apply one heartbeat payload. Raises GroupError."""
+        group_id, epoch = p["group_id"], p["member_epoch"]
+        if not group_id:
+            raise GroupError(ErrorCode.INVALID_REQUEST, "empty group id")
+        self._check_loaded(group_id)
+        session_ms = p.get("session_timeout_ms") or self.config.session_timeout_ms
+        if not isinstance(session_ms, int) or not (
+                self.config.session_timeout_min_ms <= session_ms <= self.config.session_timeout_max_ms):
+            raise GroupError(ErrorCode.INVALID_SESSION_TIMEOUT,
+                             f"session_timeout_ms must be within [{self.config.session_timeout_min_ms},"
+                             f" {self.config.session_timeout_max_ms}] "
+                             "(group.min/max.session.timeout.ms)")
+        assignor = p["server_assignor"]
+        if assignor is not None and assignor not in self.config.assignors:
+            raise GroupError(ErrorCode.UNSUPPORTED_ASSIGNOR,
+                             f"assignor {assignor!r} is not one of {', '.join(self.config.assignors)}")
+        group = self.groups.get(group_id)
+        if group is None:
+            if epoch == -1:        # leaving a group that no longer exists: nothing to do
+                return HeartbeatResult(p["member_id"], -1, self.config.heartbeat_interval_ms, None)
+            if epoch != 0:
+                raise GroupError(ErrorCode.UNKNOWN_MEMBER_ID)
+            meta = self.store.metadata.get(group_id)
+            group = Group(group_id, group_epoch=meta.group_epoch if meta else 0,
+                          assignor=self.config.assignors[0],
+                          heartbeat_interval_ms=self.config.heartbeat_interval_ms)
+            self.groups[group_id] = group
+        if epoch == 0 and p["member_id"] not in group.members and \
+                len(group.members) >= self.config.group_max_size:
+            raise GroupError(ErrorCode.GROUP_MAX_SIZE_REACHED)
+        before = group.group_epoch
+        result = group.heartbeat(
+            member_id=p["member_id"], member_epoch=epoch, now=trio.current_time(),
+            partition_counts=self._partition_count,
+            rebalance_timeout_ms=max(p["rebalance_timeout_ms"], 0),
+            session_timeout_ms=session_ms, subscribed=p["subscribed_topic_names"],
+            assignor=assignor, owned=tp_set(p["topic_partitions"]),
+            client_id=p["client_id"], client_host=client_host)
+        self._poke(group)
+        if group.group_epoch != before:
+            await self._write_metadata(group)
+        return result
+
+    async def handle_describe(self, broker, request: Request, conn) -> tuple[dict, list]:
+        out = []
+        for group_id in request.payload["group_ids"]:
+            entry = {"group_id": group_id, "error_code": 0, "error_message": None,
+                     "group_state": "empty", "group_epoch": 0, "assignment_epoch": 0,
+                     "assignor_name": self.config.assignors[0], "members": []}
+            group = self.groups.get(group_id)
+            if self.partition_for(group_id) not in self.loaded:
+                entry.update(error_code=int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS))
+            elif group is not None:
+                entry.update(group.describe())
+            elif group_id in self.store.groups():
+                meta = self.store.metadata.get(group_id)
+                if meta:
+                    entry.update(group_epoch=meta.group_epoch, assignment_epoch=meta.group_epoch,
+                                 assignor_name=meta.assignor)
+            else:
+                entry.update(error_code=int(ErrorCode.GROUP_ID_NOT_FOUND), group_state="dead",
+                             error_message=f"unknown group {group_id!r}")
+            out.append(entry)
+        return {"groups": out}, []
+
+    async def handle_offset_commit(self, broker, request: Request, conn) -> tuple[dict, list]:
+        p = request.payload
+        codes = await self.commit(p["group_id"], p["member_id"], p["member_epoch"], p["topics"])
+        return {"topics": [
+            {"topic": t["topic"], "partitions": [
+                {"partition": q["partition"], "error_code": int(codes[(t["topic"], q["partition"])])}
+                for q in t["partitions"]]}
+            for t in p["topics"]]}, []
+
+    async def commit(self, group_id: str, member_id: str, member_epoch: int,
+                     topics: list[dict]) -> dict[tuple[str, int], ErrorCode]:
+        """Validate, append and apply one commit. Returns a code per (topic, partition)."""
+        requested = [(t["topic"], q) for t in topics for q in t["partitions"]]
+        codes = {(t, q["partition"]): ErrorCode.NONE for t, q in requested}
+        try:
+            if not group_id:
+                raise GroupError(ErrorCode.INVALID_REQUEST, "empty group id")
+            self._check_loaded(group_id)
+            group = self.groups.get(group_id)
+            if group is not None:
+                group.check_member_epoch(member_id, member_epoch)
+            elif member_epoch >= 0:
+                raise GroupError(ErrorCode.UNKNOWN_MEMBER_ID)
+        except GroupError as exc:
+            return {tp: exc.code for tp in codes}
+        entries = []
+        for topic, q in requested:
+            tp = (topic, q["partition"])
+            meta = q["committed_metadata"]
+            if meta is not None and len(meta.encode()) > self.config.offset_metadata_max_bytes:
+                codes[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+            elif not 0 <= q["partition"] < self._partition_count(topic):
+                codes[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            elif q["committed_offset"] < 0:
+                codes[tp] = ErrorCode.INVALID_COMMIT_OFFSET_SIZE
+            else:
+                entries.append((topic, q["partition"], q["committed_offset"],
+                                q["committed_leader_epoch"], meta))
+        if entries:
+            try:
+                await self._append(group_id, encode_commit(group_id, entries, self._wall_ms()))
+            except GroupError as exc:
+                return {tp: exc.code for tp in codes}
+            except Exception:
+                log.exception("group %s: appending a commit failed", group_id)
+                return {tp: (ErrorCode.KAFKA_STORAGE_ERROR if c == ErrorCode.NONE else c)
+                        for tp, c in codes.items()}
+        return codes
+
+    async def handle_offset_fetch(self, broker, request: Request, conn) -> tuple[dict, list]:
+        p = request.payload
+        group_id = p["group_id"]
+        try:
+            self._check_loaded(group_id)
+            group = self.groups.get(group_id)
+            if p["member_id"] and p["member_epoch"] >= 0:
+                if group is None:
+                    raise GroupError(ErrorCode.UNKNOWN_MEMBER_ID)
+                group.check_member_epoch(p["member_id"], p["member_epoch"])
+        except GroupError as exc:
+            return {"error_code": int(exc.code), "topics": []}, []
+        wanted = tp_set(p["topics"])
+        found = self.store.fetch(group_id, sorted(wanted) if wanted is not None else None)
+        by_topic: dict[str, list[dict]] = {}
+        for (topic, part), om in sorted(found.items()):
+            by_topic.setdefault(topic, []).append({
+                "partition": part, "error_code": 0,
+                "committed_offset": om.offset if om else -1,
+                "committed_leader_epoch": om.leader_epoch if om else -1,
+                "metadata": om.metadata if om else None})
+        return {"error_code": 0, "topics": [{"topic": t, "partitions": ps}
+                                            for t, ps in by_topic.items()]}, []
+
+    def group_state(self, group_id: str) -> str:
+        group = self.groups.get(group_id)
+        return group.state.value if group is not None else GroupState.EMPTY.value
+
+    async def handle_list_groups(self, broker, request: Request, conn) -> tuple[dict, list]:
+        wanted = {s.lower() for s in request.payload["states_filter"]}
+        names = set(self.groups) | self.store.groups()
+        out = [{"group_id": g, "protocol_type": "consumer", "group_state": self.group_state(g)}
+               for g in sorted(names)]
+        if wanted:
+            out = [e for e in out if e["group_state"] in wanted]
+        return {"error_code": 0, "groups": out}, []
+
+    async def handle_delete_groups(self, broker, request: Request, conn) -> tuple[dict, list]:
+        results = []
+        for group_id in request.payload["group_ids"]:
+            results.append({"group_id": group_id, "error_code": int(await self.delete_group(group_id))})
+        return {"results": results}, []
+
+    async def delete_group(self, group_id: str) -> ErrorCode:
+        try:
+            self._check_loaded(group_id)
+        except GroupError as exc:
+            return exc.code
+        group = self.groups.get(group_id)
+        if group is None and group_id not in self.store.groups():
+            return ErrorCode.GROUP_ID_NOT_FOUND
+        if group is not None and group.members:
+            return ErrorCode.NON_EMPTY_GROUP
+        try:
+            await self._append(group_id, encode_group_tombstone(group_id, self._wall_ms()))
+        except GroupError as exc:
+            return exc.code
+        if group is not None:
+            group.delete()
+        self.groups.pop(group_id, None)
+        log.info("group %s deleted", group_id)
+        return ErrorCode.NONE
+
+    def statistics(self) -> dict:
+        return {"groups": len(self.groups), "groups_with_offsets": len(self.store.offsets),
+                "records_loaded": self.records_loaded}
+
+
+def install(broker: Any) -> GroupCoordinator:
+    """The broker's plugin hook: create and load `__consumer_offsets`, register
+    the group handlers, start the timers in the broker's nursery."""
+    config = CoordinatorConfig.from_broker_config(broker.config)
+    broker.create_internal_topic(OFFSETS_TOPIC, config.offsets_topic_num_partitions, {
+        "retention.ms": "-1",                 # no compaction yet: keep every commit
+        "retention.bytes": "-1",
+        "segment.bytes": str(config.offsets_topic_segment_bytes),
+    })
+    coordinator = GroupCoordinator(broker, config)
+    coordinator.load_nowait()      # before the broker listens: no request sees a half load
+    for key, handler in coordinator.handlers().items():
+        broker.register_handler(key, handler)
+    broker.groups = coordinator
+    if broker.nursery is not None:
+        broker.nursery.start_soon(coordinator.run)
+    return coordinator

@@ -1,0 +1,128 @@
+"""The group coordinator inside a real `minilog serve` process, over the wire:
+join, heartbeat, commit, fetch, fencing, describe/list/delete, and committed
+offsets surviving kill -9 of the broker exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from minilog.protocol import ApiKey, ErrorCode
+
+GROUP_SETTINGS = ("--set", "group.min.session.timeout.ms=200",
+                  "--set", "group.consumer.heartbeat.interval.ms=100",
+                  "--set", "offsets.topic.num.partitions=5")
+
+
+def heartbeat(c, group, member_id="", epoch=0, topics=("t",), owned=None, session_ms=1000):
+    payload = {"group_id": group, "member_id": member_id, "member_epoch": epoch,
+               "rebalance_timeout_ms": 5000,
+               "subscribed_topic_names": list(topics) if topics is not None else None,
+               "server_assignor": None,
+               "topic_partitions": owned, "client_id": "test", "session_timeout_ms": session_ms}
+    return c.request(ApiKey.CONSUMER_GROUP_HEARTBEAT, payload).payload
+
+
+def commit(c, group, member_id, epoch, offsets, topic="t"):
+    r = c.request(ApiKey.OFFSET_COMMIT, {
+        "group_id": group, "member_id": member_id, "member_epoch": epoch,
+        "topics": [{"topic": topic, "partitions": [
+            {"partition": p, "committed_offset": o, "committed_leader_epoch": -1,
+             "committed_metadata": None} for p, o in offsets.items()]}]}).payload
+    return {q["partition"]: q["error_code"] for q in r["topics"][0]["partitions"]}
+
+
+def fetch_offsets(c, group, topics=None):
+    r = c.request(ApiKey.OFFSET_FETCH, {"group_id": group, "member_id": None, "member_epoch": -1,
+                                        "topics": topics}).payload
+    assert r["error_code"] == 0, r
+    return {(t["topic"], q["partition"]): q["committed_offset"]
+            for t in r["topics"] for q in t["partitions"]}
+
+
+@pytest.fixture
+def gbroker(broker_factory):
+    return broker_factory(*GROUP_SETTINGS)
+
+
+def test_join_commit_fetch_and_fencing(gbroker):
+    """A member joins, owns all 4 partitions, commits; a commit with a bad
+    epoch is refused; FIND_COORDINATOR names this broker."""
+    c = gbroker.client()
+    assert c.create_topic("t", 4) == 0
+    r = c.request(ApiKey.FIND_COORDINATOR, {"key_type": 0, "keys": ["g"]}).payload
+    assert r["coordinators"][0]["error_code"] == 0
+    assert r["coordinators"][0]["port"] == gbroker.port
+    hb = heartbeat(c, "g")
+    assert hb["error_code"] == 0, hb
+    member, epoch = hb["member_id"], hb["member_epoch"]
+    assert epoch >= 1
+    assert hb["assignment"] == [{"topic": "t", "partitions": [0, 1, 2, 3]}]
+    assert commit(c, "g", member, epoch, {0: 5, 1: 7}) == {0: 0, 1: 0}
+    assert commit(c, "g", member, epoch + 3, {0: 9}) == {0: ErrorCode.FENCED_MEMBER_EPOCH}
+    assert commit(c, "g", "nobody", 1, {0: 9}) == {0: ErrorCode.UNKNOWN_MEMBER_ID}
+    assert commit(c, "g", "", -1, {0: 9}) == {0: ErrorCode.UNKNOWN_MEMBER_ID}  # group not empty
+    assert commit(c, "g", member, epoch, {9: 1}) == {9: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}
+    assert fetch_offsets(c, "g") == {("t", 0): 5, ("t", 1): 7}
+    d = c.request(ApiKey.CONSUMER_GROUP_DESCRIBE, {"group_ids": ["g", "nope"]}).payload["groups"]
+    assert d[0]["group_state"] == "stable" and len(d[0]["members"]) == 1
+    assert d[1]["error_code"] == ErrorCode.GROUP_ID_NOT_FOUND
+    r = c.request(ApiKey.DELETE_GROUPS, {"group_ids": ["g"]}).payload
+    assert r["results"][0]["error_code"] == ErrorCode.NON_EMPTY_GROUP
+    hb = heartbeat(c, "g", member, -1, topics=None)
+    assert hb["member_epoch"] == -1
+    lg = c.request(ApiKey.LIST_GROUPS, {"states_filter": []}).payload["groups"]
+    assert [(g["group_id"], g["group_state"]) for g in lg] == [("g", "empty")]
+    # Empty group: manual commits (member_epoch -1) are allowed.
+    assert commit(c, "g", "", -1, {2: 3}) == {2: 0}
+    r = c.request(ApiKey.DELETE_GROUPS, {"group_ids": ["g", "nope"]}).payload
+    assert [x["error_code"] for x in r["results"]] == [0, ErrorCode.GROUP_ID_NOT_FOUND]
+    assert fetch_offsets(c, "g") == {}
+
+
+def test_session_timeout_frees_partitions_for_the_other_member(gbroker):
+    """A member that stops heartbeating is removed after its session timeout;
+    the other member then gets all partitions; the silent one is told UNKNOWN_MEMBER_ID."""
+    import time
+    from conftest import wait_until
+    c = gbroker.client()
+    c.create_topic("t", 4)
+    a = heartbeat(c, "g", session_ms=300)
+    b = heartbeat(c, "g", session_ms=5000)
+    owned_a = a["assignment"]
+
+    def b_owns_all():
+        nonlocal b
+        r = heartbeat(c, "g", b["member_id"], b["member_epoch"], topics=None, session_ms=5000,
+                      owned=b["assignment"] or [])
+        assert r["error_code"] == 0, r
+        b = {**r, "assignment": r["assignment"] if r["assignment"] is not None else b["assignment"]}
+        return b["assignment"] == [{"topic": "t", "partitions": [0, 1, 2, 3]}]
+
+    t0 = time.monotonic()
+    wait_until(b_owns_all, "b owns all 4 partitions", timeout_s=5)
+    assert time.monotonic() - t0 < 2.0
+    r = heartbeat(c, "g", a["member_id"], a["member_epoch"], topics=None, owned=owned_a)
+    assert r["error_code"] == ErrorCode.UNKNOWN_MEMBER_ID
+
+
+def test_committed_offsets_survive_kill_9_exactly(gbroker):
+    """Commits acknowledged before a SIGKILL of the broker come back exactly
+    after restart, for many groups and partitions; offsets never go backwards."""
+    c = gbroker.client()
+    c.create_topic("t", 8)
+    expected = {}
+    for round_ in range(20):
+        for g in ("g1", "g2", "g3"):
+            offsets = {p: round_ * 10 + p for p in range(8)}
+            assert commit(c, g, "", -1, offsets) == {p: 0 for p in range(8)}
+            expected[g] = {("t", p): o for p, o in offsets.items()}
+    c.close()
+    gbroker.kill()
+    gbroker.start()
+    c = gbroker.client()
+    for g in ("g1", "g2", "g3"):
+        assert fetch_offsets(c, g) == expected[g]
+    lg = c.request(ApiKey.LIST_GROUPS, {"states_filter": ["empty"]}).payload["groups"]
+    assert sorted(x["group_id"] for x in lg) == ["g1", "g2", "g3"]
+    hb = heartbeat(c, "g1")
+    assert hb["error_code"] == 0 and hb["member_epoch"] >= 1
