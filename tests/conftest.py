@@ -262,3 +262,51 @@ async def inproc_broker(tmp_path, nursery):
     b.request_shutdown()
     with trio.fail_after(10):
         await done.wait()
+
+
+class AsyncRawClient:
+    """The trio twin of RawClient, for tests against `inproc_broker`."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.decoder = FrameDecoder("client")
+        self.correlation_id = 0
+        self.pending: dict[int, int] = {}
+
+    @classmethod
+    async def connect(cls, port: int, host: str = "127.0.0.1") -> "AsyncRawClient":
+        return cls(await trio.open_tcp_stream(host, port))
+
+    async def send(self, api_key: int, payload: dict, attachments=(), version: int = 0) -> int:
+        self.correlation_id += 1
+        pieces = encode_request(api_key, version, self.correlation_id, "tests", payload, attachments)
+        await self.stream.send_all(b"".join(bytes(p) for p in pieces))
+        self.pending[self.correlation_id] = api_key
+        return self.correlation_id
+
+    async def receive(self):
+        while True:
+            frame = self.decoder.next_frame()
+            if isinstance(frame, tuple):
+                break
+            data = await self.stream.receive_some(1 << 20)
+            if not data:
+                raise ConnectionError("broker closed the connection")
+            self.decoder.feed(data)
+        api_key = self.pending.pop(frame.correlation_id)
+        if api_key in RESPONSE_SCHEMAS:
+            check(RESPONSE_SCHEMAS[api_key], frame.payload)
+        return frame
+
+    async def request(self, api_key: int, payload: dict, attachments=(), **kw):
+        await self.send(api_key, payload, attachments, **kw)
+        return await self.receive()
+
+    async def create_topic(self, name: str, partitions: int = 1, configs: dict | None = None) -> int:
+        r = await self.request(ApiKey.CREATE_TOPICS, {
+            "topics": [{"name": name, "num_partitions": partitions, "replication_factor": 1,
+                        "configs": configs or {}}], "timeout_ms": 5000, "validate_only": False})
+        return r.payload["topics"][0]["error_code"]
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()

@@ -1,0 +1,184 @@
+"""End to end against a real `minilog serve` process: produce, fetch, long poll,
+restarts (clean and kill -9), SIGTERM, and the `serve` flags."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from minilog.protocol import ApiKey, ErrorCode, build_batch, decode_records
+
+from conftest import _SERVE
+
+
+def _values(data: bytes, topic: str = "t", partition: int = 0, min_offset: int = 0):
+    return [(r.offset, r.value) for r in decode_records(data, topic, partition, min_offset=min_offset)]
+
+
+def test_produce_fetch_round_trip(broker):
+    """Batches produced with acks=1 and acks=all come back byte-identical, at dense offsets."""
+    c = broker.client()
+    assert c.create_topic("t", 3) == 0
+    b1 = build_batch([b"a", b"b", b"c"], keys=[b"k1", None, b"k3"])
+    b2 = build_batch([b"d"])
+    r1 = c.produce("t", 1, b1, acks=1)
+    r2 = c.produce("t", 1, b2, acks=-1)
+    assert (r1["error_code"], r1["base_offset"]) == (0, 0)
+    assert (r2["error_code"], r2["base_offset"]) == (0, 3)
+    p, data = c.fetch("t", 1, 0)
+    assert p["error_code"] == 0 and p["high_watermark"] == 4 and p["log_start_offset"] == 0
+    assert _values(data, partition=1) == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+    assert len(data) == len(b1) + len(b2)
+    assert data[8:12] == b1[8:12] and data[len(b1) + 21:] == b2[21:]   # bytes after the CRC untouched
+    p, data = c.fetch("t", 1, 3)
+    assert _values(data, partition=1, min_offset=3) == [(3, b"d")]
+    p, data = c.fetch("t", 1, 4)                       # at the log end: empty, no error
+    assert p["error_code"] == 0 and data == b""
+    assert c.list_offset("t", 1, -2)["offset"] == 0
+    assert c.list_offset("t", 1, -1)["offset"] == 4
+
+
+def test_pipelined_requests_answered_in_order(broker):
+    """200 produces sent before reading anything are all answered, in request order."""
+    c = broker.client()
+    c.create_topic("t")
+    batch = build_batch([b"x" * 100] * 10)
+    ids = [c.send(ApiKey.PRODUCE, {"acks": 1, "timeout_ms": 1000, "topics": [
+        {"topic": "t", "partitions": [{"partition": 0, "records": 0}]}]}, [batch]) for _ in range(200)]
+    got = []
+    for _ in ids:
+        frame = c.receive()
+        got.append((frame.correlation_id, frame.payload["topics"][0]["partitions"][0]["base_offset"]))
+    assert got == [(cid, i * 10) for i, cid in enumerate(ids)]
+
+
+def test_long_poll_fetch_wakes_when_data_arrives(broker):
+    """A fetch waiting up to 10 s returns promptly once another client produces."""
+    c, producer = broker.client(), broker.client()
+    c.create_topic("t")
+    result = {}
+
+    def fetch():
+        started = time.monotonic()
+        result["p"], result["data"] = c.fetch("t", 0, 0, max_wait_ms=10_000, min_bytes=1)
+        result["elapsed"] = time.monotonic() - started
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    time.sleep(0.2)   # let the fetch park (the assertion below does not depend on this)
+    sent = time.monotonic()
+    producer.produce("t", 0, build_batch([b"wake"]))
+    thread.join(10)
+    assert not thread.is_alive()
+    assert _values(result["data"]) == [(0, b"wake")]
+    assert time.monotonic() - sent < 2.0 and result["elapsed"] < 5.0
+
+
+def test_long_poll_fetch_times_out_empty(broker):
+    """With no data, a fetch waits about max_wait_ms and returns empty."""
+    c = broker.client()
+    c.create_topic("t")
+    started = time.monotonic()
+    p, data = c.fetch("t", 0, 0, max_wait_ms=300, min_bytes=1)
+    elapsed = time.monotonic() - started
+    assert p["error_code"] == 0 and data == b"" and 0.25 <= elapsed < 3
+
+
+def _fill(c, topic="t", partitions=2, batches=5):
+    expected = {}
+    for p in range(partitions):
+        for i in range(batches):
+            r = c.produce(topic, p, build_batch([f"{p}-{i}-{j}".encode() for j in range(3)]))
+            assert r["error_code"] == 0
+        _, data = c.fetch(topic, p, 0)
+        expected[p] = _values(data, topic, p)
+    return expected
+
+
+def _read_all(c, topic="t", partitions=2):
+    return {p: _values(c.fetch(topic, p, 0)[1], topic, p) for p in range(partitions)}
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_topics_and_data_survive_restart(broker, how):
+    """After a clean stop or kill -9 the broker serves the same topics, offsets and data."""
+    c = broker.client()
+    assert c.create_topic("t", 2, {"retention.ms": "3600000"}) == 0
+    expected = _fill(c)
+    c.close()
+    if how == "sigterm":
+        assert broker.stop(signal.SIGTERM) == 0
+    else:
+        broker.kill()
+    broker.start()
+    c = broker.client()
+    meta = c.request(ApiKey.METADATA, {"topics": ["t"], "allow_auto_topic_creation": False}).payload
+    assert len(meta["topics"][0]["partitions"]) == 2
+    assert _read_all(c) == expected
+    r = c.produce("t", 0, build_batch([b"after"]))
+    assert r["base_offset"] == 15
+    cfg = c.request(ApiKey.DESCRIBE_CONFIGS, {"resources": [
+        {"resource_type": 2, "resource_name": "t", "config_names": ["retention.ms"]}]}).payload
+    assert cfg["results"][0]["configs"][0]["value"] == "3600000"
+
+
+def test_sigterm_exits_zero_with_clean_shutdown_marker(broker):
+    """SIGTERM: exit code 0, every partition dir has the clean-shutdown marker."""
+    c = broker.client()
+    c.create_topic("t", 2)
+    c.produce("t", 0, build_batch([b"x"]))
+    assert broker.stop(signal.SIGTERM) == 0
+    for p in range(2):
+        assert os.path.exists(os.path.join(broker.data_dir, f"t-{p}", ".clean-shutdown"))
+    assert "stopped" in broker.logs()
+
+
+def test_sigint_exits_zero(broker):
+    """Ctrl-C stops the broker cleanly too."""
+    assert broker.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "no.such.key=1"], "no.such.key"),
+    (["--set", "log.retention.ms=abc"], "log.retention.ms"),
+    (["--set", "num.partitions=0"], "num.partitions"),
+    (["--set", "novalue"], "KEY=VALUE"),
+    (["--port", "70000"], "--port"),
+    (["--bogus-flag"], "bogus"),
+    (["--config", "/nonexistent/file.toml"], "file.toml"),
+])
+def test_bad_serve_flags_one_line_error(tmp_path, args, needle):
+    """A bad flag or setting: one line on stderr, exit code 2, no traceback, no data dir."""
+    out = subprocess.run([*_SERVE, "--data-dir", str(tmp_path / "d"), "--port", "0", *args],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_config_file_and_set_precedence(broker_factory, tmp_path):
+    """--config TOML (nested tables) sets broker keys; --set wins over it."""
+    path = tmp_path / "broker.toml"
+    path.write_text('num.partitions = 2\n[log.retention]\nms = 1234567\n')
+    b = broker_factory("--config", str(path), "--set", "num.partitions=3")
+    c = b.client()
+    meta = c.request(ApiKey.METADATA, {"topics": ["auto"], "allow_auto_topic_creation": True}).payload
+    assert len(meta["topics"][0]["partitions"]) == 3
+    cfg = c.request(ApiKey.DESCRIBE_CONFIGS, {"resources": [
+        {"resource_type": 2, "resource_name": "auto", "config_names": ["retention.ms"]}]}).payload
+    entry = cfg["results"][0]["configs"][0]
+    assert entry["value"] == "1234567" and entry["source"] == "STATIC_BROKER_CONFIG"
+
+
+def test_second_broker_on_same_data_dir_refused(broker, tmp_path):
+    """The data dir is locked: a second broker exits 1 with one line instead of sharing it."""
+    out = subprocess.run([*_SERVE, "--data-dir", broker.data_dir, "--port", "0"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "in use" in out.stderr
