@@ -1,0 +1,374 @@
+"""The producer's record accumulator: per-partition batches on the caller's side.
+
+Theory of operation. `produce()` runs on the caller's thread and must be
+tiny, so records are appended column by column (values, then keys, headers,
+timestamps and callbacks only once some record has one) to the open
+`ProducerBatch` of their partition. A batch is *sealed* when its size
+estimate reaches `batch_size` (on the caller's thread), or when it is older
+than `linger_ms` or a flush is asked for (on the sender's thread, in
+`drain()`). Sealed batches move whole to the sender: the only thing that
+crosses threads is a batch, never a record.
+
+Keyless records stick to one partition per topic until its batch is sealed,
+then move to another (KIP-480, `StickyPartitioner`).
+
+Thread safety: every mutation of `open`/`sealed` happens under `lock` (a
+`threading.Lock`; uncontended it costs tens of nanoseconds, and the sender
+takes it once per wake-up, not per record). Counters written by one thread
+only: `appended_records`/`appended_bytes` by callers (under the lock),
+`done_records`/`released_bytes` by whoever drains `completed` (the caller,
+in poll/flush/produce). `completed` is a deque: append and popleft are
+atomic in CPython.
+
+Waking the sender: `notify()` is given by the owner (trio's
+`TrioToken.run_sync_soon`, thread-safe). The caller wakes the sender when a
+batch is sealed, and when it opens a batch while the sender sleeps with no
+deadline (`idle`) or linger_ms is 0; `wake_pending` coalesces wake-ups
+until the sender drains again. `idle` and `wake_pending` are read and
+written under the lock, so a record appended just after a drain always
+finds `idle` set and wakes the sender.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Callable, NamedTuple
+
+from ._partitioner import StickyPartitioner, partition_for_key
+
+__all__ = ["ProducerBatch", "Accumulator", "DeliveryReport", "RECORD_OVERHEAD_BYTES"]
+
+RECORD_OVERHEAD_BYTES = 22   # per-record framing estimate (Kafka's worst case is 21)
+BATCH_OVERHEAD_BYTES = 61    # RecordBatch v2 header
+
+
+class DeliveryReport(NamedTuple):
+    """What `on_delivery(err, report)` receives for one record."""
+
+    topic: str
+    partition: int
+    offset: int          # -1 when unknown (acks=0, or the record failed)
+    timestamp: int       # ms; the broker's log-append time when the topic uses it
+    key: bytes | None
+    value: bytes | None
+    headers: list | None = None
+
+
+class ProducerBatch:
+    """Records for one partition, columnar. Caller-side fields until sealed."""
+
+    __slots__ = ("topic", "partition", "values", "keys", "headers", "timestamps", "callbacks",
+                 "size", "created", "timestamp_ms", "sealed", "plain",
+                 # sender-side
+                 "count", "data", "base_sequence", "attempts", "deadline", "retry_at")
+
+    def __init__(self, topic: str, partition: int, created: float, timestamp_ms: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.values: list = []
+        self.keys: list | None = None
+        self.headers: list | None = None
+        self.timestamps: list | None = None
+        self.callbacks: list | None = None
+        self.size = BATCH_OVERHEAD_BYTES
+        self.created = created
+        self.timestamp_ms = timestamp_ms
+        self.sealed = False
+        self.plain = True    # only values so far: produce()'s fast path may append
+        self.count = 0
+        self.data: bytes | None = None
+        self.base_sequence = -1
+        self.attempts = 0
+        self.deadline = 0.0
+        self.retry_at = 0.0
+
+    def __repr__(self) -> str:
+        return (f"<ProducerBatch {self.topic}-{self.partition} records={len(self.values)} "
+                f"size~{self.size}>")
+
+
+class Accumulator:
+    """Caller-side batches of a producer. See the module docstring for the threading rules."""
+
+    def __init__(self, *, batch_size: int, linger_ms: int, buffer_memory: int,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+                 seed: int | None = None) -> None:
+        self.batch_size = batch_size
+        self.linger_s = linger_ms / 1000
+        self.buffer_memory = buffer_memory
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.lock = threading.Lock()
+        self.open: dict[tuple[str, int], ProducerBatch] = {}
+        self.sticky: dict[str, ProducerBatch] = {}     # topic -> open batch of its sticky partition
+        self.sticky_partition: dict[str, int] = {}
+        self.sealed: collections.deque[ProducerBatch] = collections.deque()
+        self.completed: collections.deque = collections.deque()
+        self.num_partitions: dict[str, int] = {}       # written by the owner from metadata
+        self.partitioner = StickyPartitioner(seed)
+        self.appended_records = 0
+        self.appended_bytes = 0
+        self.done_records = 0
+        self.released_bytes = 0
+        self.flushing = 0
+        self.idle = True
+        self.wake_pending = False
+        self.closed = False
+        self.notify: Callable[[], None] = lambda: None
+
+    # -- caller side ---------------------------------------------------
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self.appended_bytes - self.released_bytes
+
+    @property
+    def undelivered(self) -> int:
+        return self.appended_records - self.done_records
+
+    def wake(self) -> None:
+        """Wake the sender (call with the lock held)."""
+        if not self.wake_pending:
+            self.wake_pending = True
+            self.notify()
+
+    def _new_batch(self, topic: str, partition: int) -> ProducerBatch:
+        """Open a batch (lock held)."""
+        b = ProducerBatch(topic, partition, self.clock(), self.wall_ms())
+        self.open[(topic, partition)] = b
+        if self.idle or not self.linger_s:
+            self.wake()
+        return b
+
+    def seal(self, b: ProducerBatch, wake: bool = True) -> None:
+        """Move an open batch to the sender's queue (lock held)."""
+        b.sealed = True
+        del self.open[(b.topic, b.partition)]
+        self.appended_bytes += b.size
+        self.sealed.append(b)
+        if self.sticky.get(b.topic) is b:
+            del self.sticky[b.topic]
+            n = self.num_partitions.get(b.topic, 1)
+            self.sticky_partition[b.topic] = self.partitioner.next(n, b.partition)
+        if wake:
+            self.wake()
+
+    def sticky_batch(self, topic: str) -> ProducerBatch:
+        """The open batch of `topic`'s sticky partition, opened if needed (lock held)."""
+        b = self.sticky.get(topic)
+        if b is None:
+            p = self.sticky_partition.get(topic)
+            n = self.num_partitions[topic]
+            if p is None or p >= n:
+                p = self.sticky_partition[topic] = self.partitioner.next(n)
+            b = self.open.get((topic, p)) or self._new_batch(topic, p)
+            self.sticky[topic] = b
+        return b
+
+    def append(self, topic: str, value, key=None, partition: int | None = None,
+               headers=None, timestamp_ms: int | None = None, callback=None) -> None:
+        """The general path of produce(): any combination of options.
+
+        `num_partitions[topic]` must be known (the owner waits for metadata).
+        Raises TypeError/ValueError for a bad value, key, headers or partition.
+        """
+        if value is not None and type(value) is not bytes:
+            value = _to_bytes(value, "value")
+        if key is not None and type(key) is not bytes:
+            key = _to_bytes(key, "key")
+        n = self.num_partitions[topic]
+        if partition is None:
+            if key is not None:
+                partition = partition_for_key(key, n)
+        elif type(partition) is not int or not 0 <= partition < n:
+            raise ValueError(f"partition {partition!r} out of range: {topic!r} has {n}")
+        if headers is not None:
+            headers = _check_headers(headers)
+        size = (RECORD_OVERHEAD_BYTES + (len(value) if value is not None else 0)
+                + (len(key) if key is not None else 0))
+        if headers:
+            size += sum(len(k) + 10 + (len(v) if v else 0) for k, v in headers)
+        with self.lock:
+            if self.closed:
+                from minilog.errors import ClosedError
+                raise ClosedError("producer is closed")
+            if partition is None:
+                b = self.sticky_batch(topic)
+            else:
+                b = self.open.get((topic, partition)) or self._new_batch(topic, partition)
+            i = len(b.values)
+            b.values.append(value)
+            if key is not None or headers is not None or timestamp_ms is not None or callback:
+                b.plain = False
+            if key is not None or b.keys is not None:
+                if b.keys is None:
+                    b.keys = [None] * i
+                b.keys.append(key)
+            if headers is not None or b.headers is not None:
+                if b.headers is None:
+                    b.headers = [None] * i
+                b.headers.append(headers)
+            if timestamp_ms is not None or b.timestamps is not None:
+                if b.timestamps is None:
+                    b.timestamps = [b.timestamp_ms] * i
+                b.timestamps.append(b.timestamp_ms if timestamp_ms is None else int(timestamp_ms))
+            if callback is not None or b.callbacks is not None:
+                if b.callbacks is None:
+                    b.callbacks = [None] * i
+                b.callbacks.append(callback)
+            self.appended_records += 1
+            b.size += size
+            if b.size >= self.batch_size:
+                self.seal(b)
+
+    def append_many(self, topic: str, values: list, keys: list | None = None,
+                    partition: int | None = None, callback=None) -> None:
+        """Bulk path: whole slices go into batches (list.extend), no per-record Python call."""
+        n = self.num_partitions[topic]
+        if keys is not None and len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} values")
+        values = [v if v is None or type(v) is bytes else _to_bytes(v, "value") for v in values]
+        if keys is not None:
+            keys = [k if k is None or type(k) is bytes else _to_bytes(k, "key") for k in keys]
+        if partition is not None and (type(partition) is not int or not 0 <= partition < n):
+            raise ValueError(f"partition {partition!r} out of range: {topic!r} has {n}")
+        if keys is not None and partition is None and any(k is not None for k in keys):
+            groups: dict[int | None, tuple[list, list]] = {}
+            for v, k in zip(values, keys):
+                p = None if k is None else partition_for_key(k, n)
+                g = groups.get(p)
+                if g is None:
+                    g = groups[p] = ([], [])
+                g[0].append(v)
+                g[1].append(k)
+            for p, (vs, ks) in groups.items():
+                self._extend(topic, p, vs, ks, callback)
+        else:
+            self._extend(topic, partition, values, keys, callback)
+
+    def _extend(self, topic, partition, values, keys, callback) -> None:
+        sizes = [RECORD_OVERHEAD_BYTES + (len(v) if v is not None else 0) for v in values]
+        if keys is not None:
+            sizes = [s + (len(k) if k is not None else 0) for s, k in zip(sizes, keys)]
+        start, total = 0, len(values)
+        with self.lock:
+            while start < total:
+                if partition is None:
+                    b = self.sticky_batch(topic)
+                else:
+                    b = self.open.get((topic, partition)) or self._new_batch(topic, partition)
+                room = self.batch_size - b.size
+                end = start
+                used = 0
+                while end < total and (used + sizes[end] <= room or end == start):
+                    used += sizes[end]
+                    end += 1
+                i = len(b.values)
+                b.values += values[start:end]
+                if keys is not None or callback is not None:
+                    b.plain = False
+                if keys is not None or b.keys is not None:
+                    if b.keys is None:
+                        b.keys = [None] * i
+                    b.keys += keys[start:end] if keys is not None else [None] * (end - start)
+                for name in ("headers", "callbacks"):
+                    col = getattr(b, name)
+                    if col is not None:
+                        col += [None] * (end - start)
+                if callback is not None:
+                    if b.callbacks is None:
+                        b.callbacks = [None] * i
+                    b.callbacks[i:] = [callback] * (end - start)
+                if b.timestamps is not None:
+                    b.timestamps += [b.timestamp_ms] * (end - start)
+                self.appended_records += end - start
+                b.size += used
+                start = end
+                if b.size >= self.batch_size:
+                    self.seal(b)
+
+    # -- sender side ---------------------------------------------------
+
+    def drain(self, now: float) -> tuple[list[ProducerBatch], float | None]:
+        """Take sealed batches, sealing open ones past linger (or all when flushing).
+
+        Returns the batches, oldest first, and the next linger deadline
+        (monotonic seconds) or None when no batch is open. Sender-side.
+        """
+        with self.lock:
+            self.wake_pending = False
+            force = self.flushing > 0 or self.closed
+            deadline = None
+            if self.open:
+                linger = self.linger_s
+                for b in list(self.open.values()):
+                    due = b.created + linger
+                    if force or due <= now:
+                        self.seal(b, wake=False)
+                    elif deadline is None or due < deadline:
+                        deadline = due
+            out = list(self.sealed)
+            self.sealed.clear()
+            self.idle = deadline is None
+        return out, deadline
+
+    # -- completion (sender -> caller) -----------------------------------
+
+    def serve_completed(self) -> int:
+        """Run delivery callbacks of finished batches on this thread; return records served.
+
+        Called by the caller's thread from poll()/flush()/produce().
+        Exceptions from callbacks propagate to the caller (as in confluent-kafka).
+        """
+        served = 0
+        completed = self.completed
+        while completed:
+            b, base_offset, timestamp, error = completed.popleft()
+            count = b.count
+            self.done_records += count
+            self.released_bytes += b.size
+            served += count
+            callbacks = b.callbacks
+            if callbacks is None:
+                continue
+            keys, values, headers = b.keys, b.values, b.headers
+            ts_list = b.timestamps
+            topic, partition = b.topic, b.partition
+            for i, cb in enumerate(callbacks):
+                if cb is None:
+                    continue
+                offset = base_offset + i if base_offset >= 0 and error is None else -1
+                ts = timestamp if timestamp >= 0 else (
+                    ts_list[i] if ts_list is not None else b.timestamp_ms)
+                cb(error, DeliveryReport(topic, partition, offset, ts,
+                                         keys[i] if keys is not None else None, values[i],
+                                         headers[i] if headers is not None else None))
+        return served
+
+
+def _to_bytes(value, what: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes, str or None, not {type(value).__name__}")
+
+
+def _check_headers(headers) -> list:
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    out = []
+    for item in headers:
+        try:
+            k, v = item
+        except (TypeError, ValueError):
+            raise TypeError("headers must be (str, bytes | None) pairs or a dict") from None
+        if not isinstance(k, str):
+            raise TypeError(f"header key must be str, not {type(k).__name__}")
+        if v is not None and type(v) is not bytes:
+            v = _to_bytes(v, f"header {k!r}")
+        out.append((k, v))
+    return out
