@@ -83,6 +83,7 @@ class ProducerConfig:
     enable_idempotence: bool = False       # producer id + sequence numbers
     client_id: str = "minilog"
     metadata_max_age_ms: int = 300000      # refresh metadata at least this often
+    max_request_size: int = 1048576        # bytes; queued batches of a partition merge up to this
 
     @property
     def codec(self) -> int:
@@ -111,6 +112,7 @@ class ProducerConfig:
         _bool("enable_idempotence", c.enable_idempotence)
         _client_id(c.client_id)
         _int("metadata_max_age_ms", c.metadata_max_age_ms, 0)
+        _int("max_request_size", c.max_request_size, 1024, 100 * 1024 * 1024)
         if c.enable_idempotence and acks != -1:
             raise ConfigError("acks", "enable_idempotence requires acks='all' (as in Kafka)")
         if c.enable_idempotence and c.max_in_flight > 5:

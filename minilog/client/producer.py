@@ -286,12 +286,16 @@ class AsyncProducer:
         while True:
             self._wake = trio.Event()
             batches, deadline = acc.drain(acc.clock())
+            merge_max = self.config.max_request_size
             for b in batches:
                 b.count = len(b.values)
                 b.deadline = b.created + delivery_s
                 q = self._queues.get((b.topic, b.partition))
                 if q is None:
                     q = self._queues[(b.topic, b.partition)] = collections.deque()
+                elif q and q[-1].data is None and q[-1].size + b.size <= merge_max:
+                    _merge(q[-1], b)   # the sender is behind: fewer, larger batches
+                    continue
                 q.append(b)
             retry_at = self._dispatch()
             if retry_at is not None and (deadline is None or retry_at < deadline):
@@ -500,3 +504,30 @@ class AsyncProducer:
         check_error(resp.payload, "InitProducerId")
         self.producer_id = resp.payload["producer_id"]
         self.producer_epoch = resp.payload["producer_epoch"]
+
+
+def _merge(a: ProducerBatch, b: ProducerBatch) -> None:
+    """Append batch `b`'s records to the queued, not yet encoded batch `a` (same partition).
+
+    Used only when batches queue up behind max_in_flight: one larger request
+    costs the sender (and the broker) far less than several small ones.
+    Sizes add up, so buffer_memory accounting is unchanged.
+    """
+    n_a, n_b = a.count, b.count
+    for name in ("keys", "headers", "callbacks"):
+        col_a, col_b = getattr(a, name), getattr(b, name)
+        if col_a is None and col_b is None:
+            continue
+        setattr(a, name, (col_a if col_a is not None else [None] * n_a)
+                + (col_b if col_b is not None else [None] * n_b))
+    # Records without an explicit timestamp take their batch's creation time
+    # (see docs/python-api.md); merged batches keep the first one's, so the
+    # encoder's uniform fast path still applies.
+    if a.timestamps is not None or b.timestamps is not None:
+        a.timestamps = ((a.timestamps if a.timestamps is not None else [a.timestamp_ms] * n_a)
+                        + (b.timestamps if b.timestamps is not None else [b.timestamp_ms] * n_b))
+    a.values += b.values
+    a.count = n_a + n_b
+    a.size += b.size
+    a.plain = a.plain and b.plain
+    a.deadline = min(a.deadline, b.deadline)

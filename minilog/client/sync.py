@@ -55,6 +55,7 @@ class _LoopThread:
         self._error: BaseException | None = None
         self._stop: trio.Event | None = None
         self._closed = False
+        self.close_args: tuple = ()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def start(self) -> None:
@@ -87,8 +88,10 @@ class _LoopThread:
         try:
             await self._stop.wait()
         finally:
+            # close() must run in the task that ran start(): the client's
+            # nursery was opened here.
             with trio.CancelScope(shield=True):
-                await self.client.close()
+                await self.client.close(*self.close_args)
 
     def run(self, afn: Callable, *args) -> Any:
         """Run `await afn(*args)` on the loop thread and return its result."""
@@ -263,10 +266,7 @@ class Producer:
             self.flush(timeout)
         finally:
             self._closed = True
-            try:
-                self._loop.run(self._async.close, 0 if timeout is not None else None)
-            except ClosedError:
-                pass
+            self._loop.close_args = (0 if timeout is not None else None,)
             self._loop.stop()
             self._acc.serve_completed()
 
