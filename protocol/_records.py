@@ -70,6 +70,7 @@ import gc
 import struct
 import time
 from functools import partial
+from operator import itemgetter
 from itertools import repeat
 from typing import Iterator, NamedTuple, Sequence
 
@@ -653,7 +654,7 @@ def _od_column(width: int, k: int, lo: int, hi: int) -> bytes:
 # offsetDelta i takes 1 byte below 64, 2 below 8192, 3 below 2**20 (zigzag).
 _OD_WIDTH_START = {1: 0, 2: 64, 3: 8192, 4: 1 << 20}
 _OD_COLUMNS: dict[tuple[int, int], bytes] = {}
-_UNIFORM_RECORDS_MAX = 1 << 20
+_UNIFORM_RECORDS_MAX = 1 << 16   # larger batches take the general parser
 _TS_DELTA = [(b >> 1) ^ -(b & 1) for b in range(128)]  # one-byte zigzag varints
 
 
@@ -669,7 +670,7 @@ def _decode_uniform(rec: bytes, header: BatchHeader, topic: str, partition: int,
     general parser) as soon as anything differs; never raises on its own.
     """
     n = header.records_count
-    if n == 0 or n > _UNIFORM_RECORDS_MAX:
+    if not _UNIFORM_RECORDS_MIN <= n <= _UNIFORM_RECORDS_MAX:
         return None
     try:
         first = next(_iter_general(rec[:_first_record_end(rec)], header._replace(records_count=1), "", 0))
@@ -678,57 +679,83 @@ def _decode_uniform(rec: bytes, header: BatchHeader, topic: str, partition: int,
     if first.headers or first.offset != header.base_offset:
         return None
     key, value = first.key, first.value
-    key_field = _NULL if key is None else _varint(len(key))
-    value_field = _NULL if value is None else _varint(len(value))
-    key_len = 0 if key is None else len(key)
-    value_len = 0 if value is None else len(value)
-    # Per offset-delta width: the segment's records, stride and layout.
+    shape = (n, None if key is None else len(key), None if value is None else len(value))
+    plan = _UNIFORM_PLANS.get(shape) or _uniform_plan(*shape)
+    total_len, segments, get_keys, get_values = plan
+    if total_len != len(rec):
+        return None
+    ts_columns = []
+    for stop, stride, checks, ts_start in segments:
+        for check_start, expected in checks:
+            if rec[check_start:stop:stride] != expected:
+                return None
+        ts_column = rec[ts_start:stop:stride]
+        if not ts_column.isascii():
+            return None  # a multi-byte timestampDelta: general path
+        ts_columns.append(ts_column)
+    return _assemble(header, topic, partition, min_offset, b"".join(ts_columns),
+                     None if get_keys is None else get_keys(rec),
+                     None if get_values is None else get_values(rec))
+
+
+# Plans of the uniform decode path, per (records, key length, value length):
+# batches from one producer repeat their shape, and building a plan costs
+# more than checking a small batch. Bounded.
+_UNIFORM_PLANS: dict[tuple, tuple] = {}
+_UNIFORM_PLANS_MAX = 64                # shapes cached
+_UNIFORM_PLANS_RECORDS_MAX = 1 << 18   # ~2 slices (~110 bytes) per record: ~30 MB at most
+_UNIFORM_RECORDS_MIN = 8   # below this the general parser is as fast
+
+
+def _uniform_plan(n: int, key_len: int | None, value_len: int | None) -> tuple:
+    """(records section length, segments) for `n` records of one layout.
+
+    A segment covers the records whose offsetDelta varint has one width:
+    (stop, stride, [(start, expected column)], ts start), positions absolute
+    in the records section; plus itemgetters cutting all keys and all values.
+    """
+    key_field = _NULL if key_len is None else _varint(key_len)
+    value_field = _NULL if value_len is None else _varint(value_len)
+    key_len, value_len = key_len or 0, value_len or 0
     segments = []
+    key_slices: list[slice] = []
+    value_slices: list[slice] = []
     pos = 0
     for width in (1, 2, 3):
         lo, hi = _OD_WIDTH_START[width], min(n, _OD_WIDTH_START[width + 1])
         if lo >= hi:
             break
-        body_len = 2 + width + len(key_field) + key_len + len(value_field) + value_len + 1
-        length_field = _varint(body_len)
-        stride = len(length_field) + body_len
-        segments.append((pos, lo, hi, width, length_field, stride))
-        pos += (hi - lo) * stride
-    if pos != len(rec):
-        return None
-    ts_columns = []
-    keys_out: list = []
-    values_out: list = []
-    for start, lo, hi, width, length_field, stride in segments:
         count = hi - lo
-        stop = start + count * stride
-        # (position in record, expected column) for every layout byte
-        fixed = length_field + b"\x00"
-        checks = [(j, bytes((fixed[j],)) * count) for j in range(len(fixed))]
-        ts_pos = len(fixed)
-        checks += [(ts_pos + 1 + j, _od_column(width, j, lo, hi)) for j in range(width)]
-        key_pos = ts_pos + 1 + width
-        after_key = key_pos + len(key_field) + key_len
-        trailer = value_field, after_key + len(value_field) + value_len
-        checks += [(key_pos + j, bytes((key_field[j],)) * count) for j in range(len(key_field))]
-        checks += [(after_key + j, bytes((value_field[j],)) * count) for j in range(len(value_field))]
-        checks.append((trailer[1], b"\x00" * count))
-        for offset_in_record, expected in checks:
-            if rec[start + offset_in_record : stop : stride] != expected:
-                return None
-        ts_col = rec[start + ts_pos : stop : stride]
-        if not ts_col.isascii():
-            return None  # a multi-byte timestampDelta: general path
-        ts_columns.append(ts_col)
-        if key is not None:
-            first_key = start + key_pos + len(key_field)
-            keys_out += [rec[p : p + key_len] for p in range(first_key, stop, stride)]
-        if value is not None:
-            first_value = start + after_key + len(value_field)
-            values_out += [rec[p : p + value_len] for p in range(first_value, stop, stride)]
-    return _assemble(header, topic, partition, min_offset, b"".join(ts_columns),
-                     keys_out if key is not None else None,
-                     values_out if value is not None else None)
+        # length | attributes | ts | offsetDelta | key field, key | value field, value | headers
+        body_len = 2 + width + len(key_field) + key_len + len(value_field) + value_len + 1
+        head = _varint(body_len) + _ZERO
+        stride = len(head) - 1 + body_len
+        ts_at = len(head)
+        key_at = ts_at + 1 + width
+        value_at = key_at + len(key_field) + key_len
+        layout = [(j, head[j]) for j in range(len(head))]
+        layout += [(key_at + j, key_field[j]) for j in range(len(key_field))]
+        layout += [(value_at + j, value_field[j]) for j in range(len(value_field))]
+        layout.append((value_at + len(value_field) + value_len, 0))  # headersCount 0
+        checks = [(pos + at, bytes((byte,)) * count) for at, byte in layout]
+        checks += [(pos + ts_at + 1 + j, _od_column(width, j, lo, hi)) for j in range(width)]
+        stop = pos + count * stride
+        segments.append((stop, stride, checks, pos + ts_at))
+        first_key = pos + key_at + len(key_field)
+        key_slices += [slice(p, p + key_len) for p in range(first_key, stop, stride)]
+        first_value = pos + value_at + len(value_field)
+        value_slices += [slice(p, p + value_len) for p in range(first_value, stop, stride)]
+        pos = stop
+    # One itemgetter of all the slices cuts every key (value) in one C call,
+    # ~5x faster than a comprehension of slices. n >= 2, so it returns a tuple.
+    get_keys = None if key_field == _NULL else itemgetter(*key_slices)
+    get_values = None if value_field == _NULL else itemgetter(*value_slices)
+    if (len(_UNIFORM_PLANS) >= _UNIFORM_PLANS_MAX
+            or sum(shape[0] for shape in _UNIFORM_PLANS) + n > _UNIFORM_PLANS_RECORDS_MAX):
+        _UNIFORM_PLANS.clear()
+    shape = (n, None if key_field == _NULL else key_len, None if value_field == _NULL else value_len)
+    plan = _UNIFORM_PLANS[shape] = (pos, segments, get_keys, get_values)
+    return plan
 
 
 def _first_record_end(rec: bytes) -> int:
