@@ -19,11 +19,10 @@ Theory of operation (Kafka's OffsetIndex/TimeIndex, without mmap):
   forward from there. Without an entry the scan starts at position 0.
 - The time index gets an entry at the same moments, when the segment's
   largest timestamp so far has grown: (largest timestamp so far, base
-  offset of the batch holding it). Timestamps are strictly increasing, so
-  every batch at or before an entry's offset... and up to the moment the
-  entry was written has a timestamp <= that entry's timestamp. A time
-  lookup starts its scan at the offset of the last entry whose timestamp
-  is below the target. When a segment stops being active the final
+  offset of the batch holding it). Timestamps are strictly increasing, and
+  every batch written before an entry has a timestamp <= that entry's, so
+  a time lookup may start its scan at the offset of the last entry whose
+  timestamp is below the target: nothing earlier can reach the target. When a segment stops being active the final
   largest timestamp is appended, so the last entry gives the segment's
   max timestamp without reading the log (retention needs only that).
 - Entries are kept in memory (two `array` columns) and appended to the file
@@ -198,17 +197,19 @@ class OffsetIndex(_SparseIndex):
         return self._keys[i], self._values[i]
 
     def append(self, offset: int, position: int) -> None:
-        """Add an entry. Caller guarantees offset and position grow (asserted)."""
-        self._ensure_loaded()
+        """Add an entry. Caller guarantees offset and position grow (asserted).
+
+        Hot path (once per index.interval.bytes of appends): no loading, no
+        property calls; the active segment's index is always loaded.
+        """
+        keys = self._keys
+        assert keys is not None and len(keys) < self.entries_max
         relative = offset - self.base_offset
         assert 0 <= relative <= U32_MAX and 0 <= position <= U32_MAX, (offset, position)
-        if self._keys:
-            assert relative > self._keys[-1] and position > self._values[-1], (
-                relative, position, self._keys[-1], self._values[-1])
-        assert not self.is_full
-        self._keys.append(relative)
+        assert not keys or (relative > keys[-1] and position > self._values[-1]), (relative, position)
+        keys.append(relative)
         self._values.append(position)
-        self._pending += self.ENTRY.pack(relative, position)
+        self._pending += _OFFSET_ENTRY.pack(relative, position)
 
     def lookup(self, offset: int) -> OffsetPosition:
         """The last entry with offset <= `offset`, or (base offset, 0)."""
@@ -274,17 +275,18 @@ class TimeIndex(_SparseIndex):
 
     def maybe_append(self, timestamp: int, offset: int) -> bool:
         """Add an entry when `timestamp` is above the last one. Returns whether it did."""
-        self._ensure_loaded()
+        keys = self._keys
+        if keys is None:
+            self._ensure_loaded()
+            keys = self._keys
+        if (keys and timestamp <= keys[-1]) or len(keys) >= self.entries_max:
+            return False
         relative = offset - self.base_offset
         assert 0 <= relative <= U32_MAX, offset
-        if self._keys and timestamp <= self._keys[-1]:
-            return False
-        if len(self._keys) >= self.entries_max:
-            return False
         assert not self._values or relative >= self._values[-1], (relative, self._values[-1])
-        self._keys.append(timestamp)
+        keys.append(timestamp)
         self._values.append(relative)
-        self._pending += self.ENTRY.pack(timestamp, relative)
+        self._pending += _TIME_ENTRY.pack(timestamp, relative)
         return True
 
     def last_below(self, timestamp: int) -> TimestampOffset | None:

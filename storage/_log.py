@@ -95,6 +95,7 @@ Clock = Callable[[], int]
 _STAMP_BYTES = 16                 # base offset, batch length, leader epoch: outside the CRC
 _READ_FDS_MAX = 64                # closed segments keeping an open read descriptor
 NO_TIMESTAMP = -1
+_RELATIVE_OFFSET_MAX = 2**32 - 1  # index entries store offsets as u32 relative to the segment
 
 
 def _wall_clock_ms() -> int:
@@ -170,7 +171,9 @@ class Log:
         self._last_flush_ms = clock()
         self._read_fds: OrderedDict[int, LogSegment] = OrderedDict()
         self._pending_deletes: list[tuple[int, list[str]]] = []
-        self._counters = dict(appends=0, bytes=0, rolls=0, flushes=0, deleted=0, rebuilds=0)
+        self._counters = dict(rolls=0, flushes=0, deleted=0, rebuilds=0)
+        self._appends_total = 0
+        self._bytes_appended_total = 0
         self.epoch_cache = LeaderEpochCache(dir_path)
         self.last_recovery: RecoveryReport | None = None
 
@@ -373,8 +376,8 @@ class Log:
             recovery_point=self._recovery_point, size_bytes=self.size_bytes,
             segment_count=len(self._segments), active_segment_base_offset=active.base_offset,
             active_segment_bytes=active.size_bytes, unflushed_messages=self._unflushed_messages,
-            latest_leader_epoch=self.epoch_cache.latest_epoch, appends_total=c["appends"],
-            bytes_appended_total=c["bytes"], rolls_total=c["rolls"], flushes_total=c["flushes"],
+            latest_leader_epoch=self.epoch_cache.latest_epoch, appends_total=self._appends_total,
+            bytes_appended_total=self._bytes_appended_total, rolls_total=c["rolls"], flushes_total=c["flushes"],
             segments_deleted_total=c["deleted"], index_rebuilds_total=c["rebuilds"])
 
     # ----------------------------------------------------------- error state
@@ -417,7 +420,7 @@ class Log:
         """
         self._check_usable()
         view = memoryview(batch)
-        if view.format != "B" or view.ndim != 1:
+        if not isinstance(batch, (bytes, bytearray)) and (view.format != "B" or view.ndim != 1):
             view = view.cast("B")
         size = len(view)
         if size > self.config.max_message_bytes:
@@ -436,8 +439,9 @@ class Log:
             base_offset, epoch = header.base_offset, header.partition_leader_epoch
             if base_offset != log_end:
                 raise InvalidOffset(f"batch starts at {base_offset}, log ends at {log_end}")
-        if epoch < self.epoch_cache.latest_epoch:
-            raise StaleLeaderEpoch(f"leader epoch {epoch} is older than {self.epoch_cache.latest_epoch}")
+        latest_epoch = self.epoch_cache.latest_epoch
+        if epoch < latest_epoch:
+            raise StaleLeaderEpoch(f"leader epoch {epoch} is older than {latest_epoch}")
         next_offset = base_offset + header.last_offset_delta + 1
         now = self._clock()
         if self.config.message_timestamp_type == "LogAppendTime":
@@ -452,13 +456,12 @@ class Log:
         try:
             segment = self._maybe_roll(size, now, next_offset - 1)
             position = segment.append(parts, size, base_offset, next_offset, max_timestamp)
-            if epoch > self.epoch_cache.latest_epoch:
+            if epoch > latest_epoch:
                 self.epoch_cache.assign(epoch, base_offset)
         except OSError as e:
             raise self._poison("append", e) from e
-        c = self._counters
-        c["appends"] += 1
-        c["bytes"] += size
+        self._appends_total += 1
+        self._bytes_appended_total += size
         self._unflushed_messages += header.records_count
         if (self._unflushed_messages >= self.config.flush_messages
                 or now - self._last_flush_ms >= self.config.flush_ms):
@@ -468,10 +471,18 @@ class Log:
 
     def _maybe_roll(self, batch_size: int, now: int, last_offset: int) -> LogSegment:
         active = self._segments[-1]
+        config = self.config
+        # Fast path, every append: the common "no roll" answer of should_roll,
+        # checked inline (a subset of its None case, so never a wrong answer).
+        if (active.size_bytes + batch_size <= config.segment_bytes
+                and now - active.rolling_timestamp_ms <= config.segment_ms
+                and active.index_room > 0
+                and last_offset - active.base_offset <= _RELATIVE_OFFSET_MAX):
+            return active
         reason = should_roll(
             segment_size_bytes=active.size_bytes, batch_size_bytes=batch_size,
-            segment_bytes=self.config.segment_bytes, now_ms=now,
-            rolling_timestamp_ms=active.rolling_timestamp_ms, segment_ms=self.config.segment_ms,
+            segment_bytes=config.segment_bytes, now_ms=now,
+            rolling_timestamp_ms=active.rolling_timestamp_ms, segment_ms=config.segment_ms,
             index_full=active.index.is_full or active.time_index.is_full,
             relative_last_offset=last_offset - active.base_offset)
         if reason is None:

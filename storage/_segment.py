@@ -116,6 +116,7 @@ class LogSegment:
         self._fd: int | None = None
         self._writable = False
         self.index_checked = False               # sanity check done since open
+        self.index_room = 0                      # appends with index entries left (active only)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class LogSegment:
         segment.time_index.flush()
         segment._max_timestamp = (-1, base_offset)
         segment.index_checked = True
+        segment.refresh_index_room()
         return segment
 
     @classmethod
@@ -207,6 +209,11 @@ class LogSegment:
             return self.first_batch_timestamp_ms
         return self.created_ms
 
+    def refresh_index_room(self) -> None:
+        """Recount how many more index entries fit (each append adds at most one per index)."""
+        self.index_room = min(self.index.entries_max - len(self.index),
+                              self.time_index.entries_max - len(self.time_index))
+
     def reset_tracking(self) -> None:
         """Forget everything about the contents (before a rebuild scan)."""
         self.size_bytes = 0
@@ -217,20 +224,28 @@ class LogSegment:
         self.index.reset()
         self.time_index.reset()
         self.index_checked = True
+        self.refresh_index_room()
 
     def _track(self, position: int, base_offset: int, next_offset: int,
                max_timestamp: int, size: int) -> None:
-        """Account for one batch stored at `position`: the one place state advances."""
+        """Account for one batch stored at `position`: the one place state advances.
+
+        Hot path (every append): plain attribute access only.
+        """
         assert position == self.size_bytes and base_offset == self.next_offset, (
             position, self.size_bytes, base_offset, self.next_offset)
         if position == 0:
             self.first_batch_timestamp_ms = max_timestamp
-        if max_timestamp > self.max_timestamp[0]:
-            self._max_timestamp = (max_timestamp, base_offset)
+        known = self._max_timestamp
+        if known is None:
+            known = self._max_timestamp = self.max_timestamp
+        if max_timestamp > known[0]:
+            known = self._max_timestamp = (max_timestamp, base_offset)
         if self._bytes_since_index_entry > self.config.index_interval_bytes and position > 0:
             self.index.append(base_offset, position)
-            self.time_index.maybe_append(*self._max_timestamp)
+            self.time_index.maybe_append(*known)
             self._bytes_since_index_entry = 0
+            self.index_room -= 1
         self._bytes_since_index_entry += size
         self.size_bytes = position + size
         self.next_offset = next_offset
@@ -267,6 +282,7 @@ class LogSegment:
         self.first_batch_timestamp_ms = None
         self.size_bytes = last.position
         self.next_offset = last.offset
+        self.refresh_index_room()
         self._replay_tail(last, size)
 
     def load_tail(self) -> None:
@@ -284,6 +300,7 @@ class LogSegment:
         self._max_timestamp = (last_time.timestamp, last_time.offset) if last_time else (-1, self.base_offset)
         self.size_bytes = last.position
         self.next_offset = last.offset
+        self.refresh_index_room()
         self._replay_tail(last, size)
 
     def _replay_tail(self, start: OffsetPosition, end_position: int) -> None:
