@@ -122,6 +122,7 @@ class Broker:
         self.partitions: dict[tuple[str, int], Partition] = {}
         self.handlers: dict[int, Handler] = dict(DEFAULT_HANDLERS)
         self.producer_ids: ProducerIdManager | None = None
+        self.groups: Any = None          # the GroupCoordinator, set by minilog.broker.groups.install
         self.nursery: trio.Nursery | None = None
         self.stopping = False
         self._install_signals = install_signal_handlers
