@@ -35,10 +35,13 @@ directions avoid per-record work where the records share one layout:
   timestampDelta), and checks that assumption in bulk: records are then at
   a fixed stride within each offsetDelta varint width, so each fixed byte of
   the layout is one strided slice `rec[pos::stride]` compared with the
-  expected column (`_decode_uniform`). Values are then a list comprehension
-  of slices and Records come from `map` over `zip`, all C loops. Anything
-  else takes the general per-record parser (`_iter_general`), which is also
-  the reference the fast path is tested against.
+  expected column (`_decode_uniform`). The checks, and an `itemgetter` of
+  the slices of every value (and key), depend only on (record count, key
+  length, value length), so they are planned once per shape and cached;
+  values are then cut by one C call and Records come from `map` over `zip`.
+  Batches of under 8 records, or of any other layout, take the general
+  per-record parser (`_iter_general`), which is also the reference the fast
+  path is tested against.
 
 `Record` is a NamedTuple: the bulk path creates it with
 `tuple.__new__(Record, fields)` through `functools.partial` (no Python frame
@@ -61,7 +64,10 @@ is a bug. Encoders raise `ValueError`/`TypeError` for bad arguments.
 
 Resource handling: a batch's declared record count is checked against
 `records_max` and its records section against `decompressed_bytes_max`
-before anything is allocated; decompression is bounded by the latter.
+before anything is allocated; decompression is bounded by the latter. The
+module caches (encode tables, decode plans) are bounded (see their limits).
+Thread-safety: functions are safe to call from several threads (caches are
+rebuilt idempotently); `BatchBuilder` is not.
 """
 
 from __future__ import annotations

@@ -187,6 +187,19 @@ def test_crc_mismatch_raises_unless_disabled():
     assert decode_records(bytes(raw), "t", 0, verify_crc=False)[0].value == b"hemlo"
 
 
+def test_snappy_without_cramjam_is_a_clean_error(monkeypatch):
+    """With cramjam missing, snappy batches raise CorruptBatchError both ways, nothing else."""
+    from minilog.protocol import _compression
+
+    raw = _craft(b"\x82SNAPPY\x00" + b"\x00\x00\x00\x01" * 2, codec=CODEC_SNAPPY, count=1)
+    monkeypatch.setattr(_compression, "_cramjam", None)
+    assert not _compression.codec_available(CODEC_SNAPPY)
+    with pytest.raises(CorruptBatchError, match="snappy"):
+        decode_records(raw, "t", 0)
+    with pytest.raises(CorruptBatchError, match="snappy"):
+        build_batch([b"v"], codec=CODEC_SNAPPY)
+
+
 def test_record_type_is_a_readable_tuple():
     """Record has attribute access, a useful repr, and equality by fields."""
     rec = decode_records(build_batch([b"v"], [b"k"], timestamps=7, headers=[[("a", None)]]), "top", 2)[0]
