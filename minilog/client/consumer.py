@@ -8,14 +8,17 @@ Theory of operation.
   and an `epoch` bumped by every seek so stale fetched data is dropped.
 * The fetcher task (in the consumer's nursery, on the trio thread) resolves
   resets with ListOffsets, then keeps one Fetch per leader in flight while
-  the caller drains what the previous one returned: it decodes each
-  partition's batches in bulk (`decode_records`, `min_offset` = the fetch
-  offset so the head of the first batch is skipped) and appends whole
-  record lists to `_buffer` (a deque: atomic append/popleft). It pauses
-  while more than `_buffer_records_max` records are buffered.
-* poll() (caller's task or thread) takes whole lists (or a slice when
-  `max_records` cuts one) from `_buffer`, drops lists whose epoch is stale,
-  and advances positions. Only lists cross threads, never single records.
+  the caller drains what the previous one returned. It reads only the batch
+  headers of a response (the next fetch offset is the last batch's next
+  offset, as in Kafka), appends each partition's raw bytes to `_buffer` (a
+  deque: atomic append/popleft) and sends the next fetch at once. It pauses
+  while more than `_buffer_bytes_max` undecoded bytes are buffered.
+* poll() (caller's task or thread) decodes a buffered response in bulk
+  (`decode_records`, `min_offset` = the fetch offset so the head of the
+  first batch is skipped) while the next fetch is in flight, hands out whole
+  record lists (or a slice when `max_records` cuts one), drops entries whose
+  epoch is stale, and advances positions. Only whole responses and record
+  lists cross threads, never single records.
 * Errors found by the fetcher that the caller must see (OffsetOutOfRange
   with auto_offset_reset="error", a corrupt batch) are queued in `_buffer`
   as exceptions and raised by the next poll().
@@ -65,6 +68,7 @@ __all__ = ["AsyncConsumer", "Record"]
 
 log = logging.getLogger("minilog.consumer")
 
+_RAW = "raw"   # marks a buffer entry still holding undecoded fetch bytes
 _RESET_TIMESTAMPS = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP}
 
 
@@ -107,9 +111,10 @@ class AsyncConsumer:
                                 metadata_max_age_ms=cfg.metadata_max_age_ms)
         self._states: dict[tuple[str, int], _PartitionState] = {}
         self._buffer: collections.deque = collections.deque()
-        self._fetched_records = 0      # written by the fetcher only
-        self._consumed_records = 0     # written by the caller only
-        self._buffer_records_max = max(2 * cfg.max_poll_records, 32768)
+        self._fetched_bytes = 0        # written by the fetcher only
+        self._consumed_bytes = 0       # written by the caller only
+        # Prefetch bound: about two fetch responses' worth of undecoded bytes.
+        self._buffer_bytes_max = max(4 * 1024 * 1024, 2 * cfg.max_partition_fetch_bytes)
         self.data_cond = threading.Condition()   # sync facade waits here
         self._data_event: trio.Event | None = None
         self._fetch_wake: trio.Event | None = None
@@ -283,12 +288,31 @@ class AsyncConsumer:
                     break
                 buf.popleft()
                 raise entry
-            tp, epoch, records, start = entry
+            tp, epoch = entry[0], entry[1]
             st = states.get(tp)
             if st is None or st.epoch != epoch:
-                buf.popleft()
-                self._consumed_records += len(records) - start
+                self._drop_entry(buf.popleft())
                 continue
+            if len(entry) == 5:            # raw bytes from the fetcher: decode in bulk
+                data = entry[2]
+                try:
+                    records = decode_records(data, tp[0], tp[1], min_offset=entry[3],
+                                             verify_crc=self.config.check_crcs)
+                except CorruptBatchError as exc:
+                    buf.popleft()
+                    self._consumed_bytes += len(data)
+                    st.paused = True
+                    err = CorruptRecordError(message=f"{tp[0]}-{tp[1]} at offset {entry[3]}: {exc}")
+                    if out:
+                        buf.appendleft(err)
+                        break
+                    raise err from None
+                self._consumed_bytes += len(data)
+                entry[2:] = [records, 0]
+                if not records:
+                    buf.popleft()
+                    continue
+            records, start = entry[2], entry[3]
             want = limit - len(out)
             end = len(records) if len(records) - start <= want else start + want
             if start == 0 and end == len(records):
@@ -303,10 +327,9 @@ class AsyncConsumer:
                     buf.popleft()
                 else:
                     entry[3] = end
-            self._consumed_records += end - start
             st.position = records[end - 1][2] + 1
-        if self._fetcher_paused and self._fetched_records - self._consumed_records \
-                < self._buffer_records_max:
+        if self._fetcher_paused and self._fetched_bytes - self._consumed_bytes \
+                < self._buffer_bytes_max:
             self._fetcher_paused = False
             self._notify()
         if self._membership is not None:
@@ -341,6 +364,10 @@ class AsyncConsumer:
             pending = self._iter_pending
         return pending.popleft()
 
+    def _drop_entry(self, entry) -> None:
+        if len(entry) == 5:
+            self._consumed_bytes += len(entry[2])
+
     # -- fetcher (trio side) ---------------------------------------------
 
     def _wake_fetcher(self) -> None:
@@ -357,7 +384,7 @@ class AsyncConsumer:
         while True:
             self._fetch_wake = trio.Event()
             states = self._states
-            if self._fetched_records - self._consumed_records >= self._buffer_records_max:
+            if self._fetched_bytes - self._consumed_bytes >= self._buffer_bytes_max:
                 self._fetcher_paused = True
                 await self._fetch_wake.wait()
                 continue
@@ -448,34 +475,26 @@ class AsyncConsumer:
                     continue
                 data = resp.attachments[idx]
                 try:
-                    records = decode_records(data, topic, st.partition, min_offset=offset,
-                                             verify_crc=cfg.check_crcs)
+                    end = max((h.next_offset for h, _ in iter_batches(data)), default=None)
                 except CorruptBatchError as exc:
                     self._buffer.append(CorruptRecordError(
                         message=f"{topic}-{st.partition} at offset {offset}: {exc}"))
                     st.paused = True
                     added += 1
                     continue
-                if records:
-                    st.fetch_offset = records[-1][2] + 1
-                    self._buffer.append([(topic, st.partition), epoch, records, 0])
-                    self._fetched_records += len(records)
-                    added += 1
-                else:
-                    self._skip_empty_batches(st, data)
+                if end is None or end <= offset:
+                    continue
+                # The next fetch can go out now: its offset comes from the
+                # batch headers. The records are decoded by poll(), on the
+                # caller's side, while that fetch is in flight.
+                st.fetch_offset = end
+                self._buffer.append([(topic, st.partition), epoch, data, offset, _RAW])
+                self._fetched_bytes += len(data)
+                added += 1
         if added:
             self._signal_data()
         if refresh:
             await self._refresh([st.topic for st in sts])
-
-    def _skip_empty_batches(self, st: _PartitionState, data) -> None:
-        """Advance past batches with no visible records (control batches, compacted)."""
-        try:
-            end = max((h.next_offset for h, _ in iter_batches(data)), default=None)
-        except CorruptBatchError:
-            return
-        if end is not None and end > st.fetch_offset:
-            st.fetch_offset = end
 
     def _partition_error(self, st: _PartitionState, code: int) -> bool:
         """Handle a partition's fetch error; return True when metadata should be refreshed."""
