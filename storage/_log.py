@@ -77,7 +77,7 @@ from ._errors import (
     StaleLeaderEpoch,
     StorageError,
 )
-from ._recovery import SEGMENT_CASES, Action, RecoveryReport, log_cut, scan_segment
+from ._recovery import SEGMENT_CASES, Action, RecoveryReport, SegmentScan, log_cut, scan_segment
 from ._retention import Deletion, SegmentInfo, segments_to_delete, should_roll
 from ._segment import (
     DELETED_SUFFIX,
@@ -259,32 +259,15 @@ class Log:
     def _recover(self, clean: bool, recovery_point: int) -> RecoveryReport:
         """Label every segment (SEGMENT_CASES) and act on the label."""
         labels: dict[int, str] = {}
-        scanned = bytes_scanned = 0
         cut: dict = {}
-        rebuilt: list[int] = []
+        scanned: list[SegmentScan] = []
         deleted: list[int] = []
         keep: list[LogSegment] = []
-        last = self._segments[-1]
-        for segment in self._segments:
-            if cut:
-                label = "after-cut"
-            elif clean:
-                label = "clean-shutdown"
-            elif segment is not last and segment.next_offset <= recovery_point:
-                label = "below-recovery-point"
-            else:
-                label = "from-recovery-point"
-            if SEGMENT_CASES[label] is Action.TRUST and segment is last:
-                try:
-                    problem = self._check_indexes(segment, active=True)
-                    if problem is None:
-                        segment.load_tail()
-                    else:
-                        _log.warning("%s: %s", self.dir_path, problem)
-                        label = "tail-unreadable"
-                except CorruptBatchError as e:
-                    _log.warning("%s: active segment tail unreadable: %s", self.dir_path, e)
-                    label = "tail-unreadable"
+        segments = self._segments
+        for i, segment in enumerate(segments):
+            following = segments[i + 1] if i + 1 < len(segments) else None
+            label = self._label_segment(segment, clean, recovery_point,
+                                        is_last=following is None, after_cut=bool(cut))
             labels[segment.base_offset] = label
             action = SEGMENT_CASES[label]
             if action is Action.DELETE:
@@ -293,26 +276,18 @@ class Log:
                 continue
             keep.append(segment)
             if action is Action.SCAN:
-                scan = scan_segment(segment, segment.size_bytes, self.epoch_cache)
-                scanned += 1
-                bytes_scanned += scan.file_bytes
-                rebuilt.append(segment.base_offset)
+                scan = self._scan_and_cut(segment, is_last=following is None)
+                scanned.append(scan)
                 if scan.valid_bytes < scan.file_bytes:
                     cut = dict(truncated_bytes=scan.file_bytes - scan.valid_bytes,
                                truncated_at_offset=segment.next_offset,
                                truncated_at_position=scan.valid_bytes,
                                truncated_segment=segment.base_offset,
                                truncated_label=scan.label, truncated_detail=scan.detail)
-                    segment.truncate_to_position(scan.valid_bytes)
-                    os.fsync(segment.writable_fd())
-                segment.index.rewrite(fsync=True)
-                segment.time_index.rewrite(fsync=True)
-                following = self._segments[self._segments.index(segment) + 1:] if segment is not last else []
-                if following and not cut and following[0].base_offset != segment.next_offset:
+                elif following is not None and following.base_offset != segment.next_offset:
                     cut = dict(truncated_bytes=0, truncated_at_offset=segment.next_offset,
-                               truncated_segment=following[0].base_offset,
-                               truncated_label="offset-gap",
-                               truncated_detail=f"next segment starts at {following[0].base_offset}")
+                               truncated_segment=following.base_offset, truncated_label="offset-gap",
+                               truncated_detail=f"next segment starts at {following.base_offset}")
         if deleted:
             fsync_dir(self.dir_path)
         self._segments = keep
@@ -320,8 +295,44 @@ class Log:
         self._segments[-1].writable_fd()
         return RecoveryReport(
             clean_shutdown=clean, recovery_point=recovery_point, log_end_offset=self.log_end_offset,
-            segments_scanned=scanned, bytes_scanned=bytes_scanned, deleted_segments=tuple(deleted),
-            rebuilt_indexes=tuple(rebuilt), segment_labels=labels, **cut)
+            segments_scanned=len(scanned), bytes_scanned=sum(s.file_bytes for s in scanned),
+            deleted_segments=tuple(deleted), rebuilt_indexes=tuple(s.base_offset for s in scanned),
+            segment_labels=labels, **cut)
+
+    def _label_segment(self, segment: LogSegment, clean: bool, recovery_point: int, *,
+                       is_last: bool, after_cut: bool) -> str:
+        """The SEGMENT_CASES label; trusting the active segment means reading its tail."""
+        if after_cut:
+            return "after-cut"
+        if clean:
+            label = "clean-shutdown"
+        elif not is_last and segment.next_offset <= recovery_point:
+            label = "below-recovery-point"
+        else:
+            label = "from-recovery-point"
+        if SEGMENT_CASES[label] is Action.TRUST and is_last:
+            try:
+                problem = self._check_indexes(segment, active=True)
+                if problem is None:
+                    segment.load_tail()
+                    return label
+                _log.warning("%s: %s", self.dir_path, problem)
+            except CorruptBatchError as e:
+                _log.warning("%s: active segment tail unreadable: %s", self.dir_path, e)
+            return "tail-unreadable"
+        return label
+
+    def _scan_and_cut(self, segment: LogSegment, *, is_last: bool) -> SegmentScan:
+        """Check every batch, cut the file at the first bad one, rewrite both indexes."""
+        scan = scan_segment(segment, segment.size_bytes, self.epoch_cache)
+        if scan.valid_bytes < scan.file_bytes:
+            segment.truncate_to_position(scan.valid_bytes)
+            os.fsync(segment.writable_fd())
+        if not is_last:
+            segment.seal()                  # closed: last time index entry = max timestamp
+        segment.index.rewrite(fsync=True)
+        segment.time_index.rewrite(fsync=True)
+        return scan
 
     def _check_indexes(self, segment: LogSegment, *, active: bool = False) -> str | None:
         """Load and sanity-check a segment's indexes (Kafka's sanityCheck)."""
@@ -444,7 +455,7 @@ class Log:
             raise StaleLeaderEpoch(f"leader epoch {epoch} is older than {latest_epoch}")
         next_offset = base_offset + header.last_offset_delta + 1
         now = self._clock()
-        if self.config.message_timestamp_type == "LogAppendTime":
+        if assign_offsets and self.config.message_timestamp_type == "LogAppendTime":
             copy = bytearray(view)
             stamp_batch(copy, 0, base_offset, epoch)
             _stamp_log_append_time(copy, now)
@@ -847,6 +858,17 @@ class Log:
             self._flush_all()
         except OSError as e:
             raise self._poison("flush", e) from e
+
+    def maybe_flush(self) -> bool:
+        """Apply the flush.ms policy without an append (the broker's periodic flusher).
+
+        Returns whether it flushed. Raises LogCorrupted like `flush`.
+        """
+        self._check_usable()
+        if self._unflushed_messages and self._clock() - self._last_flush_ms >= self.config.flush_ms:
+            self.flush()
+            return True
+        return False
 
     def _flush_all(self) -> None:
         for segment in self._unflushed_segments:

@@ -12,9 +12,12 @@ label decides the action. Nothing is decided anywhere else.
                                     (it was fsynced, indexes included)
     from-recovery-point    SCAN     it holds or follows the recovery point: it may
                                     hold torn or unsynced bytes
-    tail-unreadable        SCAN     a trusted active segment whose tail did not parse
-    after-cut              DELETE   an earlier segment was cut: its offsets would
-                                    no longer continue the log
+    tail-unreadable        SCAN     a trusted active segment whose index or tail
+                                    did not pass the sanity check
+    after-cut              DELETE   an earlier segment was cut (a bad batch, or it
+                                    does not end where the next one starts:
+                                    "offset-gap"): later offsets would not continue
+                                    the log
 
     batch label            action    when
     ---------------------  --------  ---------------------------------------------
@@ -55,6 +58,7 @@ __all__ = [
     "RecoveryReport",
     "classify_batch",
     "scan_segment",
+    "SegmentScan",
 ]
 
 _log = logging.getLogger("minilog.storage")
@@ -144,6 +148,7 @@ def _bytes_needed(buf, pos: int, remaining: int) -> int:
 
 @dataclass(frozen=True)
 class SegmentScan:
+    base_offset: int
     valid_bytes: int
     file_bytes: int
     label: str                  # "whole-batch" when the whole file was fine
@@ -172,7 +177,7 @@ def scan_segment(segment: LogSegment, file_bytes: int, epoch_cache: LeaderEpochC
                 chunk = os.pread(fd, need, position)
         label, header, detail = classify_batch(chunk, in_chunk, remaining, segment.next_offset)
         if BATCH_CASES[label] is Action.TRUNCATE:
-            return SegmentScan(position, file_bytes, label, detail)
+            return SegmentScan(segment.base_offset, position, file_bytes, label, detail)
         assert BATCH_CASES[label] is Action.KEEP
         epoch = header.partition_leader_epoch
         if epoch > epoch_cache.latest_epoch:
@@ -180,7 +185,7 @@ def scan_segment(segment: LogSegment, file_bytes: int, epoch_cache: LeaderEpochC
         segment._track(position, header.base_offset, header.next_offset,
                        header.max_timestamp, header.size)
         position += header.size
-    return SegmentScan(position, file_bytes, "whole-batch", "")
+    return SegmentScan(segment.base_offset, position, file_bytes, "whole-batch", "")
 
 
 def log_cut(dir_path: str, report: RecoveryReport) -> None:

@@ -188,3 +188,16 @@ def test_segments_below_recovery_point_are_not_read(tmp_path, monkeypatch):
     check_log(tmp_path, layout[-1][1])
     holding_rp = max(b[4] for b in layout if b[0] <= layout[25][1] - 1)
     assert min(scanned) == holding_rp
+
+
+def test_recovered_closed_segments_keep_their_max_timestamp(tmp_path):
+    """After a crash, re-checked closed segments record their max timestamp for retention."""
+    log = open_log(tmp_path)
+    for i in range(30):
+        log.append(batch_for(log.log_end_offset, timestamp=5_000 + i))
+    want = [s.max_timestamp_ms for s in log.segments()]
+    crash(log)
+    log = open_log(tmp_path)
+    log.close()
+    log = open_log(tmp_path)
+    assert [s.max_timestamp_ms for s in log.segments()] == want

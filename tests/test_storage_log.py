@@ -117,7 +117,13 @@ def test_append_read_round_trip(tmp_path_factory, sizes, segment_bytes, interval
             # same bytes as stored, from one segment
             k = len(hs)
             assert data == b"".join(m[2] for m in model[first:first + k])
-            # maximal: the next batch (same segment) would break the budget or the bound
+            # maximal: the next batch of the same segment would break the budget or the bound
+            bases = [seg.base_offset for seg in log.segments()]
+            seg_of = lambda o: max(b for b in bases if b <= o)  # noqa: E731
+            if first + k < len(model):
+                nxt = model[first + k]
+                if seg_of(nxt[0]) == seg_of(model[first][0]) and nxt[0] < limit:
+                    assert len(data) + len(nxt[2]) > budget
     log.close()
 
 
@@ -218,6 +224,26 @@ def test_follower_append_keeps_leader_offsets_and_epochs(tmp_path):
     assert follower.end_offset_for_epoch(1) == (0, 4)
     assert follower.end_offset_for_epoch(5) == (5, 10)
     assert follower.end_offset_for_epoch(9) == (5, 10)
+
+
+def test_follower_keeps_leader_timestamps_under_log_append_time(tmp_path):
+    """Followers never re-stamp: the leader's bytes are stored unchanged."""
+    clock = FakeClock(999)
+    log = open_log(tmp_path, clock, **{"message.timestamp.type": "LogAppendTime"})
+    batch = build_batch([b"x"], timestamps=5, base_offset=0, partition_leader_epoch=2)
+    log.append(batch, assign_offsets=False)
+    assert log.read(0, 100) == batch
+
+
+def test_maybe_flush_applies_flush_ms(tmp_path):
+    """maybe_flush() flushes only when flush.ms passed and something is unflushed."""
+    clock = FakeClock()
+    log = open_log(tmp_path, clock, **{"flush.ms": 500})
+    assert log.maybe_flush() is False
+    log.append(batch_for(0))
+    assert log.maybe_flush() is False
+    clock.now_ms += 500
+    assert log.maybe_flush() is True and log.recovery_point == log.log_end_offset
 
 
 def test_log_append_time(tmp_path):
