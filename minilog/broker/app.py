@@ -202,7 +202,11 @@ class Broker:
             return ErrorCode.INVALID_CONFIG, str(exc)
         if validate_only:
             return ErrorCode.NONE, None
-        self._create(name, num_partitions, overrides)
+        try:
+            self._create(name, num_partitions, overrides)
+        except StorageError as exc:
+            log.error("cannot create topic %s: %s", name, exc)
+            return ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
         return ErrorCode.NONE, None
 
     def auto_create_topic(self, name: str) -> ErrorCode:
@@ -215,8 +219,10 @@ class Broker:
         return code
 
     def _create(self, name: str, partitions: int, overrides: dict, *, internal: bool = False) -> None:
-        meta = self.metadata.create(name, partitions, overrides, internal=internal)
-        self._open_partitions(meta, range(partitions))
+        """Open the partition logs first, then store the metadata: a crash in between
+        leaves only orphan directories, which the next start removes."""
+        meta = self.metadata.new_topic(name, partitions, overrides, internal=internal)
+        self._open_and_store(meta, range(partitions))
         log.info("created topic %s with %d partitions%s%s", name, partitions,
                  f", configs {overrides}" if overrides else "", " (internal)" if internal else "")
         self._notify("created", name)
@@ -254,8 +260,10 @@ class Broker:
         if validate_only:
             return ErrorCode.NONE, None
         old = meta.partitions
-        meta = self.metadata.set_partitions(name, count)
-        self._open_partitions(meta, range(old, count))
+        try:
+            self._open_and_store(self.metadata.with_partitions(name, count), range(old, count))
+        except StorageError as exc:
+            return ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
         log.info("topic %s now has %d partitions (was %d)", name, count, old)
         self._notify("partitions", name)
         return ErrorCode.NONE, None
@@ -299,16 +307,37 @@ class Broker:
     # -- partitions on disk -----------------------------------------------------------------
 
     def _open_partitions(self, meta: TopicMeta, numbers) -> None:
+        self.partitions.update(self._open_logs(meta, numbers))
+
+    def _open_logs(self, meta: TopicMeta, numbers) -> dict[tuple[str, int], Partition]:
+        """Open (creating) the partitions `numbers` of `meta`; all or none (StorageError)."""
         effective = self.config.topic_config(meta.configs)
         log_config = Partition.log_config_for(effective)
-        for p in numbers:
-            path = os.path.join(self.data_dir, partition_dir_name(meta.name, p))
-            plog = Log.open(path, log_config)
-            part = Partition(meta.name, p, plog, leader_id=self.broker_id,
-                             leader_epoch=meta.leader_epoch, replicas=[self.broker_id],
-                             isr=[self.broker_id])
-            part.apply_config(effective)
-            self.partitions[(meta.name, p)] = part
+        opened: dict[tuple[str, int], Partition] = {}
+        try:
+            for p in numbers:
+                path = os.path.join(self.data_dir, partition_dir_name(meta.name, p))
+                plog = Log.open(path, log_config)
+                part = Partition(meta.name, p, plog, leader_id=self.broker_id,
+                                 leader_epoch=meta.leader_epoch, replicas=[self.broker_id],
+                                 isr=[self.broker_id])
+                part.apply_config(effective)
+                opened[(meta.name, p)] = part
+        except Exception:
+            for part in opened.values():
+                part.log.close()
+            raise
+        return opened
+
+    def _open_and_store(self, meta: TopicMeta, numbers) -> None:
+        opened = self._open_logs(meta, numbers)
+        try:
+            self.metadata.put(meta)
+        except OSError as exc:
+            for part in opened.values():
+                part.log.close()
+            raise StorageError(f"cannot write topic metadata: {exc}") from exc
+        self.partitions.update(opened)
 
     def _rename_for_delete(self, dir_name: str, topic_id: str) -> str | None:
         src = os.path.join(self.data_dir, dir_name)
@@ -524,4 +553,9 @@ class Broker:
             return
         install = getattr(groups, "install", None)
         if install is not None:
-            install(self)
+            try:
+                install(self)
+            except Exception:
+                # The broker still serves topics; group APIs keep answering
+                # COORDINATOR_NOT_AVAILABLE from the default handlers.
+                log.exception("the group coordinator failed to start; group APIs are unavailable")

@@ -129,22 +129,25 @@ class MetadataStore:
         atomic_write(self._path, json.dumps(doc, indent=1).encode("utf-8"))
         self.topics = topics
 
-    def create(self, name: str, partitions: int, configs: dict[str, str], *,
-               internal: bool = False) -> TopicMeta:
-        assert name not in self.topics and validate_topic_name(name) is None
-        meta = TopicMeta(name, uuid.uuid4().hex, partitions, configs=dict(configs), internal=internal)
-        self._apply({**self.topics, name: meta})
-        return meta
+    @staticmethod
+    def new_topic(name: str, partitions: int, configs: dict[str, str], *,
+                  internal: bool = False) -> TopicMeta:
+        """A new topic's metadata (not yet stored: see `put`)."""
+        assert validate_topic_name(name) is None
+        return TopicMeta(name, uuid.uuid4().hex, partitions, configs=dict(configs), internal=internal)
+
+    def put(self, meta: TopicMeta) -> None:
+        """Store a topic's metadata (new or changed)."""
+        self._apply({**self.topics, meta.name: meta})
 
     def delete(self, name: str) -> None:
         topics = dict(self.topics)
         del topics[name]
         self._apply(topics)
 
-    def set_partitions(self, name: str, count: int) -> TopicMeta:
-        meta = replace(self.topics[name], partitions=count)
-        self._apply({**self.topics, name: meta})
-        return meta
+    def with_partitions(self, name: str, count: int) -> TopicMeta:
+        """The topic's metadata with a new partition count (not yet stored: see `put`)."""
+        return replace(self.topics[name], partitions=count)
 
     def set_configs(self, name: str, configs: dict[str, str]) -> TopicMeta:
         meta = replace(self.topics[name], configs=dict(configs))
