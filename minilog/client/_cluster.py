@@ -81,7 +81,7 @@ class Cluster:
         self.controller_id: int = -1
         self._conns: dict[int, BrokerConnection] = {}
         self._connecting: dict[int, trio.Event] = {}
-        self._nursery: trio.Nursery | None = None
+        self._nursery = None   # anything with start_soon (a TaskGroup)
         self._metadata_time = -1e18
         self._refreshing: trio.Event | None = None
         self._wanted: set[str] = set()
@@ -90,7 +90,7 @@ class Cluster:
 
     # -- lifecycle -----------------------------------------------------
 
-    async def start(self, nursery: trio.Nursery) -> None:
+    async def start(self, nursery) -> None:
         """Connect to a bootstrap server and load cluster metadata.
 
         Raises:

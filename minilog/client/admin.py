@@ -29,6 +29,7 @@ from minilog.protocol import (
     ApiKey,
 )
 
+from ._tasks import TaskGroup
 from ._cluster import Cluster, check_error
 from ._config import AdminConfig, parse_bootstrap
 
@@ -109,11 +110,14 @@ class AsyncAdmin(_GroupMixin):
             raise MinilogError("AsyncAdmin.start() called twice")
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
+        self._tasks = TaskGroup(self._nursery)
         try:
-            await self._cluster.start(self._nursery)
+            await self._cluster.start(self._tasks)
         except BaseException as exc:
+            self._tasks.cancel()
+            with trio.CancelScope(shield=True):
+                await self._cluster.aclose()
             self._nursery.cancel_scope.cancel()
-            await self._cluster.aclose()
             await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
             self._state = "closed"
             raise
@@ -125,8 +129,10 @@ class AsyncAdmin(_GroupMixin):
             self._state = "closed"
             return
         self._state = "closed"
+        self._tasks.cancel()
+        with trio.CancelScope(shield=True):
+            await self._cluster.aclose()
         self._nursery.cancel_scope.cancel()
-        await self._cluster.aclose()
         await self._nursery_cm.__aexit__(None, None, None)
 
     async def _request(self, api_key: int, payload: dict, node: int | None = None):

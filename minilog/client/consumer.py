@@ -61,6 +61,7 @@ from minilog.protocol import (
     iter_batches,
 )
 
+from ._tasks import TaskGroup
 from ._cluster import Cluster
 from ._config import ConsumerConfig, parse_bootstrap
 
@@ -141,11 +142,14 @@ class AsyncConsumer:
             raise MinilogError("AsyncConsumer.start() called twice")
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
+        self._tasks = TaskGroup(self._nursery)
         try:
-            await self._cluster.start(self._nursery)
+            await self._cluster.start(self._tasks)
         except BaseException as exc:
+            self._tasks.cancel()
+            with trio.CancelScope(shield=True):
+                await self._cluster.aclose()
             self._nursery.cancel_scope.cancel()
-            await self._cluster.aclose()
             await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
             self._state = "closed"
             raise
@@ -154,7 +158,7 @@ class AsyncConsumer:
         token = trio.lowlevel.current_trio_token()
         self._notify = partial(token.run_sync_soon, self._wake_fetcher)
         self._state = "running"
-        self._nursery.start_soon(self._fetcher_loop)
+        self._tasks.start_soon(self._fetcher_loop)
 
     async def close(self) -> None:
         """Leave the group (if any), stop fetching, close connections. Safe to call twice."""
@@ -167,8 +171,10 @@ class AsyncConsumer:
                 with trio.move_on_after(self.config.request_timeout_ms / 1000):
                     await self._membership.close()
         finally:
+            self._tasks.cancel()
+            with trio.CancelScope(shield=True):
+                await self._cluster.aclose()
             self._nursery.cancel_scope.cancel()
-            await self._cluster.aclose()
             await self._nursery_cm.__aexit__(None, None, None)
             with self.data_cond:
                 self.data_cond.notify_all()
@@ -425,7 +431,7 @@ class AsyncConsumer:
                 continue
             by_node.setdefault(node, []).append(st)
         if missing:
-            self._nursery.start_soon(self._refresh, [st.topic for st in states.values()])
+            self._tasks.start_soon(self._refresh, [st.topic for st in states.values()])
         return by_node
 
     async def _refresh(self, topics) -> None:
@@ -671,9 +677,9 @@ class GroupHooks:
         return self._c._cluster
 
     @property
-    def nursery(self) -> trio.Nursery:
-        """Where the membership starts its heartbeat task."""
-        return self._c._nursery
+    def nursery(self) -> TaskGroup:
+        """Where the membership starts its tasks (`start_soon`); stopped by close()."""
+        return self._c._tasks
 
     def assigned(self) -> set[tuple[str, int]]:
         return set(self._c._states)

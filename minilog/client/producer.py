@@ -54,6 +54,7 @@ from minilog.errors import (
 from minilog.protocol import ApiKey, ErrorCode, build_batch
 
 from ._accumulator import Accumulator, DeliveryReport, ProducerBatch
+from ._tasks import TaskGroup
 from ._cluster import Cluster, check_error
 from ._config import ProducerConfig, parse_bootstrap
 
@@ -119,13 +120,16 @@ class AsyncProducer:
         self._state = "starting"
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
+        self._tasks = TaskGroup(self._nursery)
         try:
-            await self._cluster.start(self._nursery)
+            await self._cluster.start(self._tasks)
             if self.config.enable_idempotence:
                 await self._init_producer_id()
         except BaseException as exc:
+            self._tasks.cancel()
+            with trio.CancelScope(shield=True):
+                await self._cluster.aclose()
             self._nursery.cancel_scope.cancel()
-            await self._cluster.aclose()
             await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
             self._state = "closed"
             raise
@@ -141,7 +145,7 @@ class AsyncProducer:
         token = trio.lowlevel.current_trio_token()
         self._acc.notify = partial(token.run_sync_soon, self._on_wake)
         self._state = "running"
-        self._nursery.start_soon(self._sender_loop)
+        self._tasks.start_soon(self._sender_loop)
 
     async def close(self, timeout: float | None = None) -> None:
         """Deliver what is buffered (up to `timeout` s), then stop. Safe to call twice."""
@@ -158,8 +162,10 @@ class AsyncProducer:
                 self._acc.closed = True
                 self._acc.sticky.clear()
             self._fail_everything(ClosedError("producer closed before delivery"))
+            self._tasks.cancel()
+            with trio.CancelScope(shield=True):
+                await self._cluster.aclose()
             self._nursery.cancel_scope.cancel()
-            await self._cluster.aclose()
             await self._nursery_cm.__aexit__(None, None, None)
             self._state = "closed"
             self.poll()
@@ -341,7 +347,7 @@ class AsyncProducer:
                 self._inflight[node] += 1
                 if self._ordered:
                     self._muted.update((b.topic, b.partition) for b in batches)
-                self._nursery.start_soon(self._send, node, batches)
+                self._tasks.start_soon(self._send, node, batches)
         for tp in [tp for tp, q in self._queues.items() if not q]:
             del self._queues[tp]
         if self._progress_pending:
@@ -481,7 +487,7 @@ class AsyncProducer:
     def _refresh_metadata_soon(self) -> None:
         if not self._refreshing and self._nursery is not None:
             self._refreshing = True
-            self._nursery.start_soon(self._refresh_metadata)
+            self._tasks.start_soon(self._refresh_metadata)
 
     async def _refresh_metadata(self) -> None:
         try:
