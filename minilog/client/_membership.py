@@ -102,6 +102,7 @@ class GroupMembership:
         self._safe_positions: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._generation = 0               # bumped when every partition is lost
+        self._announced: set[TopicPartition] = set()   # on_assign ran for these (caller's thread)
         self.stats = {"joins": 0, "fenced": 0, "revoked": 0, "assigned": 0, "commits": 0,
                       "commit_errors": 0, "poll_timeouts": 0}
 
@@ -285,11 +286,7 @@ class GroupMembership:
         owned = sorted(self._owned)
         self._hooks.revoke(owned)
         self._owned.clear()
-        if owned and self._on_revoke is not None:
-            try:
-                self._on_revoke(owned)
-            except Exception:
-                log.exception("group %s: on_revoke failed", self.group_id)
+        self._unannounce(owned)      # the caller is in close()/unsubscribe(): it is not polling
         await self._send_leave()
 
     # ------------------------------------------------------------------ reconciliation
@@ -306,8 +303,7 @@ class GroupMembership:
             parts = sorted(added)
             self._hooks.assign(parts)
             log.info("group %s: assigned %s", self.group_id, parts)
-            if self._on_assign is not None:
-                self._hooks.call_on_caller(self._call_user, self._on_assign, parts)
+            self._hooks.call_on_caller(self._announce, parts)
 
     async def _revoke(self, parts: list[TopicPartition]) -> None:
         """Give `parts` up at the caller's next poll, commit, then confirm."""
@@ -321,8 +317,7 @@ class GroupMembership:
                 if generation != self._generation:
                     return                       # lost meanwhile; maybe reassigned since
                 box["positions"] = self._hooks.revoke(parts)
-                if self._on_revoke is not None:
-                    self._call_user(self._on_revoke, parts)
+                self._unannounce(parts)
             finally:
                 token.run_sync_soon(done.set)
 
@@ -349,8 +344,21 @@ class GroupMembership:
         if not lost:
             return
         self._hooks.revoke(lost)
-        if call_back and self._on_revoke is not None:
-            self._hooks.call_on_caller(self._call_user, self._on_revoke, lost)
+        if call_back:
+            self._hooks.call_on_caller(self._unannounce, lost)
+
+    def _announce(self, parts: list[TopicPartition]) -> None:
+        """Caller's thread: the partitions are now the caller's; tell on_assign."""
+        self._announced.update(parts)
+        if self._on_assign is not None:
+            self._call_user(self._on_assign, parts)
+
+    def _unannounce(self, parts: list[TopicPartition]) -> None:
+        """Caller's thread: on_revoke for the partitions whose on_assign ran."""
+        told = [tp for tp in parts if tp in self._announced]
+        self._announced.difference_update(parts)
+        if told and self._on_revoke is not None:
+            self._call_user(self._on_revoke, told)
 
     def _call_user(self, fn: Callable, parts: list[TopicPartition]) -> None:
         try:
