@@ -204,7 +204,8 @@ class Log:
     def _load(self) -> None:
         now = self._clock()
         sizes = self._scan_directory()
-        clean = os.path.exists(os.path.join(self.dir_path, CLEAN_SHUTDOWN))
+        marker = os.path.join(self.dir_path, CLEAN_SHUTDOWN)
+        clean = marker_found = os.path.exists(marker)
         try:
             checkpoint = read_log_checkpoint(self.dir_path)
         except ValueError as e:
@@ -224,8 +225,10 @@ class Log:
         self._log_start = min(max(log_start, self._segments[0].base_offset), self.log_end_offset)
         self.epoch_cache.truncate_from_end(self.log_end_offset)
         self.epoch_cache.truncate_from_start(self._log_start)
+        if marker_found:
+            os.unlink(marker)                 # from now on, a crash is an unclean shutdown
+            self._dir_dirty = True
         if clean:
-            os.unlink(os.path.join(self.dir_path, CLEAN_SHUTDOWN))
             self._recovery_point = min(max(recovery_point, self._log_start), self.log_end_offset)
             fsync_dir(self.dir_path)
         else:
@@ -465,7 +468,7 @@ class Log:
             stamp_batch(prefix, 0, base_offset, epoch)
             parts, max_timestamp, append_time = [prefix, view[_STAMP_BYTES:]], header.max_timestamp, NO_TIMESTAMP
         try:
-            segment = self._maybe_roll(size, now, next_offset - 1)
+            segment = self._maybe_roll(size, now, max_timestamp, next_offset - 1)
             position = segment.append(parts, size, base_offset, next_offset, max_timestamp)
             if epoch > latest_epoch:
                 self.epoch_cache.assign(epoch, base_offset)
@@ -480,20 +483,21 @@ class Log:
         return AppendInfo(base_offset, next_offset - 1, max_timestamp, append_time, position,
                           segment.base_offset)
 
-    def _maybe_roll(self, batch_size: int, now: int, last_offset: int) -> LogSegment:
+    def _maybe_roll(self, batch_size: int, now: int, batch_max_timestamp: int,
+                    last_offset: int) -> LogSegment:
         active = self._segments[-1]
         config = self.config
+        waited_ms = active.time_waited_for_roll_ms(now, batch_max_timestamp)
         # Fast path, every append: the common "no roll" answer of should_roll,
         # checked inline (a subset of its None case, so never a wrong answer).
         if (active.size_bytes + batch_size <= config.segment_bytes
-                and now - active.rolling_timestamp_ms <= config.segment_ms
+                and waited_ms <= config.segment_ms
                 and active.index_room > 0
                 and last_offset - active.base_offset <= _RELATIVE_OFFSET_MAX):
             return active
         reason = should_roll(
             segment_size_bytes=active.size_bytes, batch_size_bytes=batch_size,
-            segment_bytes=config.segment_bytes, now_ms=now,
-            rolling_timestamp_ms=active.rolling_timestamp_ms, segment_ms=config.segment_ms,
+            segment_bytes=config.segment_bytes, waited_ms=waited_ms, segment_ms=config.segment_ms,
             index_full=active.index.is_full or active.time_index.is_full,
             relative_last_offset=last_offset - active.base_offset)
         if reason is None:

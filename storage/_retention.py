@@ -104,8 +104,7 @@ def should_roll(
     segment_size_bytes: int,
     batch_size_bytes: int,
     segment_bytes: int,
-    now_ms: int,
-    rolling_timestamp_ms: int,
+    waited_ms: int,
     segment_ms: int,
     index_full: bool,
     relative_last_offset: int,
@@ -113,13 +112,14 @@ def should_roll(
     """Why the active segment must roll before this append, or None.
 
     An empty segment never rolls (a batch larger than segment.bytes still
-    gets a segment of its own, as in Kafka).
+    gets a segment of its own, as in Kafka). `waited_ms` is the segment's
+    age as Kafka's `timeWaitedForRoll` measures it (`LogSegment.time_waited_for_roll_ms`).
     """
     if segment_size_bytes == 0:
         return None
     if segment_size_bytes + batch_size_bytes > segment_bytes:
         return RollReason.SEGMENT_BYTES
-    if now_ms - rolling_timestamp_ms > segment_ms:
+    if waited_ms > segment_ms:
         return RollReason.SEGMENT_MS
     if index_full:
         return RollReason.INDEX_FULL

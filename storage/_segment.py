@@ -203,11 +203,18 @@ class LogSegment:
             self._max_timestamp = (last.timestamp, last.offset) if last else (-1, self.base_offset)
         return self._max_timestamp
 
-    @property
-    def rolling_timestamp_ms(self) -> int:
-        if self.first_batch_timestamp_ms is not None and self.first_batch_timestamp_ms >= 0:
-            return self.first_batch_timestamp_ms
-        return self.created_ms
+    def time_waited_for_roll_ms(self, now_ms: int, batch_max_timestamp_ms: int) -> int:
+        """How old the segment is for segment.ms, as Kafka's `timeWaitedForRoll`.
+
+        With a timestamp on the first batch: the incoming batch's max timestamp
+        minus it (so producers whose clocks are consistently off do not roll
+        a segment per batch); otherwise wall time since the segment was created
+        or opened.
+        """
+        first = self.first_batch_timestamp_ms
+        if first is not None and first >= 0:
+            return batch_max_timestamp_ms - first
+        return now_ms - self.created_ms
 
     def refresh_index_room(self) -> None:
         """Recount how many more index entries fit (each append adds at most one per index)."""

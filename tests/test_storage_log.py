@@ -391,6 +391,29 @@ def test_roll_on_segment_ms(tmp_path):
     assert log.segments()[1].base_offset == 2
 
 
+def test_old_producer_clock_does_not_roll_every_batch(tmp_path):
+    """segment.ms compares batch timestamps with the first batch's (Kafka's timeWaitedForRoll)."""
+    clock = FakeClock(10**12)
+    log = open_log(tmp_path, clock, **{"segment.ms": 60_000})
+    for i in range(10):
+        log.append(batch_for(log.log_end_offset, timestamp=1_000 + i))
+    assert log.segment_count == 1
+    log.append(batch_for(log.log_end_offset, timestamp=1_000 + 60_001))
+    assert log.segment_count == 2
+
+
+def test_unclean_open_with_bad_checkpoint_removes_marker(tmp_path):
+    """A clean marker next to a malformed checkpoint: full recovery, and the marker is gone."""
+    log = open_log(tmp_path)
+    fill(log, 5)
+    log.close()
+    (tmp_path / "log.checkpoint").write_text("garbage")
+    log = open_log(tmp_path)
+    assert not log.last_recovery.clean_shutdown and log.last_recovery.segments_scanned == 1
+    assert not (tmp_path / ".clean-shutdown").exists()
+    assert [o for o, _ in all_records(log)] == list(range(log.log_end_offset))
+
+
 def test_roll_on_full_index(tmp_path):
     """A full offset index rolls the segment."""
     log = open_log(tmp_path, **{"segment.index.bytes": 24, "index.interval.bytes": 0})
