@@ -1,0 +1,136 @@
+"""The producer's caller-side accumulator: sealing, linger, stickiness, columns, callbacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from minilog.client._accumulator import RECORD_OVERHEAD_BYTES, Accumulator
+from minilog.client._partitioner import partition_for_key
+from minilog.protocol import build_batch, decode_records
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(batch_size=1000, linger_ms=5, partitions=4):
+    clock = FakeClock()
+    acc = Accumulator(batch_size=batch_size, linger_ms=linger_ms, buffer_memory=1 << 20,
+                      clock=clock, wall_ms=lambda: 1_700_000_000_000, seed=3)
+    acc.num_partitions["t"] = partitions
+    wakes = []
+    acc.notify = lambda: wakes.append(clock.now)
+    return acc, clock, wakes
+
+
+def test_batch_is_sealed_when_full_and_sticky_partition_moves():
+    """A batch reaching batch_size is sealed on the caller's side; keyless records then stick elsewhere."""
+    acc, _, wakes = make(batch_size=61 + 10 * (100 + RECORD_OVERHEAD_BYTES))
+    for _ in range(10):
+        acc.append("t", b"x" * 100)
+    assert len(acc.sealed) == 1 and not acc.open
+    first = acc.sealed[0]
+    assert len(first.values) == 10 and first.sealed
+    acc.append("t", b"y" * 100)
+    (b,) = acc.open.values()
+    assert b.partition != first.partition
+    assert wakes, "sealing wakes the sender"
+
+
+def test_linger_drain_seals_only_old_batches_and_reports_next_deadline():
+    """drain() seals batches older than linger_ms and returns the earliest remaining deadline."""
+    acc, clock, _ = make(linger_ms=5)
+    acc.append("t", b"a", partition=0)
+    clock.now += 0.003
+    acc.append("t", b"b", partition=1)
+    batches, deadline = acc.drain(clock.now)
+    assert batches == [] and deadline == pytest.approx(100.005)
+    clock.now = 100.005
+    batches, deadline = acc.drain(clock.now)
+    assert [b.partition for b in batches] == [0] and deadline == pytest.approx(100.008)
+    acc.flushing = 1
+    batches, deadline = acc.drain(clock.now)
+    assert [b.partition for b in batches] == [1] and deadline is None and acc.idle
+
+
+def test_new_batch_wakes_an_idle_sender_once():
+    """Opening a batch while the sender sleeps without deadline wakes it; wake-ups coalesce."""
+    acc, clock, wakes = make(linger_ms=5)
+    acc.append("t", b"a", partition=0)
+    acc.append("t", b"b", partition=1)
+    assert len(wakes) == 1      # coalesced until the sender drains
+    acc.drain(clock.now)        # sender ran: knows the deadline, not idle
+    acc.append("t", b"c", partition=2)
+    assert len(wakes) == 1      # not idle: the sender's timer covers it
+
+
+def test_keyed_records_go_to_kafkas_partition_and_columns_fill_lazily():
+    """Keys pick murmur2 partitions; key/header/timestamp columns appear only when used."""
+    acc, clock, _ = make(partitions=5)
+    acc.append("t", b"v1", key=b"order-1")
+    p = partition_for_key(b"order-1", 5)
+    b = acc.open[("t", p)]
+    assert b.keys == [b"order-1"] and b.headers is None and b.timestamps is None
+    acc.append("t", b"v2", key=b"order-1", headers=[("h", b"1")], timestamp_ms=5)
+    assert b.headers == [None, [("h", b"1")]]
+    assert b.timestamps == [1_700_000_000_000, 5]
+    assert not b.plain
+    acc.flushing = 1
+    (batch,) = acc.drain(clock.now)[0]
+    data = build_batch(batch.values, batch.keys, timestamps=batch.timestamps, headers=batch.headers)
+    recs = decode_records(data, "t", p)
+    assert [(r.key, r.value, r.timestamp) for r in recs] == [
+        (b"order-1", b"v1", 1_700_000_000_000), (b"order-1", b"v2", 5)]
+    assert recs[1].headers == [("h", b"1")]
+
+
+def test_values_are_validated_and_str_encoded():
+    """str values/keys become UTF-8; other types are refused at produce time."""
+    acc, _, _ = make()
+    acc.append("t", "héllo", key="k")
+    b = next(iter(acc.open.values()))
+    assert b.values == ["héllo".encode()] and b.keys == [b"k"]
+    with pytest.raises(TypeError):
+        acc.append("t", 42)
+    with pytest.raises(ValueError):
+        acc.append("t", b"x", partition=9)
+
+
+def test_append_many_splits_by_batch_size_and_key():
+    """The bulk path fills batches whole and routes keyed records like append()."""
+    acc, clock, _ = make(batch_size=61 + 100 * (10 + RECORD_OVERHEAD_BYTES), partitions=3)
+    acc.append_many("t", [b"0123456789"] * 250)
+    sizes = [len(b.values) for b in acc.sealed] + [len(b.values) for b in acc.open.values()]
+    assert sizes == [100, 100, 50] and acc.appended_records == 250
+    keys = [b"k%d" % (i % 7) for i in range(70)]
+    acc.append_many("t", [b"v"] * 70, keys=keys)
+    acc.flushing = 1
+    batches, _ = acc.drain(clock.now)
+    for b in batches:
+        if b.keys is not None:
+            assert all(k is None or partition_for_key(k, 3) == b.partition for k in b.keys)
+
+
+def test_serve_completed_runs_callbacks_with_offsets_and_counts_everything():
+    """Callbacks get (err, report) with base_offset + i; batches without callbacks only count."""
+    acc, clock, _ = make()
+    got = []
+    acc.append("t", b"a", partition=0, callback=lambda e, r: got.append((e, r)))
+    acc.append("t", b"b", partition=0)
+    acc.append("t", b"c", partition=0, callback=lambda e, r: got.append((e, r)))
+    acc.append("t", b"d", partition=1)
+    acc.flushing = 1
+    batches, _ = acc.drain(clock.now)
+    for b in batches:
+        b.count = len(b.values)
+    assert acc.undelivered == 4
+    acc.completed.append((batches[0], 40, -1, None))
+    acc.completed.append((batches[1], -1, -1, RuntimeError("x")))
+    assert acc.serve_completed() == 4 and acc.undelivered == 0
+    assert [(e, r.offset, r.value) for e, r in got] == [(None, 40, b"a"), (None, 42, b"c")]
+    assert got[0][1].timestamp == 1_700_000_000_000
+    assert acc.buffered_bytes == 0
