@@ -8,6 +8,7 @@ process started here is killed on teardown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -242,26 +243,26 @@ def broker(broker_factory):
     return broker_factory()
 
 
-@pytest.fixture
-async def inproc_broker(tmp_path, nursery):
-    """A Broker running in this test's trio loop (fast; no process)."""
+@contextlib.asynccontextmanager
+async def open_inproc_broker(data_dir: str, settings: dict | None = None, **kw):
+    """Run a Broker in the current trio loop; shut it down (gracefully) on exit."""
     from minilog.broker.app import Broker
     from minilog.broker.config import BrokerConfig
 
-    b = Broker(BrokerConfig.from_sources({}), str(tmp_path / "inproc"), port=0)
-    done = trio.Event()
-
-    async def run(task_status=trio.TASK_STATUS_IGNORED):
+    b = Broker(BrokerConfig.from_sources(settings or {}), data_dir, port=0, **kw)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(b.run)
         try:
-            await b.run(task_status=task_status)
+            yield b
         finally:
-            done.set()
+            b.request_shutdown()
 
-    await nursery.start(run)
-    yield b
-    b.request_shutdown()
-    with trio.fail_after(10):
-        await done.wait()
+
+@pytest.fixture
+async def inproc_broker(tmp_path):
+    """A Broker running in this test's trio loop (fast; no process)."""
+    async with open_inproc_broker(str(tmp_path / "inproc")) as b:
+        yield b
 
 
 class AsyncRawClient:

@@ -376,6 +376,10 @@ async def _produce_one(broker, topic: str, p: int, records: int, attachments: li
         out.update(error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
                    error_message=f"unknown topic or partition {topic}-{p}")
         return out
+    if broker.topic_metadata(topic).internal:
+        out.update(error_code=int(ErrorCode.INVALID_TOPIC_EXCEPTION),
+                   error_message=f"cannot produce to internal topic {topic}")
+        return out
     if not 0 <= records < len(attachments):
         out.update(error_code=int(ErrorCode.INVALID_REQUEST),
                    error_message=f"records index {records} names no attachment")

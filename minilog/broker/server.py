@@ -102,14 +102,19 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: Co
                 await read_loop()
 
     async def read_loop() -> None:
+        # One cancel scope whose deadline moves on every receive (cheaper than a
+        # new scope per receive_some).
+        with trio.CancelScope(deadline=trio.current_time() + idle_s) as idle:
+            await read_frames(idle)
+        if idle.cancelled_caught:
+            log.debug("connection %d idle for %.0f s: closing", info.connection_id, idle_s)
+
+    async def read_frames(idle: trio.CancelScope) -> None:
         while True:
-            with trio.move_on_after(idle_s) as idle:
-                data = await stream.receive_some(_RECEIVE_BYTES)
-            if idle.cancelled_caught:
-                log.debug("connection %d idle for %.0f s: closing", info.connection_id, idle_s)
-                return
+            data = await stream.receive_some(_RECEIVE_BYTES)
             if not data:
                 return
+            idle.deadline = trio.current_time() + idle_s
             decoder.feed(data)
             while True:
                 try:
