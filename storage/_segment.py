@@ -366,22 +366,38 @@ class LogSegment:
             yield position, header
             position += header.size
 
+    def _headers_from(self, entry: OffsetPosition, end: int) -> Iterator[tuple[int, BatchHeader]]:
+        """Headers from an index entry on, checking the entry really names a batch start.
+
+        A scribbled index that stays sorted would otherwise send a scan into
+        the middle of a batch; the base offset check turns that into a
+        CorruptBatchError, and the Log rebuilds the index.
+        """
+        headers = self.iter_headers(entry.position, end)
+        first = next(headers, None)
+        if first is None:
+            return
+        if first[1].base_offset != entry.offset:
+            raise CorruptBatchError(
+                f"{self.index.path}: entry ({entry.offset}, {entry.position}) points at a batch "
+                f"with base offset {first[1].base_offset}")
+        yield first
+        yield from headers
+
     def find_batch(self, offset: int) -> tuple[int, BatchHeader] | None:
         """Position and header of the batch holding `offset`, or of the first batch after it.
 
         Uses the sparse index, then scans headers forward (a few KiB at most).
         Returns None when every batch of the segment is below `offset`.
         """
-        start = self.index.lookup(offset)
-        for position, header in self.iter_headers(start.position, self.size_bytes):
+        for position, header in self._headers_from(self.index.lookup(offset), self.size_bytes):
             if header.next_offset > offset:
                 return position, header
         return None
 
     def position_of(self, offset: int) -> int:
         """Position of the first batch whose base offset is >= `offset` (size if none)."""
-        start = self.index.lookup(offset)
-        for position, header in self.iter_headers(start.position, self.size_bytes):
+        for position, header in self._headers_from(self.index.lookup(offset), self.size_bytes):
             if header.base_offset >= offset:
                 return position
         return self.size_bytes
@@ -390,13 +406,17 @@ class LogSegment:
         """The furthest batch end `e` with start < e <= limit, or `start` if the first
         batch alone passes `limit`. `start` and the result are batch boundaries."""
         entry = self.index.lookup_by_position(limit)
-        position = entry.position if entry.position > start else start
+        if entry.position <= start:
+            entry = OffsetPosition(-1, start)       # scan from start (its offset is not needed)
+            headers = self.iter_headers(start, self.size_bytes)
+        else:
+            headers = self._headers_from(entry, self.size_bytes)
         best = start
-        for pos, header in self.iter_headers(position, self.size_bytes):
+        for pos, header in headers:
             end = pos + header.size
             if end > limit:
                 break
             best = end
-        if best == start and position > start:
-            best = position          # the index entry itself is a boundary within the limit
+        if best == start and entry.position > start:
+            best = entry.position    # the index entry itself is a boundary within the limit
         return best

@@ -201,3 +201,24 @@ def test_recovered_closed_segments_keep_their_max_timestamp(tmp_path):
     log.close()
     log = open_log(tmp_path)
     assert [s.max_timestamp_ms for s in log.segments()] == want
+
+
+def test_sorted_but_wrong_index_entry_is_detected_and_rebuilt(tmp_path):
+    """An index entry that stays sorted but points into a batch is caught by the base offset check."""
+    log = open_log(tmp_path, **{"segment.bytes": 1 << 20})
+    for _ in range(40):
+        log.append(batch_for(log.log_end_offset, pad=30))
+    log.roll()
+    log.close()
+    path = tmp_path / segment_file_name(0, ".index")
+    data = bytearray(path.read_bytes())
+    assert len(data) >= 24
+    position = int.from_bytes(data[12:16], "big")
+    data[12:16] = (position + 1).to_bytes(4, "big")       # entry 1, still between its neighbours
+    path.write_bytes(bytes(data))
+    log = open_log(tmp_path, **{"segment.bytes": 1 << 20})
+    for offset in range(log.log_end_offset):
+        (h, _), = list(iter_batches(log.read(offset, 1)))
+        assert h.base_offset <= offset < h.next_offset
+    assert log.statistics().index_rebuilds_total == 1
+    log.close()
