@@ -55,6 +55,7 @@ TIME_INDEX_SUFFIX = ".timeindex"
 DELETED_SUFFIX = ".deleted"
 _OFFSET_DIGITS = 20
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
+_SUFFIXES = frozenset((LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX))
 _PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
 _SCAN_CHUNK_BYTES = 16 * 1024
 
@@ -67,6 +68,9 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
 
 def parse_segment_file_name(name: str) -> tuple[int, str] | None:
     """(base offset, suffix) of a segment file name, or None for other files."""
+    suffix = name[_OFFSET_DIGITS:]
+    if suffix in _SUFFIXES and name[:_OFFSET_DIGITS].isdigit() and name.isascii():
+        return int(name[:_OFFSET_DIGITS]), suffix
     match = _SEGMENT_NAME.match(name)
     if match is None:
         return None
@@ -100,13 +104,10 @@ class LogSegment:
         self.dir_path = dir_path
         self.base_offset = base_offset
         self.config = config
-        self.log_path = os.path.join(dir_path, segment_file_name(base_offset, LOG_SUFFIX))
-        self.index = OffsetIndex(
-            os.path.join(dir_path, segment_file_name(base_offset, INDEX_SUFFIX)),
-            base_offset, config.offset_index_entries_max)
-        self.time_index = TimeIndex(
-            os.path.join(dir_path, segment_file_name(base_offset, TIME_INDEX_SUFFIX)),
-            base_offset, config.time_index_entries_max)
+        stem = os.path.join(dir_path, segment_file_name(base_offset, ""))   # one join: opening
+        self.log_path = stem + LOG_SUFFIX                                       # 1,000 segments
+        self.index = OffsetIndex(stem + INDEX_SUFFIX, base_offset, config.offset_index_entries_max)
+        self.time_index = TimeIndex(stem + TIME_INDEX_SUFFIX, base_offset, config.time_index_entries_max)
         self.size_bytes = size_bytes
         self.next_offset = base_offset          # exact once tracked or told by the Log
         self.created_ms = created_ms
