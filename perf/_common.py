@@ -384,4 +384,5 @@ def _fmt(value) -> str:
 def environment() -> dict:
     """What a reader needs to compare figures across runs."""
     return {"python": sys.version.split()[0], "cpus": os.cpu_count(),
+            "loadavg_1m": os.getloadavg()[0],  # other work on the 2 cores skews figures
             "argv": " ".join(sys.argv)}
