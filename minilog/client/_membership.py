@@ -195,6 +195,10 @@ class GroupMembership:
                 log.debug("group %s: heartbeat failed: %s", self.group_id, exc)
                 self._coordinator = None
                 interval_s = _RETRY_S
+            if self.member_epoch > 0 and not self._poll_expired:   # wake for the poll deadline too
+                _, since = self._poll_seen
+                deadline_s = since + self._config.max_poll_interval_ms / 1000 - trio.current_time()
+                interval_s = min(interval_s, max(deadline_s, 0.0) + 0.001)
             with trio.move_on_after(interval_s):
                 await self._wake.wait()
 
