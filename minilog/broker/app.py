@@ -43,6 +43,7 @@ import fcntl
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import trio
@@ -63,7 +64,7 @@ from .metadata import MetadataStore, TopicMeta, validate_topic_name
 from .partition import Partition
 from .server import ConnectionInfo, serve_connection
 
-__all__ = ["Broker", "ProducerIdManager"]
+__all__ = ["Broker", "BrokerStatistics", "ProducerIdManager"]
 
 log = logging.getLogger("minilog.broker")
 
@@ -72,6 +73,18 @@ TOPIC_CONFIG_NAMES = frozenset(key.name for key in TOPIC_CONFIG_KEYS)
 _DELETE_SUFFIX = "-delete"
 _LOCK_FILE = ".lock"
 _ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+@dataclass(frozen=True)
+class BrokerStatistics:
+    broker_id: int
+    connections: int              # open client connections
+    connections_total: int        # accepted since start
+    requests_total: int           # requests read on closed and open connections
+    topics: int
+    partitions: int
+    size_bytes: int               # sum of partition sizes on disk
+    fetch_waiters: int            # parked long-poll fetch registrations
 
 
 class ProducerIdManager:
@@ -132,6 +145,7 @@ class Broker:
         self._stop_waiters: set[trio.Event] = set()
         self._connections: dict[int, ConnectionInfo] = {}
         self._next_connection_id = 0
+        self._requests_closed = 0
         self._accept_scope = trio.CancelScope()
         self._lock_fd: int | None = None
         self.started = trio.Event()
@@ -175,6 +189,14 @@ class Broker:
         self.config.topic_config(overrides)
         self._create(name, partitions, overrides, internal=True)
         return self.metadata.topics[name]
+
+    def statistics(self) -> BrokerStatistics:
+        parts = list(self.partitions.values())
+        return BrokerStatistics(
+            self.broker_id, len(self._connections), self._next_connection_id,
+            self._requests_closed + sum(c.requests for c in self._connections.values()),
+            len(self.metadata.topics), len(parts), sum(p.size_bytes for p in parts),
+            sum(p.statistics().waiters for p in parts))
 
     # -- admin operations (return (code, message)) ------------------------------------------
 
@@ -509,6 +531,7 @@ class Broker:
             await serve_connection(self, stream, info)
         finally:
             del self._connections[info.connection_id]
+            self._requests_closed += info.requests
 
     async def _retention_loop(self) -> None:
         interval = self.config.log_retention_check_interval_ms / 1000

@@ -230,3 +230,24 @@ def normalize_topic_overrides(overrides: Mapping[str, Any]) -> dict[str, str]:
         typed = parse_config((rows[name],), {name: value})[rows[name].field]
         out[name] = str(typed).lower() if isinstance(typed, bool) else str(typed)
     return out
+
+
+def _fmt_default(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value == 2**63 - 1:
+        return "9223372036854775807 (never)"
+    return str(value)
+
+
+def config_markdown(table: tuple[ConfigKey, ...]) -> str:
+    """A Markdown table of `table` (docs/configuration.md is generated from it)."""
+    lines = ["| Key | Unit | Default | Meaning |", "|---|---|---|---|"]
+    for key in table:
+        lines.append(f"| `{key.name}` | {key.unit or '-'} | `{_fmt_default(key.default)}` | {key.doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":       # python -m minilog.broker.config: print both tables
+    print("Broker settings\n\n" + config_markdown(BROKER_CONFIG_KEYS))
+    print("\nTopic settings\n\n" + config_markdown(TOPIC_CONFIG_KEYS))

@@ -1,0 +1,75 @@
+"""The broker's config tables: parsing, topic defaults from log.* keys, and the
+docs generated from the tables staying in sync."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from minilog.broker.config import (
+    BROKER_CONFIG_KEYS,
+    TOPIC_CONFIG_KEYS,
+    BrokerConfig,
+    ConfigError,
+    config_markdown,
+    normalize_topic_overrides,
+)
+
+DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+
+def test_defaults_and_access_by_attribute_and_key():
+    c = BrokerConfig.from_sources({})
+    assert c.num_partitions == c["num.partitions"] == 1
+    assert c.offsets_topic_num_partitions == 50 and c.offsets_retention_minutes == 10080
+    assert c.log_retention_check_interval_ms == 300_000 and c.connections_max_idle_ms == 600_000
+    assert c.auto_create_topics_enable is True and c.is_default("num.partitions")
+    with pytest.raises(AttributeError):
+        c.num_partitions = 3
+
+
+def test_later_sources_win_and_strings_parse():
+    c = BrokerConfig.from_sources({"num.partitions": 2, "log.roll.ms": 1000},
+                                  {"num.partitions": "4", "auto.create.topics.enable": "false"})
+    assert c.num_partitions == 4 and c.auto_create_topics_enable is False
+    assert c["log.segment.ms"] == 1000 and not c.is_default("num.partitions")
+
+
+@pytest.mark.parametrize("mapping, key", [
+    ({"nope": 1}, "nope"),
+    ({"num.partitions": "many"}, "num.partitions"),
+    ({"log.retention.ms": -5}, "log.retention.ms"),
+    ({"auto.create.topics.enable": "yes"}, "auto.create.topics.enable"),
+    ({"compression.type": "brotli"}, "compression.type"),
+    ({"default.replication.factor": 3}, "default.replication.factor"),
+])
+def test_bad_broker_settings_name_the_key(mapping, key):
+    with pytest.raises(ConfigError) as info:
+        BrokerConfig.from_sources(mapping)
+    assert info.value.key == key and key in str(info.value)
+
+
+def test_topic_config_takes_broker_defaults_and_overrides():
+    c = BrokerConfig.from_sources({"log.retention.ms": 1000, "message.max.bytes": 5000})
+    eff = c.topic_config({})
+    assert eff["retention.ms"] == 1000 and eff["max.message.bytes"] == 5000
+    eff = c.topic_config(normalize_topic_overrides({"retention.ms": "2000", "min.insync.replicas": 2}))
+    assert eff["retention.ms"] == 2000 and eff["min.insync.replicas"] == 2
+    assert c.log_config({}).retention_ms == 1000
+    with pytest.raises(ConfigError):
+        normalize_topic_overrides({"retention.ms": "forever"})
+    with pytest.raises(ConfigError):
+        normalize_topic_overrides({"log.retention.ms": "1"})     # a broker key, not a topic key
+
+
+def test_docs_tables_are_generated_from_the_config_tables():
+    """docs/configuration.md holds exactly the generated tables (python -m minilog.broker.config)."""
+    text = DOC.read_text()
+    assert config_markdown(BROKER_CONFIG_KEYS) in text
+    assert config_markdown(TOPIC_CONFIG_KEYS) in text
+
+
+async def test_broker_statistics(inproc_broker):
+    stats = inproc_broker.statistics()
+    assert stats.broker_id == 0 and stats.partitions >= 0 and stats.connections == 0
