@@ -57,7 +57,7 @@ _OFFSET_DIGITS = 20
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
 _SUFFIXES = frozenset((LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX))
 _PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
-_SCAN_CHUNK_BYTES = 16 * 1024
+_SCAN_CHUNK_BYTES = 4096 + HEADER_SIZE     # about one index interval of headers
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
