@@ -158,7 +158,8 @@ class AsyncAdmin(_GroupMixin):
             if isinstance(t, dict):
                 t = (t["name"], t.get("partitions", 1), t.get("replication_factor", 1),
                      t.get("config"))
-            name, partitions, rf, config = (tuple(t) + (1, 1, None))[:4]
+            t = tuple(t)
+            name, partitions, rf, config = t + (None, 1, 1, None)[len(t):]
             specs.append({"name": _check_name(name), "num_partitions": int(partitions),
                           "replication_factor": int(rf),
                           "configs": {str(k): str(v) for k, v in (config or {}).items()}})
