@@ -53,6 +53,7 @@ def test_every_client_command_takes_bootstrap_server(command):
     assert result.exit_code == 0
     assert "--bootstrap-server" in result.output
     assert "MINILOG_BOOTSTRAP_SERVER" in result.output
+    assert "--request-timeout-ms" in result.output
 
 
 @pytest.mark.parametrize("address", ["localhost", "host:port", ":9092", "h:0", "h:70000"])

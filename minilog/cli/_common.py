@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_BOOTSTRAP_SERVER",
     "BOOTSTRAP_ENV",
     "bootstrap_option",
+    "client_options",
     "handle_errors",
     "exit_code_for",
     "fail",
@@ -97,8 +98,38 @@ def _check_bootstrap(ctx: click.Context, param: click.Parameter, value: str) -> 
     return value
 
 
+REQUEST_TIMEOUT_ENV = "MINILOG_REQUEST_TIMEOUT_MS"
+REQUEST_TIMEOUT_MS_DEFAULT = 10_000  # ms: a CLI user waits this long for an absent broker
+_META_TIMEOUT = "minilog.request_timeout_ms"
+
+
+def _store_timeout(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    ctx.meta[_META_TIMEOUT] = value
+    return value
+
+
+def client_options() -> dict[str, Any]:
+    """Options every client object of this command gets (request_timeout_ms)."""
+    ctx = click.get_current_context(silent=True)
+    timeout_ms = ctx.meta.get(_META_TIMEOUT) if ctx is not None else None
+    return {"request_timeout_ms": timeout_ms or REQUEST_TIMEOUT_MS_DEFAULT}
+
+
 def bootstrap_option(func: F) -> F:
-    """`--bootstrap-server HOST:PORT`, env MINILOG_BOOTSTRAP_SERVER, default localhost:9092."""
+    """`--bootstrap-server HOST:PORT` (env MINILOG_BOOTSTRAP_SERVER, default localhost:9092)
+    and `--request-timeout-ms MS` (env MINILOG_REQUEST_TIMEOUT_MS, default 10000)."""
+    func = click.option(
+        "--request-timeout-ms",
+        envvar=REQUEST_TIMEOUT_ENV,
+        type=click.IntRange(min=1000),
+        default=REQUEST_TIMEOUT_MS_DEFAULT,
+        show_default=True,
+        show_envvar=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_store_timeout,
+        help="Give up on an unreachable or silent broker after this long.",
+    )(func)
     return click.option(
         "--bootstrap-server",
         "bootstrap_server",

@@ -40,6 +40,7 @@ from ._common import (
     EXIT_USAGE,
     RecordFormatter,
     bootstrap_option,
+    client_options,
     fail,
     handle_errors,
 )
@@ -114,13 +115,15 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
     code = EXIT_OK
     try:
         if group is not None:
-            consumer = minilog.Consumer(bootstrap_server, group_id=group,
-                                        auto_offset_reset="earliest" if from_beginning else "latest")
+            # We commit what we printed, after printing it; auto-commit could run ahead.
+            consumer = minilog.Consumer(bootstrap_server, group_id=group, enable_auto_commit=False,
+                                        auto_offset_reset="earliest" if from_beginning else "latest",
+                                        **client_options())
             if not callable(getattr(consumer, "subscribe", None)):
                 fail("--group needs consumer-group support, which this build lacks", EXIT_UNSUPPORTED)
-            consumer.subscribe([topic])
+            _subscribe(consumer, topic)
         else:
-            consumer = minilog.Consumer(bootstrap_server)
+            consumer = minilog.Consumer(bootstrap_server, **client_options())
             _assign(minilog, bootstrap_server, consumer, topic, partition, start)
         _loop(consumer, formatter, max_messages, timeout_ms, commit=group is not None)
     except KeyboardInterrupt:
@@ -136,10 +139,22 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
         sys.exit(code)
 
 
+def _subscribe(consumer: Any, topic: str) -> None:
+    """Join the group; a client whose groups are not built yet says so (EXIT_UNSUPPORTED)."""
+    from minilog.errors import MinilogError
+
+    try:
+        consumer.subscribe([topic])
+    except MinilogError as exc:
+        if type(exc) is not MinilogError:  # a broker or connection error keeps its own code
+            raise
+        fail(f"--group: {exc}", EXIT_UNSUPPORTED)
+
+
 def _assign(minilog: Any, bootstrap_server: str, consumer: Any, topic: str,
             partition: int | None, start: int | str | None) -> None:
     """Assign every partition of topic (or just `partition`) at `start`."""
-    with minilog.Admin(bootstrap_server) as admin:
+    with minilog.Admin(bootstrap_server, **client_options()) as admin:
         desc = admin.describe_topic(topic)  # raises UnknownTopicOrPartitionError
     numbers = sorted(p.partition for p in desc.partitions)
     if partition is not None:

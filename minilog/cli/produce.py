@@ -28,6 +28,7 @@ from ._common import (
     EXIT_USAGE,
     CliError,
     bootstrap_option,
+    client_options,
     exit_code_for,
     fail,
     handle_errors,
@@ -104,7 +105,7 @@ def produce(topic: str, key: str | None, value: str | None, key_separator: str |
 
     deliveries = _Deliveries()
     producer = minilog.Producer(bootstrap_server, acks=_ACKS[acks], linger_ms=linger_ms,
-                                compression_type=compression)
+                                compression_type=compression, **client_options())
     sent = 0
     try:
         def send(k: bytes | None, v: bytes) -> None:

@@ -17,6 +17,7 @@ import click
 from ._common import (
     EXIT_INVALID_CONFIG,
     bootstrap_option,
+    client_options,
     fail,
     handle_errors,
     parse_config_pairs,
@@ -30,7 +31,7 @@ _WIDE_COLUMNS = 200  # characters: table width when stdout is a pipe or a file
 def _admin(bootstrap_server: str):
     import minilog
 
-    return minilog.Admin(bootstrap_server)
+    return minilog.Admin(bootstrap_server, **client_options())
 
 
 def _console():
@@ -96,7 +97,8 @@ def create(name: str, partitions: int | None, replication_factor: int | None,
 
     with _admin(bootstrap_server) as admin:
         try:
-            admin.create_topic(name, partitions, replication_factor, config)
+            admin.create_topic(name, -1 if partitions is None else partitions,  # -1: broker default
+                               -1 if replication_factor is None else replication_factor, config)
         except TopicAlreadyExistsError:
             if not if_not_exists:
                 raise
