@@ -403,6 +403,10 @@ class AsyncProducer:
                 for b in batches:
                     self._finish(b, -1, -1, exc)
                 return
+            except trio.Cancelled:   # close() gave up waiting: these were never acknowledged
+                for b in batches:
+                    self._finish(b, -1, -1, ClosedError("producer closed before delivery"))
+                raise
             if resp is None:   # acks=0
                 for b in batches:
                     self._finish(b, -1, -1, None)

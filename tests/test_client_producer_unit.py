@@ -1,0 +1,171 @@
+"""AsyncProducer against a scripted broker, on trio's virtual clock: linger, retries, order.
+
+The fake broker answers METADATA with one topic "t" of 2 partitions led by
+node 0 and lets each test script PRODUCE answers.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+import minilog
+from minilog import errors
+from minilog.protocol import ApiKey, ErrorCode, decode_records
+
+from test_client_connection import FakeBroker
+
+
+class ProduceBroker(FakeBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.produced: list = []          # (time, partition, values)
+        self.fail_next: list[int] = []    # error codes for the next produce answers
+        self.next_offset = {0: 0, 1: 0}
+        self.script = self.answer
+
+    def answer(self, req):
+        if req.api_key == ApiKey.INIT_PRODUCER_ID:
+            return {"error_code": 0, "producer_id": 7, "producer_epoch": 0}
+        assert req.api_key == ApiKey.PRODUCE
+        topics = []
+        for t in req.payload["topics"]:
+            parts = []
+            for p in t["partitions"]:
+                code = self.fail_next.pop(0) if self.fail_next else 0
+                base = -1
+                if code == 0:
+                    recs = decode_records(bytes(req.attachments[p["records"]]), t["topic"],
+                                          p["partition"])
+                    self.produced.append((trio.current_time(), p["partition"],
+                                          [r.value for r in recs]))
+                    base = self.next_offset[p["partition"]]
+                    self.next_offset[p["partition"]] += len(recs)
+                parts.append({"partition": p["partition"], "error_code": code,
+                              "error_message": None, "base_offset": base,
+                              "log_append_time": -1, "log_start_offset": 0})
+            topics.append({"topic": t["topic"], "partitions": parts})
+        return None if req.payload["acks"] == 0 else {"topics": topics}
+
+
+@pytest.fixture
+async def pb(nursery, monkeypatch):
+    """The scripted broker, its METADATA answer extended with topic "t" (2 partitions)."""
+    import test_client_connection as tcc
+
+    broker = ProduceBroker()
+    await broker.serve(nursery)
+    meta = {"topic": "t", "error_code": 0, "partitions": [
+        {"partition": i, "error_code": 0, "leader": 0, "leader_epoch": 0,
+         "replicas": [0], "isr": [0]} for i in range(2)]}
+    monkeypatch.setattr(tcc, "encode_response", _with_topics(tcc.encode_response, meta))
+    return broker
+
+
+def _with_topics(encode, meta):
+    def wrapped(corr, payload, attachments=()):
+        if isinstance(payload, dict) and "brokers" in payload and not payload["topics"]:
+            payload = {**payload, "topics": [meta]}
+        return encode(corr, payload, attachments)
+    return wrapped
+
+
+async def test_linger_holds_records_until_linger_ms(pb, autojump_clock):
+    """A lone record waits linger_ms for company before it is sent."""
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", linger_ms=250) as p:
+        start = trio.current_time()
+        await p.produce("t", b"a", partition=0)
+        await p.produce("t", b"b", partition=0)
+        await trio.sleep(0.2)
+        assert pb.produced == []
+        await trio.sleep(0.1)
+        assert len(pb.produced) == 1
+        sent_at, partition, values = pb.produced[0]
+        assert values == [b"a", b"b"] and partition == 0
+        assert sent_at - start == pytest.approx(0.25, abs=0.01)
+
+
+async def test_full_batch_goes_without_waiting_for_linger(pb, autojump_clock):
+    """A batch that reaches batch_size is sent at once, whatever linger_ms says."""
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", linger_ms=60000,
+                                     batch_size=1000) as p:
+        start = trio.current_time()
+        for i in range(20):
+            await p.produce("t", b"x" * 100, partition=1)
+        with trio.fail_after(1):
+            while not pb.produced:
+                await trio.sleep(0.001)
+        assert pb.produced[0][0] - start < 0.1
+        assert await p.flush() == 0
+
+
+async def test_retriable_errors_are_retried_with_backoff(pb, autojump_clock):
+    """NOT_LEADER then success: the record is delivered once, after retry_backoff_ms."""
+    pb.fail_next = [ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.REQUEST_TIMED_OUT]
+    reports = []
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", linger_ms=0,
+                                     retry_backoff_ms=100) as p:
+        await p.produce("t", b"r", partition=0, on_delivery=lambda e, r: reports.append((e, r)))
+        assert await p.flush() == 0
+    assert [(e, r.offset) for e, r in reports] == [(None, 0)]
+    assert [v for _, _, v in pb.produced] == [[b"r"]]
+
+
+async def test_non_retriable_error_goes_to_the_callback(pb, autojump_clock):
+    """MESSAGE_TOO_LARGE is final: on_delivery gets RecordTooLargeError, offset -1."""
+    pb.fail_next = [ErrorCode.MESSAGE_TOO_LARGE]
+    reports = []
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", linger_ms=0) as p:
+        await p.produce("t", b"big", partition=0, on_delivery=lambda e, r: reports.append((e, r)))
+        assert await p.flush() == 0
+    (err, report), = reports
+    assert isinstance(err, errors.RecordTooLargeError) and report.offset == -1
+
+
+async def test_retries_stop_at_delivery_timeout(pb, autojump_clock):
+    """A partition that keeps failing gives up after delivery_timeout_ms with the last error."""
+    pb.fail_next = [ErrorCode.NOT_ENOUGH_REPLICAS] * 1000
+    reports = []
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", linger_ms=0, acks="all",
+                                     retry_backoff_ms=100, delivery_timeout_ms=1000) as p:
+        start = trio.current_time()
+        await p.produce("t", b"x", partition=0, on_delivery=lambda e, r: reports.append(e))
+        assert await p.flush() == 0
+        assert trio.current_time() - start <= 1.1
+    assert isinstance(reports[0], errors.NotEnoughReplicasError)
+
+
+async def test_idempotent_retries_keep_partition_order(pb, autojump_clock):
+    """With enable_idempotence one batch per partition is in flight: a retry cannot reorder."""
+    pb.fail_next = [ErrorCode.NOT_LEADER_OR_FOLLOWER]
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", enable_idempotence=True,
+                                     acks="all", linger_ms=0, batch_size=200) as p:
+        assert p.producer_id == 7
+        for i in range(30):
+            await p.produce("t", b"%02d" % i + b"." * 40, partition=0)
+        assert await p.flush() == 0
+    values = [v[:2] for _, _, vs in pb.produced for v in vs]
+    assert values == [b"%02d" % i for i in range(30)]
+
+
+async def test_acks_zero_completes_without_response(pb, autojump_clock):
+    """acks=0: no response is awaited; reports say offset -1."""
+    reports = []
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", acks=0, linger_ms=0) as p:
+        await p.produce("t", b"z", partition=1, on_delivery=lambda e, r: reports.append((e, r)))
+        assert await p.flush() == 0
+    assert [(e, r.offset) for e, r in reports] == [(None, -1)]
+
+
+async def test_full_buffer_blocks_then_times_out(pb, autojump_clock):
+    """produce() waits for buffer space up to max_block_ms, then RequestTimeoutError."""
+    pb.script = lambda req: None if req.api_key == ApiKey.PRODUCE else pb.answer(req)
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", linger_ms=0, batch_size=1024,
+                                     buffer_memory=4096, max_block_ms=300,
+                                     request_timeout_ms=100000,
+                                     delivery_timeout_ms=200000) as p:
+        with pytest.raises(errors.RequestTimeoutError, match="buffer_memory"):
+            for _ in range(100):
+                await p.produce("t", b"y" * 500, partition=0)
+        await p.close(timeout=0)   # undelivered records fail with ClosedError
+        assert p.poll() == 0 and len(p) == 0
