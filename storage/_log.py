@@ -55,7 +55,6 @@ from typing import Callable, NamedTuple
 
 from minilog.protocol import (
     CRC_START,
-    HEADER_SIZE,
     TIMESTAMP_TYPE_MASK,
     CorruptBatchError,
     check_batch,
@@ -77,16 +76,9 @@ from ._errors import (
     StaleLeaderEpoch,
     StorageError,
 )
-from ._recovery import SEGMENT_CASES, Action, RecoveryReport, SegmentScan, log_cut, scan_segment
+from ._recovery import RecoveryReport, log_cut, recover_segments, scan_directory, scan_segment
 from ._retention import Deletion, SegmentInfo, segments_to_delete, should_roll
-from ._segment import (
-    DELETED_SUFFIX,
-    INDEX_SUFFIX,
-    LOG_SUFFIX,
-    TIME_INDEX_SUFFIX,
-    LogSegment,
-    parse_segment_file_name,
-)
+from ._segment import LogSegment
 
 __all__ = ["Log", "AppendInfo", "LogStatistics", "Clock"]
 
@@ -203,7 +195,7 @@ class Log:
 
     def _load(self) -> None:
         now = self._clock()
-        sizes = self._scan_directory()
+        sizes = scan_directory(self.dir_path)
         marker = os.path.join(self.dir_path, CLEAN_SHUTDOWN)
         clean = marker_found = os.path.exists(marker)
         try:
@@ -221,7 +213,11 @@ class Log:
         self._bases = [s.base_offset for s in self._segments]
         for segment, following in zip(self._segments, self._segments[1:]):
             segment.next_offset = following.base_offset
-        report = self._recover(clean, recovery_point)
+        self._segments, report = recover_segments(
+            self.dir_path, self._segments, clean=clean, recovery_point=recovery_point,
+            epoch_cache=self.epoch_cache)
+        self._bases = [s.base_offset for s in self._segments]
+        self._segments[-1].writable_fd()
         self._log_start = min(max(log_start, self._segments[0].base_offset), self.log_end_offset)
         self.epoch_cache.truncate_from_end(self.log_end_offset)
         self.epoch_cache.truncate_from_start(self._log_start)
@@ -235,117 +231,6 @@ class Log:
             self._flush_all()                 # what recovery kept is now the recovery point
         self.last_recovery = report
         log_cut(self.dir_path, report)
-
-    def _scan_directory(self) -> dict[int, int]:
-        """Sizes of the .log files by base offset; removes leftovers of interrupted work."""
-        sizes: dict[int, int] = {}
-        index_files: list[tuple[int, str]] = []
-        with os.scandir(self.dir_path) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.endswith(DELETED_SUFFIX) or name.endswith(".tmp"):
-                    os.unlink(entry.path)     # deletion was due, or a write never completed
-                    continue
-                parsed = parse_segment_file_name(name)
-                if parsed is None:
-                    continue
-                base, suffix = parsed
-                if suffix == LOG_SUFFIX:
-                    sizes[base] = entry.stat().st_size
-                else:
-                    index_files.append((base, entry.path))
-        for base, path in index_files:
-            if base not in sizes:              # an index without its log: derived data, drop it
-                os.unlink(path)
-        return sizes
-
-    def _recover(self, clean: bool, recovery_point: int) -> RecoveryReport:
-        """Label every segment (SEGMENT_CASES) and act on the label."""
-        labels: dict[int, str] = {}
-        cut: dict = {}
-        scanned: list[SegmentScan] = []
-        deleted: list[int] = []
-        keep: list[LogSegment] = []
-        segments = self._segments
-        for i, segment in enumerate(segments):
-            following = segments[i + 1] if i + 1 < len(segments) else None
-            label = self._label_segment(segment, clean, recovery_point,
-                                        is_last=following is None, after_cut=bool(cut))
-            labels[segment.base_offset] = label
-            action = SEGMENT_CASES[label]
-            if action is Action.DELETE:
-                segment.delete_files(rename_only=False)
-                deleted.append(segment.base_offset)
-                continue
-            keep.append(segment)
-            if action is Action.SCAN:
-                scan = self._scan_and_cut(segment, is_last=following is None)
-                scanned.append(scan)
-                if scan.valid_bytes < scan.file_bytes:
-                    cut = dict(truncated_bytes=scan.file_bytes - scan.valid_bytes,
-                               truncated_at_offset=segment.next_offset,
-                               truncated_at_position=scan.valid_bytes,
-                               truncated_segment=segment.base_offset,
-                               truncated_label=scan.label, truncated_detail=scan.detail)
-                elif following is not None and following.base_offset != segment.next_offset:
-                    cut = dict(truncated_bytes=0, truncated_at_offset=segment.next_offset,
-                               truncated_segment=following.base_offset, truncated_label="offset-gap",
-                               truncated_detail=f"next segment starts at {following.base_offset}")
-        if deleted:
-            fsync_dir(self.dir_path)
-        self._segments = keep
-        self._bases = [s.base_offset for s in keep]
-        self._segments[-1].writable_fd()
-        return RecoveryReport(
-            clean_shutdown=clean, recovery_point=recovery_point, log_end_offset=self.log_end_offset,
-            segments_scanned=len(scanned), bytes_scanned=sum(s.file_bytes for s in scanned),
-            deleted_segments=tuple(deleted), rebuilt_indexes=tuple(s.base_offset for s in scanned),
-            segment_labels=labels, **cut)
-
-    def _label_segment(self, segment: LogSegment, clean: bool, recovery_point: int, *,
-                       is_last: bool, after_cut: bool) -> str:
-        """The SEGMENT_CASES label; trusting the active segment means reading its tail."""
-        if after_cut:
-            return "after-cut"
-        if clean:
-            label = "clean-shutdown"
-        elif not is_last and segment.next_offset <= recovery_point:
-            label = "below-recovery-point"
-        else:
-            label = "from-recovery-point"
-        if SEGMENT_CASES[label] is Action.TRUST and is_last:
-            try:
-                problem = self._check_indexes(segment, active=True)
-                if problem is None:
-                    segment.load_tail()
-                    return label
-                _log.warning("%s: %s", self.dir_path, problem)
-            except CorruptBatchError as e:
-                _log.warning("%s: active segment tail unreadable: %s", self.dir_path, e)
-            return "tail-unreadable"
-        return label
-
-    def _scan_and_cut(self, segment: LogSegment, *, is_last: bool) -> SegmentScan:
-        """Check every batch, cut the file at the first bad one, rewrite both indexes."""
-        scan = scan_segment(segment, segment.size_bytes, self.epoch_cache)
-        if scan.valid_bytes < scan.file_bytes:
-            segment.truncate_to_position(scan.valid_bytes)
-            os.fsync(segment.writable_fd())
-        if not is_last:
-            segment.seal()                  # closed: last time index entry = max timestamp
-        segment.index.rewrite(fsync=True)
-        segment.time_index.rewrite(fsync=True)
-        return scan
-
-    def _check_indexes(self, segment: LogSegment, *, active: bool = False) -> str | None:
-        """Load and sanity-check a segment's indexes (Kafka's sanityCheck)."""
-        problem = segment.index.load() or segment.index.sanity_check(segment.size_bytes)
-        if problem is None:
-            problem = segment.time_index.load()
-        if problem is None and not active:
-            problem = segment.time_index.sanity_check(segment.next_offset)
-        segment.index_checked = problem is None
-        return problem
 
     # ------------------------------------------------------------- properties
 
@@ -588,7 +473,7 @@ class Log:
     def _with_index(self, segment: LogSegment, lookup):
         """Run an index-driven lookup; on a bad index, rebuild it and retry once."""
         if not segment.index_checked:
-            problem = self._check_indexes(segment, active=segment is self._segments[-1])
+            problem = segment.check_indexes(active=segment is self._segments[-1])
             if problem is not None:
                 self._rebuild_indexes(segment, problem)
         try:

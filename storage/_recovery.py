@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 
 from minilog.protocol import LOG_OVERHEAD, CorruptBatchError, batch_size_at, check_batch
 
+from ._checkpoint import fsync_dir
 from ._epoch_cache import LeaderEpochCache
-from ._segment import LogSegment
+from ._segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment, parse_segment_file_name
 
 __all__ = [
     "Action",
@@ -59,6 +60,8 @@ __all__ = [
     "classify_batch",
     "scan_segment",
     "SegmentScan",
+    "scan_directory",
+    "recover_segments",
 ]
 
 _log = logging.getLogger("minilog.storage")
@@ -186,6 +189,125 @@ def scan_segment(segment: LogSegment, file_bytes: int, epoch_cache: LeaderEpochC
                        header.max_timestamp, header.size)
         position += header.size
     return SegmentScan(segment.base_offset, position, file_bytes, "whole-batch", "")
+
+
+def scan_directory(dir_path: str) -> dict[int, int]:
+    """Sizes of the .log files by base offset; removes leftovers of interrupted work.
+
+    Reads only directory entries and sizes: no file is opened.
+    """
+    sizes: dict[int, int] = {}
+    index_files: list[tuple[int, str]] = []
+    with os.scandir(dir_path) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.endswith(DELETED_SUFFIX) or name.endswith(".tmp"):
+                os.unlink(entry.path)          # deletion was due, or a write never completed
+                continue
+            parsed = parse_segment_file_name(name)
+            if parsed is None:
+                continue
+            base, suffix = parsed
+            if suffix == LOG_SUFFIX:
+                sizes[base] = entry.stat().st_size
+            else:
+                index_files.append((base, entry.path))
+    for base, path in index_files:
+        if base not in sizes:                  # an index without its log: derived data, drop it
+            os.unlink(path)
+    return sizes
+
+
+def recover_segments(dir_path: str, segments: list[LogSegment], *, clean: bool,
+                     recovery_point: int, epoch_cache: LeaderEpochCache,
+                     ) -> tuple[list[LogSegment], RecoveryReport]:
+    """Label every segment (SEGMENT_CASES) and act on the label.
+
+    Args:
+        segments: every segment found, oldest first, closed ones knowing
+            their next offset; none of their data has been read yet.
+
+    Returns:
+        The segments kept (the last is the active one, its tail known) and
+        the report. Cut files are fsynced; rewritten indexes too.
+
+    Raises:
+        OSError: from the file system.
+    """
+    labels: dict[int, str] = {}
+    cut: dict = {}
+    scanned: list[SegmentScan] = []
+    deleted: list[int] = []
+    keep: list[LogSegment] = []
+    for i, segment in enumerate(segments):
+        following = segments[i + 1] if i + 1 < len(segments) else None
+        label = _label_segment(dir_path, segment, clean, recovery_point,
+                               is_last=following is None, after_cut=bool(cut))
+        labels[segment.base_offset] = label
+        action = SEGMENT_CASES[label]
+        if action is Action.DELETE:
+            segment.delete_files(rename_only=False)
+            deleted.append(segment.base_offset)
+            continue
+        keep.append(segment)
+        if action is Action.SCAN:
+            scan = _scan_and_cut(segment, epoch_cache, is_last=following is None)
+            scanned.append(scan)
+            if scan.valid_bytes < scan.file_bytes:
+                cut = dict(truncated_bytes=scan.file_bytes - scan.valid_bytes,
+                           truncated_at_offset=segment.next_offset,
+                           truncated_at_position=scan.valid_bytes,
+                           truncated_segment=segment.base_offset,
+                           truncated_label=scan.label, truncated_detail=scan.detail)
+            elif following is not None and following.base_offset != segment.next_offset:
+                cut = dict(truncated_bytes=0, truncated_at_offset=segment.next_offset,
+                           truncated_segment=following.base_offset, truncated_label="offset-gap",
+                           truncated_detail=f"next segment starts at {following.base_offset}")
+    if deleted:
+        fsync_dir(dir_path)
+    report = RecoveryReport(
+        clean_shutdown=clean, recovery_point=recovery_point, log_end_offset=keep[-1].next_offset,
+        segments_scanned=len(scanned), bytes_scanned=sum(s.file_bytes for s in scanned),
+        deleted_segments=tuple(deleted), rebuilt_indexes=tuple(s.base_offset for s in scanned),
+        segment_labels=labels, **cut)
+    return keep, report
+
+
+def _label_segment(dir_path: str, segment: LogSegment, clean: bool, recovery_point: int, *,
+                   is_last: bool, after_cut: bool) -> str:
+    """The SEGMENT_CASES label; trusting the active segment means reading its tail."""
+    if after_cut:
+        return "after-cut"
+    if clean:
+        label = "clean-shutdown"
+    elif not is_last and segment.next_offset <= recovery_point:
+        label = "below-recovery-point"
+    else:
+        label = "from-recovery-point"
+    if SEGMENT_CASES[label] is Action.TRUST and is_last:
+        try:
+            problem = segment.check_indexes(active=True)
+            if problem is None:
+                segment.load_tail()
+                return label
+            _log.warning("%s: %s", dir_path, problem)
+        except CorruptBatchError as e:
+            _log.warning("%s: active segment tail unreadable: %s", dir_path, e)
+        return "tail-unreadable"
+    return label
+
+
+def _scan_and_cut(segment: LogSegment, epoch_cache: LeaderEpochCache, *, is_last: bool) -> SegmentScan:
+    """Check every batch, cut the file at the first bad one, rewrite both indexes."""
+    scan = scan_segment(segment, segment.size_bytes, epoch_cache)
+    if scan.valid_bytes < scan.file_bytes:
+        segment.truncate_to_position(scan.valid_bytes)
+        os.fsync(segment.writable_fd())
+    if not is_last:
+        segment.seal()                      # closed: last time index entry = max timestamp
+    segment.index.rewrite(fsync=True)
+    segment.time_index.rewrite(fsync=True)
+    return scan
 
 
 def log_cut(dir_path: str, report: RecoveryReport) -> None:

@@ -217,6 +217,19 @@ class LogSegment:
             return batch_max_timestamp_ms - first
         return now_ms - self.created_ms
 
+    def check_indexes(self, *, active: bool = False) -> str | None:
+        """Load and sanity-check both indexes (Kafka's sanityCheck). Returns a problem or None.
+
+        The active segment's time index is checked after its tail is known.
+        """
+        problem = self.index.load() or self.index.sanity_check(self.size_bytes)
+        if problem is None:
+            problem = self.time_index.load()
+        if problem is None and not active:
+            problem = self.time_index.sanity_check(self.next_offset)
+        self.index_checked = problem is None
+        return problem
+
     def refresh_index_room(self) -> None:
         """Recount how many more index entries fit (each append adds at most one per index)."""
         self.index_room = min(self.index.entries_max - len(self.index),

@@ -181,9 +181,9 @@ def test_segments_below_recovery_point_are_not_read(tmp_path, monkeypatch):
     """Unclean open re-checks only from the segment holding the recovery point."""
     layout = build(tmp_path, flush_at=25)
     scanned = []
-    import minilog.storage._log as log_module
-    real = log_module.scan_segment
-    monkeypatch.setattr(log_module, "scan_segment",
+    import minilog.storage._recovery as recovery_module
+    real = recovery_module.scan_segment
+    monkeypatch.setattr(recovery_module, "scan_segment",
                         lambda seg, *a: scanned.append(seg.base_offset) or real(seg, *a))
     check_log(tmp_path, layout[-1][1])
     holding_rp = max(b[4] for b in layout if b[0] <= layout[25][1] - 1)
