@@ -73,6 +73,25 @@ class FakeCluster:
         return await self.request(None, api_key, payload)
 
 
+class DirectMembership(GroupMembership):
+    """GroupMembership whose coordinator connection is the FakeCluster itself."""
+
+    async def _coordinator_conn(self):
+        self._coordinator = 0
+        cluster = self._hooks.cluster
+
+        class Conn:
+            usable = True
+
+            async def request(self, api_key, payload):
+                return await cluster.request(0, api_key, payload)
+
+            async def aclose(self):
+                pass
+
+        return Conn()
+
+
 class FakeConsumer:
     """The GroupHooks surface, plus a caller loop that 'processes' 10 records per
     partition per poll."""
@@ -125,7 +144,7 @@ def consumer_config(**kw):
 
 async def start_member(nursery, cluster, polling=True, poll_every_s=0.1, **kw):
     consumer = FakeConsumer(cluster, nursery)
-    m = GroupMembership(consumer, consumer_config(**kw))
+    m = DirectMembership(consumer, consumer_config(**kw))
     await m.subscribe(["t"])
     cancel = trio.CancelScope()
 

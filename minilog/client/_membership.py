@@ -91,6 +91,7 @@ class GroupMembership:
         self._owned: set[TopicPartition] = set()
         self._revoking: set[TopicPartition] = set()
         self._coordinator: int | None = None
+        self._conn = None                  # our own connection to the coordinator
         self._wake = trio.Event()
         self._started = False
         self._closing = False
@@ -130,7 +131,10 @@ class GroupMembership:
 
     async def close(self) -> None:
         self._closing = True
-        await self._leave()
+        try:
+            await self._leave()
+        finally:
+            await self._drop_conn()
 
     async def commit(self, offsets: dict | None = None, asynchronous: bool = False) -> None:
         """Commit `offsets` ({(topic, partition): offset}) or the current positions."""
@@ -165,22 +169,48 @@ class GroupMembership:
 
     # ------------------------------------------------------------------ coordinator I/O
 
-    async def _coordinator_node(self) -> int:
-        if self._coordinator is None:
-            resp = await self._hooks.cluster.request_any(
-                ApiKey.FIND_COORDINATOR, {"key_type": 0, "keys": [self.group_id]})
-            entry = resp.payload["coordinators"][0]
-            if entry["error_code"]:
-                raise error_for_code(entry["error_code"], entry.get("error_message"))
-            self._coordinator = entry["node_id"]
-        return self._coordinator
+    async def _coordinator_conn(self):
+        """A connection of our own to the coordinator.
+
+        Own, not the fetcher's: the broker answers a connection's requests in
+        order, so a heartbeat queued behind a long-poll fetch would wait up to
+        fetch_max_wait_ms (Kafka's consumer also keeps a separate coordinator
+        connection for this reason).
+        """
+        if self._conn is not None and self._conn.usable and self._coordinator is not None:
+            return self._conn
+        await self._drop_conn()
+        resp = await self._hooks.cluster.request_any(
+            ApiKey.FIND_COORDINATOR, {"key_type": 0, "keys": [self.group_id]})
+        entry = resp.payload["coordinators"][0]
+        if entry["error_code"]:
+            raise error_for_code(entry["error_code"], entry.get("error_message"))
+        from ._connection import BrokerConnection
+
+        conn = BrokerConnection(entry["host"], entry["port"], client_id=self._config.client_id,
+                                request_timeout_ms=getattr(self._config, "request_timeout_ms", 30000),
+                                node_id=entry["node_id"])
+        await conn.open(self._hooks.nursery)
+        self._conn = conn
+        self._coordinator = entry["node_id"]
+        return conn
+
+    async def _drop_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        self._coordinator = None
+        if conn is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await conn.aclose()
+                except Exception:   # noqa: BLE001 - closing a broken connection
+                    pass
 
     async def _request(self, api_key: ApiKey, payload: dict) -> dict:
-        node = await self._coordinator_node()
+        conn = await self._coordinator_conn()
         try:
-            resp = await self._hooks.cluster.request(node, api_key, payload)
+            resp = await conn.request(api_key, payload)
         except (BrokerUnavailableError, RequestTimeoutError):
-            self._coordinator = None
+            await self._drop_conn()
             raise
         return resp.payload
 
@@ -260,7 +290,7 @@ class GroupMembership:
             self.member_epoch = 0
             return 0.0
         if code in _COORDINATOR_MOVED:
-            self._coordinator = None
+            await self._drop_conn()
             return _RETRY_S
         log.error("group %s: heartbeat refused: %s", self.group_id,
                   resp.get("error_message") or error_for_code(code))
