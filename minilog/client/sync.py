@@ -143,20 +143,22 @@ class Producer:
         return self._acc.undelivered
 
     def produce(self, topic: str, value, key=None, partition: int | None = None,
-                headers=None, timestamp_ms: int | None = None, on_delivery=None) -> None:
+                headers=None, timestamp_ms: int | None = None, on_delivery=None,
+                callback=None) -> None:
         """Queue one record and return at once.
 
         Blocks only for a new topic's metadata, or while buffer_memory is
         full, each up to max_block_ms (then RequestTimeoutError /
         UnknownTopicOrPartitionError). `on_delivery(err, report)` runs later
-        on the thread calling poll()/flush()/produce().
+        on the thread calling poll()/flush()/produce(). `callback` is
+        confluent-kafka's older name for `on_delivery`.
         """
         acc = self._acc
         if acc.completed:
             acc.serve_completed()
         # Fast path: keyless plain bytes into the open sticky batch.
         if (key is None and partition is None and headers is None and timestamp_ms is None
-                and on_delivery is None and type(value) is bytes):
+                and on_delivery is None and callback is None and type(value) is bytes):
             b = acc.sticky.get(topic)
             if b is not None:
                 with acc.lock:
@@ -167,7 +169,8 @@ class Producer:
                         if b.size >= acc.batch_size:
                             acc.seal(b)
                         return
-        self._produce_slow(topic, value, key, partition, headers, timestamp_ms, on_delivery)
+        self._produce_slow(topic, value, key, partition, headers, timestamp_ms,
+                           on_delivery or callback)
 
     def _produce_slow(self, topic, value, key, partition, headers, timestamp_ms, on_delivery):
         if self._closed or acc_closed(self._acc):
