@@ -102,7 +102,7 @@ def describe_rows(text: str) -> dict[int, dict]:
 
 
 def config_value(text: str, key: str) -> str | None:
-    m = re.search(rf"^\s*{re.escape(key)}\s+(\S+)\s*$", text, re.M)
+    m = re.search(rf"^\s*{re.escape(key)}\s+(\S+)(?:\s+(?:topic|default|broker))?\s*$", text, re.M)
     return m[1] if m else None
 
 
@@ -126,6 +126,7 @@ def test_topic_lifecycle_create_list_describe_alter_delete(bs, topic):
         assert row["replicas"] == row["isr"] == str(row["leader"])
     assert config_value(described, "retention.ms") == "3600000"
     assert config_value(described, "segment.bytes") == "1048576"
+    assert re.search(r"^\s*retention\.ms\s+3600000\s+topic\s*$", described, re.M), described
 
     ok(cli(bs, "topics", "alter", topic, "--config", "retention.ms=7200000"))
     assert config_value(ok(cli(bs, "topics", "describe", topic)), "retention.ms") == "7200000"

@@ -83,6 +83,8 @@ def _bootstrap(broker) -> str:
         value = getattr(broker, attr, None)
         if isinstance(value, str):
             return value
+    if getattr(broker, "port", None):
+        return f"{broker.host}:{broker.port}"
     assert isinstance(broker, str), f"cannot find the address of {broker!r}"
     return broker
 
@@ -132,7 +134,7 @@ def _check(block: Block, out: str, state: dict, env: dict) -> None:
         for key, value in [("retention.ms", "604800000"), ("cleanup.policy", "delete"),
                            ("max.message.bytes", "1048576"), ("segment.bytes", "1073741824"),
                            ("min.insync.replicas", "1"), ("compression.type", "lz4")]:
-            assert re.search(rf"^\s*{re.escape(key)}\s+{value}\s*$", out, re.M), (key, out)
+            assert re.search(rf"^\s*{re.escape(key)}\s+{value}\s+topic\s*$", out, re.M), (key, out)
     elif block.name == "consume-cli":
         lines = out.splitlines()
         assert len(lines) == 10, out

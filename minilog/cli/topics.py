@@ -46,7 +46,8 @@ def _table(*headers: str, title: str | None = None):
     from rich import box
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False,
+                  show_edge=False)
     for header in headers:
         justify = "right" if header in _NUMERIC else "left"
         table.add_column(header, justify=justify, no_wrap=True)
@@ -130,6 +131,9 @@ def describe(name: str, bootstrap_server: str) -> None:
     """Show NAME's partitions (leader, replicas, ISR, offsets, size) and configs."""
     with _admin(bootstrap_server) as admin:
         desc = admin.describe_topic(name)
+        config: Any = desc.config
+        if hasattr(admin, "describe_configs"):  # with each value's source (topic / default)
+            config = admin.describe_configs(name, verbose=True)
     partitions = sorted(desc.partitions, key=lambda p: p.partition)
     replication = len(partitions[0].replicas) if partitions else 0
     total = sum(p.size_bytes or 0 for p in partitions)
@@ -145,22 +149,29 @@ def describe(name: str, bootstrap_server: str) -> None:
                       _ids(p.isr), str(p.log_start_offset), str(p.log_end_offset),
                       str(p.high_watermark), _size(p.size_bytes))
     console.print(table)
-    configs = _config_rows(desc.config)
+    configs = _config_rows(config)
     if configs:
-        config_table = _table("CONFIG", "VALUE")
-        for key, value in configs:
-            config_table.add_row(key, value)
+        with_source = any(source for _, _, source in configs)
+        config_table = _table("CONFIG", "VALUE", *(["SOURCE"] if with_source else []))
+        for key, value, source in configs:
+            config_table.add_row(key, value, *([source] if with_source else []))
         console.print(config_table)
 
 
-def _config_rows(config: Any) -> list[tuple[str, str]]:
-    """Sorted (key, value) pairs from a dict of values or of entries with `.value`."""
-    if not config:
-        return []
+_SOURCES = {"TOPIC_CONFIG": "topic", "DEFAULT_CONFIG": "default",
+            "STATIC_BROKER_CONFIG": "broker", "DYNAMIC_BROKER_CONFIG": "broker"}
+
+
+def _config_rows(config: Any) -> list[tuple[str, str, str]]:
+    """Sorted (key, value, source) from {key: value} or {key: {"value":, "source":}}."""
     rows = []
-    for key, value in dict(config).items():
-        value = getattr(value, "value", value)
-        rows.append((str(key), "" if value is None else str(value)))
+    for key, entry in dict(config or {}).items():
+        source = ""
+        if isinstance(entry, dict):
+            source = str(entry.get("source") or "")
+            source = _SOURCES.get(source, source.lower())
+            entry = entry.get("value")
+        rows.append((str(key), "" if entry is None else str(entry), source))
     return sorted(rows)
 
 
