@@ -131,10 +131,14 @@ class _SparseIndex:
         if self._pending or fsync:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
-                if self._pending:
-                    os.pwrite(fd, self._pending, self._file_entries * self.ENTRY.size)
-                    self._file_entries += len(self._pending) // self.ENTRY.size
-                    self._pending.clear()
+                # An append on the owner thread may add to _pending meanwhile:
+                # take a prefix, write it, then drop exactly that prefix.
+                count = len(self._pending)
+                count -= count % self.ENTRY.size
+                if count:
+                    os.pwrite(fd, bytes(self._pending[:count]), self._file_entries * self.ENTRY.size)
+                    self._file_entries += count // self.ENTRY.size
+                    del self._pending[:count]
                 if fsync:
                     os.fsync(fd)
             finally:

@@ -34,9 +34,13 @@ indexes")::
     .clean-shutdown                               written by close(), removed by open()
     *.deleted                                     segments waiting file.delete.delay.ms
 
-Task safety: a Log is not thread-safe. The owner (the broker's partition)
-serialises every call; reads and appends may run in a worker thread but
-never two at once.
+Task safety: the owner (the broker's partition) serialises calls, with one
+exception: `flush()` may run in a worker thread while the owner keeps
+calling `append`/`read`/`roll` (the broker's fsync is off the event loop).
+That pair is safe: flush snapshots what to fsync under a lock shared with
+roll, fsyncs through its own descriptors, and only ever sets the recovery
+point to an offset that was written before its snapshot. Any other
+concurrency (two appends, truncate during flush, ...) is the owner's bug.
 
 Exception contract: public methods raise only `StorageError` subclasses;
 anything else is a bug.
@@ -47,6 +51,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import time
 from bisect import bisect_right
 from collections import OrderedDict
@@ -163,6 +168,8 @@ class Log:
         self._last_flush_ms = clock()
         self._read_fds: OrderedDict[int, LogSegment] = OrderedDict()
         self._pending_deletes: list[tuple[int, list[str]]] = []
+        self._roll_lock = threading.Lock()          # roll vs a flush in a worker thread
+        self._checkpoint_lock = threading.Lock()    # log.checkpoint writers
         self._counters = dict(rolls=0, flushes=0, deleted=0, rebuilds=0)
         self._appends_total = 0
         self._bytes_appended_total = 0
@@ -408,10 +415,11 @@ class Log:
             return active
         active.seal()
         segment = LogSegment.create(self.dir_path, active.next_offset, self.config, now)
-        self._unflushed_segments.append(active)
-        self._segments.append(segment)
-        self._bases.append(segment.base_offset)
-        self._dir_dirty = True
+        with self._roll_lock:
+            self._unflushed_segments.append(active)
+            self._segments.append(segment)
+            self._bases.append(segment.base_offset)
+            self._dir_dirty = True
         self._counters["rolls"] += 1
         self._remember_fd(active)
         return segment
@@ -607,7 +615,8 @@ class Log:
             fsync_dir(self.dir_path)
             self.epoch_cache.truncate_from_end(self.log_end_offset)
             self._recovery_point = min(self._recovery_point, self.log_end_offset)
-            write_log_checkpoint(self.dir_path, self._recovery_point, self._log_start)
+            with self._checkpoint_lock:
+                write_log_checkpoint(self.dir_path, self._recovery_point, self._log_start)
         except (OSError, CorruptBatchError) as e:
             raise self._poison("truncate_to", e) from e
 
@@ -626,7 +635,8 @@ class Log:
             self._log_start = self._recovery_point = offset
             fsync_dir(self.dir_path)
             self.epoch_cache.clear()
-            write_log_checkpoint(self.dir_path, self._recovery_point, self._log_start)
+            with self._checkpoint_lock:
+                write_log_checkpoint(self.dir_path, self._recovery_point, self._log_start)
         except OSError as e:
             raise self._poison("truncate_fully_and_start_at", e) from e
 
@@ -655,8 +665,9 @@ class Log:
                                            log_start_offset=offset)
             self._delete_head(deletions)
             self._recovery_point = max(self._recovery_point, self._log_start)
-            write_log_checkpoint(self.dir_path, min(self._recovery_point, self.log_end_offset),
-                                 self._log_start)
+            with self._checkpoint_lock:
+                write_log_checkpoint(self.dir_path, min(self._recovery_point, self.log_end_offset),
+                                     self._log_start)
         except OSError as e:
             raise self._poison("delete_records_before", e) from e
         return deletions
@@ -688,8 +699,9 @@ class Log:
                 self._log_start = self._segments[0].base_offset
                 self.epoch_cache.truncate_from_start(self._log_start)
             self._recovery_point = max(self._recovery_point, self._log_start)
-            write_log_checkpoint(self.dir_path, min(self._recovery_point, self.log_end_offset),
-                                 self._log_start)
+            with self._checkpoint_lock:
+                write_log_checkpoint(self.dir_path, min(self._recovery_point, self.log_end_offset),
+                                     self._log_start)
         except OSError as e:
             raise self._poison("apply_retention", e) from e
         for d in deletions:
@@ -760,16 +772,22 @@ class Log:
         return False
 
     def _flush_all(self) -> None:
-        for segment in self._unflushed_segments:
-            segment.flush(fsync=True)
-        self._unflushed_segments = []
-        self._segments[-1].flush(fsync=True)
-        if self._dir_dirty:
-            fsync_dir(self.dir_path)
-            self._dir_dirty = False
-        self._recovery_point = self.log_end_offset
-        write_log_checkpoint(self.dir_path, self._recovery_point, self._log_start)
+        # Snapshot under the roll lock: every offset below `end` lives in one of
+        # `segments`, and the directory entries of those segments are covered
+        # by `dir_dirty`. Appends may continue while we fsync (worker thread).
+        with self._roll_lock:
+            end = self.log_end_offset
+            segments = [*self._unflushed_segments, self._segments[-1]]
+            self._unflushed_segments = []
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
         self._unflushed_messages = 0
+        for segment in segments:
+            segment.flush(fsync=True)
+        if dir_dirty:
+            fsync_dir(self.dir_path)
+        with self._checkpoint_lock:
+            self._recovery_point = min(max(self._recovery_point, end), self.log_end_offset)
+            write_log_checkpoint(self.dir_path, self._recovery_point, self._log_start)
         self._last_flush_ms = self._clock()
         self._counters["flushes"] += 1
 

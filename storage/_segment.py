@@ -165,19 +165,27 @@ class LogSegment:
         return self._fd is not None
 
     def flush(self, *, fsync: bool) -> None:
-        """Write pending index entries; with `fsync`, make log and indexes durable."""
+        """Write pending index entries; with `fsync`, make log and indexes durable.
+
+        Safe against a concurrent append on another thread (see _log.py): the
+        fsync goes through a descriptor of its own, never one that the owner
+        thread might close.
+        """
         self.index.flush(fsync=fsync)
         self.time_index.flush(fsync=fsync)
-        if fsync and self.size_bytes:
-            os.fsync(self.writable_fd() if self._writable else self.fd())
+        if fsync:
+            fd = os.open(self.log_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def seal(self) -> None:
         """The segment stops being active: record its final max timestamp."""
         timestamp, offset = self.max_timestamp
         if timestamp >= 0:
             self.time_index.maybe_append(timestamp, offset)
-        self.index.flush()
-        self.time_index.flush()
+        # Index files are written by the next flush/close (one writer only).
 
     def delete_files(self, *, rename_only: bool) -> list[str]:
         """Unlink (or rename to `*.deleted`) the segment's files. Returns new names."""

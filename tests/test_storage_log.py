@@ -598,3 +598,38 @@ def test_epoch_cache_persists_and_follows_truncation(tmp_path):
     log.delete_records_before(6)
     assert [tuple(e) for e in log.epoch_cache.entries] == [(3, 6)]
     assert log.end_offset_for_epoch(1) == (-1, -1)
+
+
+def test_flush_in_worker_thread_while_appending(tmp_path):
+    """flush() in another thread concurrently with appends/rolls (the broker's pattern) stays consistent."""
+    import threading
+
+    log = open_log(tmp_path, **{"segment.bytes": 2000, "index.interval.bytes": 50})
+    stop = threading.Event()
+    errors = []
+    points = []
+
+    def flusher():
+        try:
+            while not stop.is_set():
+                log.flush()
+                points.append(log.recovery_point)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=flusher)
+    thread.start()
+    try:
+        for _ in range(1500):
+            log.append(batch_for(log.log_end_offset, pad=20))
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
+    assert points == sorted(points) and points[-1] <= log.log_end_offset
+    records = all_records(log)
+    log.close()
+    log = open_log(tmp_path, **{"segment.bytes": 2000, "index.interval.bytes": 50})
+    for seg in log._segments[:-1]:
+        assert seg.check_indexes() is None
+    assert all_records(log) == records
