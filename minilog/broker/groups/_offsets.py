@@ -240,10 +240,90 @@ class OffsetStore:
         """Replay the batches in `buffers` (in log order). Returns records applied."""
         n = 0
         for buf in buffers:
-            for _, key, value in iter_offset_records(buf):
-                self.apply(key, value)
-                n += 1
+            count, _ = self.load_buffer(buf)
+            n += count
         return n
+
+    def load_buffer(self, buf) -> tuple[int, int | None]:
+        """Replay the whole batches of one read. Returns (records, next offset or None).
+
+        The loop is `iter_offset_records` and `apply` fused for the batches this
+        module writes (one record, small header fields, one-byte deltas): no
+        generator, no call per varint, one msgpack call per record. Anything
+        else goes through the general path. A trailing partial batch is ignored.
+
+        Raises:
+            CorruptBatchError: a batch fails its CRC or a record is unreadable.
+        """
+        buf = bytes(buf)
+        end = len(buf)
+        pos = 0
+        n = 0
+        next_offset = None
+        unpack = _HEADER.unpack_from
+        unpackb = msgpack.unpackb
+        keys = self._keys
+        offsets = self.offsets
+        last_commit = self.last_commit_ms
+        while end - pos >= 61:
+            (base_offset, length, _, magic, crc, attributes, last_delta, _, _, _, _, _,
+             count) = unpack(buf, pos)
+            size = length + 12
+            if length < 49 or magic != 2:
+                raise CorruptBatchError(f"bad batch length or magic at offset {base_offset}")
+            batch_end = pos + size
+            if batch_end > end:
+                break
+            next_offset = base_offset + last_delta + 1
+            if crc32c(buf[pos + CRC_START:batch_end]) != crc:
+                raise CorruptBatchError(f"CRC mismatch at offset {base_offset}")
+            p = pos + 61
+            b0 = buf[p]
+            p += 1 if b0 < 0x80 else (2 if buf[p + 1] < 0x80 else 3)    # record length
+            kb = buf[p + 3] if p + 3 < batch_end else 0x80
+            fast = (count == 1 and not attributes & _ATTR_SIMPLE_MASK
+                    and buf[p] == 0 and buf[p + 1] == 0 and buf[p + 2] == 0 and kb < 0x80
+                    and not kb & 1)
+            if fast:
+                p += 4
+                klen = kb >> 1
+                key = buf[p:p + klen]
+                p += klen
+                vb = buf[p]
+                if vb < 0x80:
+                    vlen = (vb >> 1) ^ -(vb & 1)
+                    p += 1
+                else:
+                    vlen, p = _varint(buf, p)
+                fast = p + max(vlen, 0) < batch_end
+            if not fast:
+                for _, k, v in iter_offset_records(buf[pos:batch_end]):
+                    self.apply(k, v)
+                    n += 1
+                pos = batch_end
+                continue
+            kind_group = keys.get(key)
+            if kind_group is None or vlen < 0 or kind_group[0] != KIND_COMMIT:
+                self.apply(key, buf[p:p + vlen] if vlen >= 0 else None)
+            else:
+                try:
+                    rows = unpackb(buf[p:p + vlen])[1]
+                    group = offsets.get(kind_group[1])
+                    if group is None:
+                        group = offsets[kind_group[1]] = {}
+                    if len(rows) == 1:
+                        r = rows[0]
+                        group[(r[0], r[1])] = r
+                    else:
+                        group.update({(r[0], r[1]): r for r in rows})
+                    if rows:
+                        last_commit[kind_group[1]] = rows[-1][5]
+                except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+                    raise CorruptBatchError(f"bad __consumer_offsets record at offset "
+                                            f"{base_offset}: {exc}") from None
+            n += 1
+            pos = batch_end
+        return n, next_offset
 
     # -------------------------------------------------------------- queries
 

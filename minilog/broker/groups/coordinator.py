@@ -185,11 +185,9 @@ class GroupCoordinator:
         n = 0
         while offset < end:
             data = part.read(offset, LOAD_CHUNK_BYTES, max_offset=end)
-            next_offset = offset
-            for next_offset, key, value in iter_offset_records(data):
-                self.store.apply(key, value)
-                n += 1
-            if next_offset <= offset:
+            count, next_offset = self.store.load_buffer(data)
+            n += count
+            if next_offset is None or next_offset <= offset:
                 raise CorruptBatchError(f"{OFFSETS_TOPIC}-{p}: no progress at offset {offset}")
             offset = next_offset
         for group_id, meta in self.store.metadata.items():
