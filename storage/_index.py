@@ -26,7 +26,7 @@ Theory of operation (Kafka's OffsetIndex/TimeIndex, without mmap):
   largest timestamp is appended, so the last entry gives the segment's
   max timestamp without reading the log (retention needs only that).
 - Entries are kept in memory (two `array` columns) and appended to the file
-  lazily, on `flush()` (segment roll, log flush, close). The index is
+  lazily, by `flush()` (log flush and close). The index is
   derived data: after an unclean shutdown, recovery rebuilds the indexes of
   every segment it re-scans, so a lost tail of index entries costs nothing.
 - Closed segments load their index on first use (a lookup), not at open,

@@ -760,6 +760,47 @@ class Log:
         except OSError as e:
             raise self._poison("flush", e) from e
 
+    @property
+    def rolled_segments_unflushed(self) -> int:
+        """Segments closed by a roll and not yet fsynced (see `flush_rolled`)."""
+        return len(self._unflushed_segments)
+
+    def flush_rolled(self) -> bool:
+        """fsync the segments closed by rolls and move the recovery point to their end.
+
+        Kafka flushes a rolled segment in the background (`flushUptoOffsetExclusive(
+        newSegment.baseOffset)`) even with flush.messages/flush.ms at "never",
+        so after a crash recovery re-checks only the active segment. The
+        broker calls this in a worker thread when `rolled_segments_unflushed`
+        is non-zero. The active segment is not fsynced.
+
+        Returns:
+            Whether anything was flushed.
+
+        Raises:
+            LogCorrupted: fsync failed; the Log is now poisoned.
+        """
+        self._check_usable()
+        with self._roll_lock:
+            segments, self._unflushed_segments = self._unflushed_segments, []
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+        if not segments:
+            if dir_dirty:
+                self._dir_dirty = True
+            return False
+        try:
+            for segment in segments:
+                segment.flush(fsync=True)
+            if dir_dirty:
+                fsync_dir(self.dir_path)
+            with self._checkpoint_lock:
+                end = segments[-1].next_offset
+                self._recovery_point = min(max(self._recovery_point, end), self.log_end_offset)
+                write_log_checkpoint(self.dir_path, self._recovery_point, self._log_start)
+        except OSError as e:
+            raise self._poison("flush_rolled", e) from e
+        return True
+
     def maybe_flush(self) -> bool:
         """Apply the flush.ms policy without an append (the broker's periodic flusher).
 

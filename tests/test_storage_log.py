@@ -633,3 +633,20 @@ def test_flush_in_worker_thread_while_appending(tmp_path):
     for seg in log._segments[:-1]:
         assert seg.check_indexes() is None
     assert all_records(log) == records
+
+
+def test_flush_rolled_moves_recovery_point_to_active_base(tmp_path):
+    """flush_rolled() fsyncs closed segments only; a crash then re-checks just the active one."""
+    log = open_log(tmp_path, **{"segment.bytes": 500})
+    fill(log, 40)
+    assert log.rolled_segments_unflushed > 0
+    assert log.flush_rolled() is True
+    assert log.rolled_segments_unflushed == 0 and log.flush_rolled() is False
+    active_base = log.segments()[-1].base_offset
+    assert log.recovery_point == active_base
+    records = all_records(log)
+    for segment in log._segments:
+        segment.close_fd()                               # crash
+    log = open_log(tmp_path, **{"segment.bytes": 500})
+    assert log.last_recovery.rebuilt_indexes == (active_base,)
+    assert all_records(log) == records
