@@ -59,6 +59,11 @@ class BrokerProcess:
         wait_until(self.accepts_connections, "broker accepts connections")
         return self
 
+    @property
+    def bootstrap(self) -> str:
+        """"host:port", as `--bootstrap-server` takes it."""
+        return f"{self.host}:{self.port}"
+
     def accepts_connections(self) -> bool:
         try:
             socket.create_connection((self.host, self.port), timeout=1).close()

@@ -347,6 +347,15 @@ class Partition:
             self._wake()
             self.log.close()
 
+    async def aclose(self, limiter: trio.CapacityLimiter | None = None) -> None:
+        """`close`, with the log's final flush in a worker thread (for shutdown)."""
+        await self.wait_idle()
+        if self.closed:
+            return
+        self.closed = True
+        self._wake()
+        await trio.to_thread.run_sync(self.log.close, limiter=limiter)
+
     def statistics(self) -> PartitionStatistics:
         return PartitionStatistics(self.topic, self.partition, self.leader_epoch,
                                    self.log_start_offset, self.log_end_offset,
