@@ -82,6 +82,9 @@ def add_common_args(parser: argparse.ArgumentParser, *, partitions: int = 1) -> 
                         help="py-spy record the broker during the measured phase into FILE")
     parser.add_argument("--profile-client", default=None, metavar="FILE",
                         help="py-spy record this process (all threads) during the measured phase")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="profile only samples holding the GIL (py-spy --gil): where the "
+                             "Python time goes, without GIL waits and idle polls")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -246,12 +249,12 @@ def create_topic(bootstrap: str, topic: str, partitions: int, config: dict | Non
 class _Profiler:
     """`py-spy record` attached to one pid until `stop()` (SIGINT makes it write FILE)."""
 
-    def __init__(self, pid: int, path: str, rate_hz: int = 250) -> None:
+    def __init__(self, pid: int, path: str, rate_hz: int = 250, gil: bool = False) -> None:
         fmt = "flamegraph" if path.endswith(".svg") else "raw" if path.endswith(".txt") else "speedscope"
         self.path = path
         self.proc = subprocess.Popen(
             ["py-spy", "record", "--pid", str(pid), "--threads", "--rate", str(rate_hz),
-             "--format", fmt, "--output", path],
+             "--format", fmt, "--output", path, *(["--gil"] if gil else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.3)  # let it attach before the measured phase starts
 
@@ -273,9 +276,9 @@ def profiled(args: argparse.Namespace, broker: BrokerProcess | None) -> Iterator
     if args.profile_broker:
         if broker is None:
             raise SystemExit("--profile-broker needs the private broker (no --bootstrap-server)")
-        profilers.append(_Profiler(broker.pid, args.profile_broker))
+        profilers.append(_Profiler(broker.pid, args.profile_broker, gil=args.profile_gil))
     if args.profile_client:
-        profilers.append(_Profiler(os.getpid(), args.profile_client))
+        profilers.append(_Profiler(os.getpid(), args.profile_client, gil=args.profile_gil))
     try:
         yield
     finally:
@@ -347,6 +350,35 @@ def rss_bytes(pid: int) -> dict:
                 assert unit == "kB"
                 out["rss_bytes" if key == "VmRSS:" else "rss_peak_bytes"] = int(value) * 1024
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by `pid` (all threads), from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def cpu_meter(broker: "BrokerProcess | None", out: dict) -> Iterator[None]:
+    """Put the CPU seconds this process and the broker used inside the block into `out`.
+
+    With wall time this says who is busy: a side near 1 CPU-second per second
+    is bound by its own Python work (the GIL), not by waiting on the other.
+    """
+    pids = {"client": os.getpid()}
+    if broker is not None:
+        pids["broker"] = broker.pid
+    before = {k: cpu_seconds(p) for k, p in pids.items()}
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        wall = time.perf_counter() - t0
+        for k, p in pids.items():
+            used = cpu_seconds(p) - before[k]
+            out[f"{k}_cpu_s"] = used
+            out[f"{k}_cpu_util"] = used / wall if wall > 0 else None
 
 
 # --------------------------------------------------------------------------- output

@@ -67,8 +67,10 @@ def consume(args: argparse.Namespace, bootstrap: str, topic: str, broker) -> dic
     perf_ns = time.perf_counter_ns
     poll = consumer.poll
     timed_out = False
+    cpu: dict = {}
     try:
-        with c.profiled(args, broker), c.progress(args, "consume", want) as advance:
+        with c.profiled(args, broker), c.cpu_meter(broker, cpu), \
+                c.progress(args, "consume", want) as advance:
             t_start = t_last = perf_ns()
             shown = 0
             while count < want:
@@ -97,7 +99,7 @@ def consume(args: argparse.Namespace, bootstrap: str, topic: str, broker) -> dic
         "records": count, "seconds": seconds, "records_per_sec": count / seconds,
         "mb_per_sec": value_bytes / seconds / c.MiB, "value_bytes": value_bytes,
         "polls": len(polls), "records_per_poll": count / max(1, len(polls)),
-        "poll_latency_ms": c.percentiles_ms(polls), "timed_out": timed_out,
+        "poll_latency_ms": c.percentiles_ms(polls), "timed_out": timed_out, "cpu": cpu,
     }
 
 

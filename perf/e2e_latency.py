@@ -113,9 +113,11 @@ def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
     samples: list[int] = []
     interval_ns = int(1e9 / args.rate) if args.rate > 0 else 0
     timeouts = 0
+    cpu: dict = {}
     total = args.warmup + args.num_records
     try:
-        with c.profiled(args, broker), c.progress(args, "e2e", total) as advance:
+        with c.profiled(args, broker), c.cpu_meter(broker, cpu), \
+                c.progress(args, "e2e", total) as advance:
             start = time.perf_counter_ns()
             for i in range(total):
                 due = start + i * interval_ns
@@ -138,7 +140,8 @@ def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
     finally:
         consumer.close()
         producer.close()
-    return {"latency_ms": c.percentiles_ms(samples), "timeouts": timeouts, "topic": topic}
+    return {"latency_ms": c.percentiles_ms(samples), "timeouts": timeouts, "topic": topic,
+            "cpu": cpu}
 
 
 def _receive(consumer, seq: int, timeout_ms: float) -> bool:

@@ -84,13 +84,14 @@ def produce(args, bootstrap: str, topic: str, value: bytes, broker) -> dict:
                                 batch_size=args.batch_size, compression_type=args.compression_type,
                                 max_in_flight=args.max_in_flight)
     errors: list = []
+    cpu: dict = {}
 
     def on_delivery(err, report=None) -> None:
         if err is not None:
             errors.append(repr(err))
 
     try:
-        with c.profiled(_only(args, "produce"), broker), \
+        with c.profiled(_only(args, "produce"), broker), c.cpu_meter(broker, cpu), \
                 c.progress(args, "produce", args.num_records) as advance:
             t0 = time.perf_counter_ns()
             for _ in range(args.num_records):
@@ -102,7 +103,8 @@ def produce(args, bootstrap: str, topic: str, value: bytes, broker) -> dict:
         producer.close()
     total = len(value) * args.num_records
     seconds = (t1 - t0) / 1e9
-    out = {"seconds": seconds, "mb_per_sec": total / seconds / c.MiB, "errors": len(errors)}
+    out = {"seconds": seconds, "mb_per_sec": total / seconds / c.MiB, "errors": len(errors),
+           "cpu": cpu}
     if errors:
         out["first_error"] = errors[0]
     return out
@@ -116,8 +118,9 @@ def consume(args, bootstrap: str, topic: str, broker) -> dict:
     consumer.assign([(topic, p, 0) for p in range(args.partitions)])
     count = 0
     total = 0
+    cpu: dict = {}
     try:
-        with c.profiled(_only(args, "consume"), broker), \
+        with c.profiled(_only(args, "consume"), broker), c.cpu_meter(broker, cpu), \
                 c.progress(args, "consume", args.num_records) as advance:
             t0 = t_last = time.perf_counter_ns()
             while count < args.num_records:
@@ -134,14 +137,14 @@ def consume(args, bootstrap: str, topic: str, broker) -> dict:
         consumer.close()
     seconds = max(1e-9, (t_last - t0) / 1e9)
     return {"records": count, "bytes": total, "seconds": seconds,
-            "mb_per_sec": total / seconds / c.MiB}
+            "mb_per_sec": total / seconds / c.MiB, "cpu": cpu}
 
 
 def _only(args, phase: str):
     """Profile only the phase named by --profile-phase (two phases, one profile file)."""
     if args.profile_phase == phase:
         return args
-    return argparse.Namespace(profile_broker=None, profile_client=None)
+    return argparse.Namespace(profile_broker=None, profile_client=None, profile_gil=False)
 
 
 def main(argv=None) -> None:

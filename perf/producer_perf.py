@@ -75,8 +75,9 @@ def run(args: argparse.Namespace, bootstrap: str, broker) -> dict:
     groups_per_chunk = max(1, args.progress_every // every)
     n_groups, tail = divmod(args.num_records, every)
     throttle_ns = int(1e9 * every / args.throughput) if args.throughput > 0 else 0
+    cpu: dict = {}
     try:
-        with c.profiled(args, broker), \
+        with c.profiled(args, broker), c.cpu_meter(broker, cpu), \
                 c.progress(args, "produce", args.num_records) as advance:
             sent_groups = 0
             t_start = perf_ns()
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace, bootstrap: str, broker) -> dict:
         "latency_mode": args.latency if args.latency == "none" else
         f"per-record on_delivery, 1 in {every}",
         "latency_ms": c.percentiles_ms(samples),
+        "cpu": cpu,
         "env": c.environment(),
     }
     if callback is not None:

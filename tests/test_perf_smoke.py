@@ -87,7 +87,7 @@ def test_broker_memory_reports_every_stage():
     """broker_memory reads the broker's RSS after each stage and keeps the connections open."""
     out = run_script("broker_memory.py", "--partitions", "20", "--topics", "2",
                      "--connections", "5", "--settle-s", "0")
-    assert list(out["stages"]) == ["started", "topics", "data", "connections"]
+    assert set(out["stages"]) == {"started", "topics", "data", "connections"}
     for stage in out["stages"].values():
         assert stage["rss_bytes"] > 0 and stage["open_fds"] > 0
     assert out["connections_alive"] == 5
