@@ -122,6 +122,20 @@ async def test_non_retriable_error_goes_to_the_callback(pb, autojump_clock):
     assert isinstance(err, errors.RecordTooLargeError) and report.offset == -1
 
 
+async def test_too_large_batch_is_split_and_sent_in_order(pb, autojump_clock):
+    """MESSAGE_TOO_LARGE for a multi-record batch: halves are re-queued in order, all delivered."""
+    pb.fail_next = [ErrorCode.MESSAGE_TOO_LARGE]
+    reports = []
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", linger_ms=100) as p:
+        for i in range(10):
+            await p.produce("t", b"%d" % i, partition=0,
+                            on_delivery=lambda e, r: reports.append((e, r.value, r.offset)))
+        assert await p.flush() == 0
+    assert [v for _, _, vs in pb.produced for v in vs] == [b"%d" % i for i in range(10)]
+    assert len(pb.produced) == 2
+    assert reports == [(None, b"%d" % i, i) for i in range(10)]
+
+
 async def test_retries_stop_at_delivery_timeout(pb, autojump_clock):
     """A partition that keeps failing gives up after delivery_timeout_ms with the last error."""
     pb.fail_next = [ErrorCode.NOT_ENOUGH_REPLICAS] * 1000

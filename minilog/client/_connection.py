@@ -61,12 +61,18 @@ _RECV_BYTES = 1 << 20
 
 
 class _Slot:
-    __slots__ = ("event", "response", "error")
+    """One request waiting for its response."""
+
+    __slots__ = ("event", "response", "error", "corr", "api_key", "deadline", "timeout_s")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.response = None
         self.error: BaseException | None = None
+        self.corr = -1
+        self.api_key = -1
+        self.deadline = 0.0
+        self.timeout_s = 0.0
 
 
 class BrokerConnection:
@@ -160,6 +166,20 @@ class BrokerConnection:
 
         Task-safe: many tasks may have requests in flight at once.
         """
+        slot = await self.send_request(api_key, payload, attachments,
+                                       expect_response=expect_response, timeout_s=timeout_s)
+        if slot is None:
+            return None
+        return await self.wait_response(slot)
+
+    async def send_request(self, api_key: int, payload: dict, attachments=(), *,
+                           expect_response: bool = True, timeout_s: float | None = None):
+        """Write one request; return a handle for `wait_response` (None without response).
+
+        Requests are written in the order `send_request` calls begin (the
+        send lock is FIFO), so a caller that awaits each send before starting
+        the next controls the order the broker sees.
+        """
         if self._closed:
             raise ClosedError(f"connection to {self.host}:{self.port} is closed")
         if self._error is not None:
@@ -180,27 +200,42 @@ class BrokerConnection:
             self._pending[corr] = slot
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
         deadline = trio.current_time() + timeout_s
+        sent = False
         try:
             with trio.move_on_at(deadline):
                 async with self._send_lock:
                     if self._error is not None:
                         raise self._error
                     await self._send(pieces)
-                if slot is None:
-                    return None
-                await slot.event.wait()
-            if slot is not None and not slot.event.is_set():
-                self._fail(RequestTimeoutError(
-                    f"{ApiKey(api_key).name} request to broker {self.host}:{self.port} "
-                    f"got no response within {timeout_s * 1000:g} ms"))
-            elif slot is None:
+                    sent = True
+            if not sent:
                 self._fail(RequestTimeoutError(
                     f"could not send {ApiKey(api_key).name} to {self.host}:{self.port} "
                     f"within {timeout_s * 1000:g} ms"))
                 raise self._error
-        finally:
+        except BaseException:
             if slot is not None:
                 self._pending.pop(corr, None)
+            raise
+        if slot is not None:
+            slot.corr, slot.api_key, slot.deadline, slot.timeout_s = corr, api_key, deadline, timeout_s
+        return slot
+
+    async def wait_response(self, slot: "_Slot"):
+        """Await the response to a request written by `send_request`.
+
+        Raises RequestTimeoutError at the request's deadline (and poisons
+        the connection), or the connection's error if it broke.
+        """
+        try:
+            with trio.move_on_at(slot.deadline):
+                await slot.event.wait()
+            if not slot.event.is_set():
+                self._fail(RequestTimeoutError(
+                    f"{ApiKey(slot.api_key).name} request to broker {self.host}:{self.port} "
+                    f"got no response within {slot.timeout_s * 1000:g} ms"))
+        finally:
+            self._pending.pop(slot.corr, None)
         if slot.error is not None:
             raise slot.error
         return slot.response

@@ -87,6 +87,8 @@ class AsyncProducer:
         self._queues: dict[tuple[str, int], collections.deque[ProducerBatch]] = {}
         self._inflight: dict[int, int] = collections.defaultdict(int)
         self._muted: set[tuple[str, int]] = set()
+        self._jobs: dict[int, collections.deque] = {}   # node -> requests to write, in order
+        self._writers: set[int] = set()                 # nodes with a running _writer
         self._sequences: dict[tuple[str, int], int] = collections.defaultdict(int)
         self.producer_id = -1
         self.producer_epoch = -1
@@ -299,7 +301,8 @@ class AsyncProducer:
                 q = self._queues.get((b.topic, b.partition))
                 if q is None:
                     q = self._queues[(b.topic, b.partition)] = collections.deque()
-                elif q and q[-1].data is None and q[-1].size + b.size <= merge_max:
+                elif (q and q[-1].data is None and q[-1].attempts == 0
+                      and q[-1].size + b.size <= merge_max):
                     _merge(q[-1], b)   # the sender is behind: fewer, larger batches
                     continue
                 q.append(b)
@@ -347,7 +350,13 @@ class AsyncProducer:
                 self._inflight[node] += 1
                 if self._ordered:
                     self._muted.update((b.topic, b.partition) for b in batches)
-                self._tasks.start_soon(self._send, node, batches)
+                jobs = self._jobs.get(node)
+                if jobs is None:
+                    jobs = self._jobs[node] = collections.deque()
+                jobs.append(batches)
+                if node not in self._writers:
+                    self._writers.add(node)
+                    self._tasks.start_soon(self._writer, node)
         for tp in [tp for tp, q in self._queues.items() if not q]:
             del self._queues[tp]
         if self._progress_pending:
@@ -366,58 +375,89 @@ class AsyncProducer:
             b.values, b.keys, timestamps=b.timestamps if b.timestamps is not None else b.timestamp_ms,
             headers=b.headers, codec=self.config.codec, producer_id=pid,
             producer_epoch=self.producer_epoch, base_sequence=b.base_sequence)
-        if b.callbacks is None:   # the reports need no values: free them now
-            b.values = b.keys = b.headers = b.timestamps = None
+
+    async def _writer(self, node: int) -> None:
+        """Write `node`'s produce requests one after another, in dispatch order.
+
+        Only the writes are sequential; responses are awaited by one task
+        per request, so up to max_in_flight requests are pipelined. (Tasks
+        started together run in no defined order in trio, so each request
+        cannot simply write itself.)
+        """
+        jobs = self._jobs[node]
+        try:
+            while jobs:
+                await self._send(node, jobs.popleft())
+        finally:
+            self._writers.discard(node)
 
     async def _send(self, node: int, batches: list[ProducerBatch]) -> None:
         cfg = self.config
+        good = []
+        for b in batches:
+            if b.data is None:
+                try:
+                    self._encode(b)
+                except (TypeError, ValueError, MinilogError) as exc:
+                    self._finish(b, -1, -1, MinilogError(f"cannot encode batch: {exc}"))
+                    continue
+            good.append(b)
+        if not good:
+            self._request_done(node, batches)
+            return
+        topics: dict[str, list] = {}
+        for i, b in enumerate(good):
+            b.attempts += 1
+            topics.setdefault(b.topic, []).append({"partition": b.partition, "records": i})
+        payload = {"acks": cfg.acks, "timeout_ms": cfg.request_timeout_ms,
+                   "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()]}
         try:
-            good = []
-            for b in batches:
-                if b.data is None:
-                    try:
-                        self._encode(b)
-                    except (TypeError, ValueError, MinilogError) as exc:
-                        self._finish(b, -1, -1, MinilogError(f"cannot encode batch: {exc}"))
-                        continue
-                good.append(b)
-            batches = good
-            if not batches:
+            conn = await self._cluster.connection(node)
+            slot = await conn.send_request(ApiKey.PRODUCE, payload, [b.data for b in good],
+                                           expect_response=cfg.acks != 0)
+        except BaseException as exc:
+            self._request_failed(good, exc)
+            self._request_done(node, batches)
+            if isinstance(exc, MinilogError):
                 return
-            topics: dict[str, list] = {}
-            for i, b in enumerate(batches):
-                b.attempts += 1
-                topics.setdefault(b.topic, []).append({"partition": b.partition, "records": i})
-            payload = {"acks": cfg.acks, "timeout_ms": cfg.request_timeout_ms,
-                       "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()]}
-            try:
-                resp = await self._cluster.request(
-                    node, ApiKey.PRODUCE, payload, [b.data for b in batches],
-                    expect_response=cfg.acks != 0)
-            except (BrokerUnavailableError, RequestTimeoutError) as exc:
-                self._refresh_metadata_soon()
-                for b in batches:
-                    self._retry_or_fail(b, exc)
-                return
-            except (UnsupportedVersionError, ClosedError) as exc:
-                for b in batches:
-                    self._finish(b, -1, -1, exc)
-                return
-            except trio.Cancelled:   # close() gave up waiting: these were never acknowledged
-                for b in batches:
-                    self._finish(b, -1, -1, ClosedError("producer closed before delivery"))
+            raise
+        if slot is None:   # acks=0: written is all we will know
+            for b in good:
+                self._finish(b, -1, -1, None)
+            self._request_done(node, batches)
+            return
+        self._tasks.start_soon(self._await_response, node, conn, slot, good, batches)
+
+    async def _await_response(self, node, conn, slot, good, batches) -> None:
+        try:
+            resp = await conn.wait_response(slot)
+        except BaseException as exc:
+            self._request_failed(good, exc)
+            if not isinstance(exc, MinilogError):
                 raise
-            if resp is None:   # acks=0
-                for b in batches:
-                    self._finish(b, -1, -1, None)
-                return
-            self._handle_response(batches, resp.payload)
+        else:
+            self._handle_response(good, resp.payload)
         finally:
-            self._inflight[node] -= 1
-            if self._ordered:
-                self._muted.difference_update((b.topic, b.partition) for b in batches)
-            self._signal_progress()
-            self._wake.set()
+            self._request_done(node, batches)
+
+    def _request_failed(self, batches: list[ProducerBatch], exc: BaseException) -> None:
+        if isinstance(exc, (BrokerUnavailableError, RequestTimeoutError)):
+            self._refresh_metadata_soon()
+            for b in batches:
+                self._retry_or_fail(b, exc)
+        elif isinstance(exc, MinilogError):      # unsupported version, closed
+            for b in batches:
+                self._finish(b, -1, -1, exc)
+        else:   # cancelled by close(): these were never acknowledged
+            for b in batches:
+                self._finish(b, -1, -1, ClosedError("producer closed before delivery"))
+
+    def _request_done(self, node: int, batches: list[ProducerBatch]) -> None:
+        self._inflight[node] -= 1
+        if self._ordered:
+            self._muted.difference_update((b.topic, b.partition) for b in batches)
+        self._signal_progress()
+        self._wake.set()
 
     def _handle_response(self, batches: list[ProducerBatch], payload: dict) -> None:
         by_tp = {(b.topic, b.partition): b for b in batches}
@@ -447,6 +487,10 @@ class AsyncProducer:
                 f"broker answered without partition {b.topic}-{b.partition}"))
 
     def _retry_or_fail(self, b: ProducerBatch, err: MinilogError) -> None:
+        if (getattr(err, "code", None) == ErrorCode.MESSAGE_TOO_LARGE and b.count > 1
+                and b.values is not None):
+            self._split_and_requeue(b)   # Kafka's splitAndReenqueue: maybe a merge made it big
+            return
         now = trio.current_time()
         retriable = getattr(err, "retriable", False)
         backoff = self.config.retry_backoff_ms / 1000
@@ -461,12 +505,38 @@ class AsyncProducer:
         else:
             self._finish(b, -1, -1, err)
 
+    def _split_and_requeue(self, b: ProducerBatch) -> None:
+        """Re-queue a too-large batch as two halves, in order, at the front of its queue."""
+        tp = (b.topic, b.partition)
+        if b.base_sequence >= 0:          # the broker rejected it: its sequence is free again
+            self._sequences[tp] = b.base_sequence
+        half = b.count // 2
+        parts = []
+        for lo, hi in ((0, half), (half, b.count)):
+            nb = ProducerBatch(b.topic, b.partition, b.created, b.timestamp_ms)
+            nb.values = b.values[lo:hi]
+            for name in ("keys", "headers", "timestamps", "callbacks"):
+                col = getattr(b, name)
+                setattr(nb, name, None if col is None else col[lo:hi])
+            nb.count = hi - lo
+            nb.size = b.size * nb.count // b.count + (b.size * (hi - lo) % b.count if lo else 0)
+            nb.deadline = b.deadline
+            nb.attempts = b.attempts     # > 0: never merged again
+            nb.sealed = True
+            parts.append(nb)
+        parts[1].size = b.size - parts[0].size   # sizes still add up for buffer accounting
+        q = self._queues.setdefault(tp, collections.deque())
+        q.appendleft(parts[1])
+        q.appendleft(parts[0])
+
     def _finish(self, b: ProducerBatch, base_offset: int, timestamp: int, err) -> None:
         if err is not None:
             self.errors_count += b.count
             if b.callbacks is None:
                 log.warning("%d record(s) for %s-%d failed: %s", b.count, b.topic,
                             b.partition, err)
+        if b.callbacks is None:   # the reports need no values: free them now
+            b.values = b.keys = b.headers = b.timestamps = None
         self._acc.completed.append((b, base_offset, timestamp, err))
         self._progress_pending = True
 
