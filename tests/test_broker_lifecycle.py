@@ -99,7 +99,7 @@ async def test_internal_topic_hooks(tmp_path):
         await c.create_topic("t", 1)
         b.create_partitions("t", 2)
         b.alter_topic_configs("t", {"retention.ms": "1000"})
-        b.delete_topic("t")
+        await b.delete_topic("t")
         await c.aclose()
     assert events == [("created", "__internal"), ("created", "t"), ("partitions", "t"),
                       ("configs", "t"), ("deleted", "t")]

@@ -249,21 +249,28 @@ class Broker:
                  f", configs {overrides}" if overrides else "", " (internal)" if internal else "")
         self._notify("created", name)
 
-    def delete_topic(self, name: str) -> tuple[ErrorCode, str | None]:
+    async def delete_topic(self, name: str) -> tuple[ErrorCode, str | None]:
+        """Delete a topic: forget it durably, close its logs, remove its directories.
+
+        The metadata is written first (it is the truth); the directories are
+        renamed to `*-delete` and removed in the background. A crash in
+        between leaves directories the next start removes.
+        """
         meta = self.metadata.topics.get(name)
         if meta is None:
             return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
         if meta.internal:
             return ErrorCode.INVALID_REQUEST, f"{name!r} is an internal topic"
-        self.metadata.delete(name)                     # durable first: the file is the truth
-        doomed = []
-        for p in range(meta.partitions):
-            part = self.partitions.pop((name, p), None)
+        self.metadata.delete(name)
+        parts = [self.partitions.pop((name, p), None) for p in range(meta.partitions)]
+        for part in parts:
             if part is not None:
-                part.closed = True                     # refuse new work; files go away below
-                part._wake()
-                part.log.close()
-            doomed.append(self._rename_for_delete(partition_dir_name(name, p), meta.topic_id))
+                try:
+                    await part.aclose()               # waits for a running flush, wakes fetches
+                except StorageError as exc:
+                    log.warning("%s-%d: close before delete failed: %s", name, part.partition, exc)
+        doomed = [self._rename_for_delete(partition_dir_name(name, p), meta.topic_id)
+                  for p in range(meta.partitions)]
         self._remove_later([d for d in doomed if d])
         log.info("deleted topic %s (%d partitions)", name, meta.partitions)
         self._notify("deleted", name)

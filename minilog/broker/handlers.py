@@ -129,6 +129,9 @@ async def dispatch(broker: "Broker", request: Request, conn: "ConnectionInfo",
         if key == ApiKey.PRODUCE and request.payload.get("acks") == 0:
             return None
         return error_reply(key, ErrorCode.INVALID_REQUEST, str(exc))
+    if key == ApiKey.FETCH:           # a long poll may wait on top of the handling bound
+        timeout_s += min(max(request.payload["max_wait_ms"], 0),
+                         broker.config.fetch_max_wait_ms) / 1000
     reply = None
     with trio.move_on_after(timeout_s) as scope:
         try:
@@ -253,7 +256,7 @@ def _result(name: str, code: ErrorCode, message: str | None = None, key: str = "
 async def handle_delete_topics(broker, request, conn):
     results = []
     for name in request.payload["topics"]:
-        code, message = broker.delete_topic(name)
+        code, message = await broker.delete_topic(name)
         results.append(_result(name, code, message))
     return {"topics": results}, []
 
