@@ -109,8 +109,10 @@ def produce(address, topic, partitions, records, value_bytes=100, batch=1000):
 
 # --------------------------------------------------------------------------- 1. throughput
 
-def member_main(address, group, topic, idle_s, session_ms=3000, forever=False):
-    """Subprocess: consume in `group` until idle; print {count, first, last}."""
+def member_main(address, group, topic, idle_s, session_ms=3000, forever=False, go_file=None):
+    """Subprocess: join `group`; once `go_file` exists consume until idle; print
+    {count, first, last}. Before the go file it polls with max_records=0, which
+    runs the rebalance steps (revoke, assign) without taking records."""
     import trio
 
     from minilog.client.consumer import AsyncConsumer
@@ -121,6 +123,8 @@ def member_main(address, group, topic, idle_s, session_ms=3000, forever=False):
                           partition_assignment_strategy="sticky", max_poll_records=5000)
         await c.start()
         await c.subscribe([topic])
+        while go_file and not os.path.exists(go_file):
+            await c.poll(timeout_ms=20, max_records=0)
         count, first, last = 0, None, None
         idle_since = time.monotonic()
         while forever or time.monotonic() - idle_since < idle_s or count == 0:
@@ -147,14 +151,27 @@ def bench_throughput(address, records):
     produce_s = time.perf_counter() - t0
     out = {"records": n, "partitions": 12, "value_bytes": 100,
            "produce_records_per_s": round(n / produce_s)}
+    from minilog.protocol import ApiKey
+
     for members in (1, 2, 4):
-        procs = [subprocess.Popen([sys.executable, __file__, "--member", address,
-                                   f"tp-{members}", topic], stdout=subprocess.PIPE)
+        go_file = tempfile.mktemp(prefix="minilog-bench-go-")
+        group = f"tp-{members}"
+        procs = [subprocess.Popen([sys.executable, __file__, "--member", address, group, topic,
+                                   "--go", go_file], stdout=subprocess.PIPE)
                  for _ in range(members)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:       # everyone joined and the group is stable
+            g = Wire(address).request(ApiKey.CONSUMER_GROUP_DESCRIBE, {"group_ids": [group]})
+            g = g["groups"][0]
+            if g["group_state"] == "stable" and len(g["members"]) == members:
+                break
+            time.sleep(0.05)
+        t_go = time.time()
+        open(go_file, "w").close()
         results = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+        os.unlink(go_file)
         total = sum(r["count"] for r in results)
-        span = max(r["last"] for r in results if r["last"]) - \
-            min(r["first"] for r in results if r["first"])
+        span = max(r["last"] for r in results if r["last"]) - t_go
         out[f"members_{members}"] = {
             "records_consumed": total,
             "records_per_s": round(total / span) if span > 0 else None,
@@ -342,11 +359,12 @@ def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--member":
         session_ms = int(sys.argv[sys.argv.index("--session-ms") + 1]) \
             if "--session-ms" in sys.argv else 3000
+        go_file = sys.argv[sys.argv.index("--go") + 1] if "--go" in sys.argv else None
         member_main(sys.argv[2], sys.argv[3], sys.argv[4], idle_s=2.0, session_ms=session_ms,
-                    forever="--forever" in sys.argv)
+                    forever="--forever" in sys.argv, go_file=go_file)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--records", type=int, default=600_000)
+    ap.add_argument("--records", type=int, default=1_200_000)
     ap.add_argument("--commits", type=int, default=1_000_000)
     ap.add_argument("--only", default="throughput,rebalance,load")
     ap.add_argument("--json", action="store_true")
