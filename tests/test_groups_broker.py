@@ -126,3 +126,38 @@ def test_committed_offsets_survive_kill_9_exactly(gbroker):
     assert sorted(x["group_id"] for x in lg) == ["g1", "g2", "g3"]
     hb = heartbeat(c, "g1")
     assert hb["error_code"] == 0 and hb["member_epoch"] >= 1
+
+
+def test_bad_heartbeats_are_refused_with_clear_codes(broker_factory):
+    """Session timeout outside the broker's bounds, an unknown assignor, a group
+    over group.consumer.max.size: error codes, the group unchanged."""
+    b = broker_factory(*GROUP_SETTINGS, "--set", "group.consumer.max.size=1")
+    c = b.client()
+    c.create_topic("t", 2)
+    assert heartbeat(c, "g", session_ms=50)["error_code"] == ErrorCode.INVALID_SESSION_TIMEOUT
+    payload = {"group_id": "g", "member_id": "", "member_epoch": 0, "rebalance_timeout_ms": 1000,
+               "subscribed_topic_names": ["t"], "server_assignor": "fancy",
+               "topic_partitions": None, "client_id": "x"}
+    r = c.request(ApiKey.CONSUMER_GROUP_HEARTBEAT, payload).payload
+    assert r["error_code"] == ErrorCode.UNSUPPORTED_ASSIGNOR
+    assert heartbeat(c, "g")["error_code"] == 0
+    assert heartbeat(c, "g")["error_code"] == ErrorCode.GROUP_MAX_SIZE_REACHED
+    d = c.request(ApiKey.CONSUMER_GROUP_DESCRIBE, {"group_ids": ["g"]}).payload["groups"][0]
+    assert len(d["members"]) == 1
+
+
+def test_topic_gaining_partitions_is_assigned(gbroker):
+    """CREATE_PARTITIONS on a subscribed topic: the member's next heartbeat
+    carries the new partitions."""
+    c = gbroker.client()
+    c.create_topic("t", 2)
+    hb = heartbeat(c, "g")
+    assert hb["assignment"] == [{"topic": "t", "partitions": [0, 1]}]
+    r = c.request(ApiKey.CREATE_PARTITIONS, {"topics": [{"name": "t", "count": 5}],
+                                             "timeout_ms": 5000, "validate_only": False})
+    assert r.payload["results"][0]["error_code"] == 0
+    hb2 = heartbeat(c, "g", hb["member_id"], hb["member_epoch"], topics=None,
+                    owned=hb["assignment"])
+    assert hb2["error_code"] == 0
+    assert hb2["assignment"] == [{"topic": "t", "partitions": [0, 1, 2, 3, 4]}]
+    assert hb2["member_epoch"] > hb["member_epoch"]

@@ -306,3 +306,33 @@ async def test_restart_reloads_offsets_and_epochs(autojump_clock):
                        and m.member_epoch > epoch)
         assert m.stats["fenced"] == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_offsets_of_an_empty_group_expire_after_retention(autojump_clock):
+    """offsets.retention.minutes after a group became empty its offsets are
+    deleted (a tombstone is written, so a reload agrees); an active group's stay."""
+    broker = FakeBroker({"t": 2})
+    wall = [1_700_000_000_000]
+    coord = GroupCoordinator(broker, config(offsets_retention_ms=60_000,
+                                            offsets_retention_check_interval_ms=1000),
+                             wall_ms=lambda: wall[0])
+    coord.load_nowait()
+    cluster = FakeCluster(coord)
+    codes = await coord.commit("old", "", -1, [{"topic": "t", "partitions": [
+        {"partition": 0, "committed_offset": 5, "committed_leader_epoch": -1,
+         "committed_metadata": None}]}])
+    assert set(codes.values()) == {0}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(coord.run)
+        m, c, _ = await start_member(nursery, cluster, auto_commit_interval_ms=500)
+        await wait_for(lambda: len(c.states) == 2)
+        wall[0] += 30_000
+        await trio.sleep(2)
+        assert "old" in coord.store.groups()
+        wall[0] += 31_000
+        await wait_for(lambda: "old" not in coord.store.groups())
+        assert "g" in coord.store.groups()              # has a member: kept
+        nursery.cancel_scope.cancel()
+    reloaded = GroupCoordinator(broker, config())
+    reloaded.load_nowait()
+    assert "old" not in reloaded.store.groups() and "g" in reloaded.store.groups()
