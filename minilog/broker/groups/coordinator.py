@@ -53,7 +53,8 @@ from ._offsets import (
     iter_offset_records,
 )
 
-__all__ = ["GroupCoordinator", "CoordinatorConfig", "group_partition", "java_string_hash",
+__all__ = ["GroupCoordinator", "CoordinatorConfig", "CoordinatorStatistics", "group_partition",
+           "java_string_hash",
            "OFFSETS_TOPIC", "install"]
 
 log = logging.getLogger("minilog.broker.groups")
@@ -73,8 +74,10 @@ def java_string_hash(s: str) -> int:
 
 
 def group_partition(group_id: str, num_partitions: int) -> int:
-    """The `__consumer_offsets` partition holding `group_id` (Kafka's rule)."""
-    return abs(java_string_hash(group_id)) % num_partitions
+    """The `__consumer_offsets` partition holding `group_id` (Kafka's rule,
+    including Utils.abs mapping Integer.MIN_VALUE to 0)."""
+    h = java_string_hash(group_id)
+    return (0 if h == -(1 << 31) else abs(h)) % num_partitions
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,15 @@ class CoordinatorConfig:
             group_max_size=c.group_consumer_max_size,
             assignors=assignors,
         )
+
+
+@dataclass(frozen=True)
+class CoordinatorStatistics:
+    groups: int                 # groups with a live Group object (members now or since start)
+    members: int
+    groups_with_offsets: int
+    records_loaded: int         # __consumer_offsets records replayed at start
+    partitions_loaded: int
 
 
 def _wall_ms() -> int:
@@ -486,9 +498,13 @@ class GroupCoordinator:
         log.info("group %s deleted", group_id)
         return ErrorCode.NONE
 
-    def statistics(self) -> dict:
-        return {"groups": len(self.groups), "groups_with_offsets": len(self.store.offsets),
-                "records_loaded": self.records_loaded}
+    def statistics(self) -> "CoordinatorStatistics":
+        return CoordinatorStatistics(
+            groups=len(self.groups),
+            members=sum(len(g.members) for g in self.groups.values()),
+            groups_with_offsets=len(self.store.offsets),
+            records_loaded=self.records_loaded,
+            partitions_loaded=len(self.loaded))
 
 
 def install(broker: Any) -> GroupCoordinator:
