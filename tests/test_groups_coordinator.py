@@ -336,3 +336,22 @@ async def test_offsets_of_an_empty_group_expire_after_retention(autojump_clock):
     reloaded = GroupCoordinator(broker, config())
     reloaded.load_nowait()
     assert "old" not in reloaded.store.groups() and "g" in reloaded.store.groups()
+
+
+async def test_a_member_that_cannot_join_sees_the_error_at_poll(autojump_clock):
+    """A session timeout outside the broker's bounds is not retried forever: the
+    next poll() raises the broker's error and the member stops heartbeating."""
+    from minilog.errors import BrokerError
+
+    broker = FakeBroker({"t": 2})
+    coord = GroupCoordinator(broker, config(session_timeout_min_ms=5000))
+    coord.load_nowait()
+    cluster = FakeCluster(coord)
+    async with trio.open_nursery() as nursery:
+        m, c, _ = await start_member(nursery, cluster, polling=False, session_timeout_ms=100)
+        await wait_for(lambda: c.calls)
+        with pytest.raises(BrokerError) as err:
+            await c.poll(m)
+        assert "session_timeout_ms" in str(err.value)
+        assert not m.subscribed and "g" not in coord.groups
+        nursery.cancel_scope.cancel()

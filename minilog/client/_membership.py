@@ -59,8 +59,14 @@ TopicPartition = tuple[str, int]
 _LOST = (ErrorCode.FENCED_MEMBER_EPOCH, ErrorCode.UNKNOWN_MEMBER_ID)
 _COORDINATOR_MOVED = (ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_NOT_AVAILABLE,
                       ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+_FATAL = (ErrorCode.INVALID_SESSION_TIMEOUT, ErrorCode.UNSUPPORTED_ASSIGNOR,
+          ErrorCode.GROUP_MAX_SIZE_REACHED, ErrorCode.INVALID_REQUEST)
 _RETRY_S = 0.2
 _ASSIGNOR_NAMES = {"uniform": "sticky", "cooperative-sticky": "sticky"}
+
+
+def _raise(err: BaseException) -> None:
+    raise err
 
 
 def _tp_payload(tps) -> list[dict]:
@@ -292,8 +298,15 @@ class GroupMembership:
         if code in _COORDINATOR_MOVED:
             await self._drop_conn()
             return _RETRY_S
-        log.error("group %s: heartbeat refused: %s", self.group_id,
-                  resp.get("error_message") or error_for_code(code))
+        err = error_for_code(code, resp.get("error_message"))
+        if code in _FATAL:
+            # Nothing a retry can fix: stop, and raise it from the caller's next poll().
+            log.error("group %s: cannot join: %s", self.group_id, err)
+            self.subscribed = False
+            self._lose_all()
+            self._hooks.call_on_caller(_raise, err)
+            return 3600.0
+        log.error("group %s: heartbeat refused: %s", self.group_id, err)
         return 1.0
 
     async def _send_leave(self) -> None:
