@@ -399,6 +399,8 @@ class AsyncConsumer:
                            and st.fetch_epoch != st.epoch]
                 if pending:
                     await self._resolve_resets(pending)
+                if self._cluster.stale():
+                    await self._refresh([st.topic for st in states.values()])
                 by_node = self._fetchable(states)
                 if not by_node:
                     with trio.move_on_after(0.1 if states else math.inf):

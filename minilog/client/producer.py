@@ -306,6 +306,8 @@ class AsyncProducer:
                     _merge(q[-1], b)   # the sender is behind: fewer, larger batches
                     continue
                 q.append(b)
+            if self._cluster.stale():
+                self._refresh_metadata_soon()      # notices new partitions, moved leaders
             retry_at = self._dispatch()
             if retry_at is not None and (deadline is None or retry_at < deadline):
                 deadline = retry_at

@@ -56,6 +56,7 @@ class _LoopThread:
         self._stop: trio.Event | None = None
         self._closed = False
         self.close_args: tuple = ()
+        self.crash: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def start(self) -> None:
@@ -72,6 +73,8 @@ class _LoopThread:
         except BaseException as exc:  # start failure is handed to start()
             if not self._ready.is_set():
                 self._error = exc
+            else:                     # a crash later: surfaced by run() and the facades
+                self.crash = exc
         finally:
             self._ready.set()
 
@@ -100,7 +103,12 @@ class _LoopThread:
         try:
             return trio.from_thread.run(afn, *args, trio_token=self._token)
         except trio.RunFinishedError:
-            raise ClosedError("client's background thread has stopped") from None
+            raise self.closed_error() from self.crash
+
+    def closed_error(self) -> ClosedError:
+        if self.crash is not None:
+            return ClosedError(f"client's background thread crashed: {self.crash!r}")
+        return ClosedError("client's background thread has stopped")
 
     def stop(self, timeout: float | None = None) -> None:
         if self._closed:
@@ -173,8 +181,10 @@ class Producer:
                            on_delivery or callback)
 
     def _produce_slow(self, topic, value, key, partition, headers, timestamp_ms, on_delivery):
-        if self._closed or acc_closed(self._acc):
+        if self._closed or self._acc.closed:
             raise ClosedError("producer is closed")
+        if self._loop.crash is not None:
+            raise self._loop.closed_error() from self._loop.crash
         acc = self._acc
         if topic not in acc.num_partitions:
             self._loop.run(self._async.ensure_topic, topic)
@@ -274,10 +284,6 @@ class Producer:
             self._acc.serve_completed()
 
 
-def acc_closed(acc) -> bool:
-    return acc.closed
-
-
 class Consumer:
     """Synchronous consumer (kafka-python's shape).
 
@@ -306,6 +312,8 @@ class Consumer:
     def _check(self) -> None:
         if self._closed:
             raise ClosedError("consumer is closed")
+        if self._loop.crash is not None:
+            raise self._loop.closed_error() from self._loop.crash
 
     def assign(self, partitions) -> None:
         """Consume exactly these: [(topic, partition)] or [(topic, partition, offset)]."""
@@ -335,7 +343,7 @@ class Consumer:
             if records:
                 return records
             if a._state != "running":
-                raise ClosedError("consumer is closed")
+                raise self._loop.closed_error() from self._loop.crash
 
     def __iter__(self):
         return self
