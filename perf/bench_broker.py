@@ -50,6 +50,13 @@ class Conn:
             self.dec.feed(self.sock.recv(1 << 20))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), robust to a loaded machine."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def produce_payload(acks=1):
     return {"acks": acks, "timeout_ms": 30000,
             "topics": [{"topic": "bench", "partitions": [{"partition": 0, "records": 0}]}]}
@@ -74,6 +81,7 @@ def main() -> None:
             batch = build_batch([record] * (args.batch_kib * 1024 // 1010))
             n = args.mb * 1024 * 1024 // len(batch)
             t0 = time.perf_counter()
+            cpu0 = cpu_seconds(proc.pid)
             inflight = 0
             for _ in range(n):
                 c.send(ApiKey.PRODUCE, produce_payload(), [batch])
@@ -84,6 +92,7 @@ def main() -> None:
             for _ in range(inflight):
                 c.recv()
             produce_s = time.perf_counter() - t0
+            produce_cpu = cpu_seconds(proc.pid) - cpu0
             total = n * len(batch)
 
             t0 = time.perf_counter()
@@ -102,12 +111,14 @@ def main() -> None:
             fetch_s = time.perf_counter() - t0
 
             small = build_batch([b"x" * 100])
+            cpu0 = cpu_seconds(proc.pid)
             lat = []
             for _ in range(args.latency_requests):
                 t = time.perf_counter()
                 c.send(ApiKey.PRODUCE, produce_payload(), [small])
                 c.recv()
                 lat.append((time.perf_counter() - t) * 1000)
+            small_cpu = cpu_seconds(proc.pid) - cpu0
             lat.sort()
             result = {
                 "batch_bytes": len(batch), "batches": n,
@@ -115,6 +126,10 @@ def main() -> None:
                 "fetch_mb_s": round(total / fetch_s / 1e6, 1),
                 "small_produce_ms_p50": round(statistics.median(lat), 3),
                 "small_produce_ms_p99": round(lat[int(len(lat) * 0.99)], 3),
+                # broker CPU per request: what the broker itself costs, independent of load
+                "broker_cpu_us_per_16k_batch": round(produce_cpu / n * 1e6, 1),
+                "broker_cpu_mb_s": round(total / produce_cpu / 1e6, 1) if produce_cpu else None,
+                "broker_cpu_us_per_small_produce": round(small_cpu / len(lat) * 1e6, 1),
             }
         finally:
             proc.terminate()

@@ -73,3 +73,44 @@ def test_docs_tables_are_generated_from_the_config_tables():
 async def test_broker_statistics(inproc_broker):
     stats = inproc_broker.statistics()
     assert stats.broker_id == 0 and stats.partitions >= 0 and stats.connections == 0
+
+
+def _mutations(value, path=()):
+    """Yield (path, broken payload) variants: each field dropped or given a wrong type."""
+    if isinstance(value, dict):
+        for name in value:
+            dropped = dict(value)
+            del dropped[name]
+            yield path + (name, "drop"), dropped
+            for p, sub in _mutations(value[name], path + (name,)):
+                yield p, {**value, name: sub}
+            yield path + (name, "type"), {**value, name: object()}
+    elif isinstance(value, list) and value:
+        for p, sub in _mutations(value[0], path + (0,)):
+            yield p, [sub, *value[1:]]
+
+
+def test_fast_schema_check_agrees_with_protocol_check():
+    """dispatch's compiled checks accept and refuse exactly what protocol.check does."""
+    from minilog.broker.handlers import _FAST_CHECKS
+    from minilog.protocol import REQUEST_SCHEMAS, FrameError, check
+    from minilog.protocol import OPT
+
+    def sample(spec):
+        if isinstance(spec, OPT):
+            return sample(spec.spec)
+        if isinstance(spec, dict):
+            return {k: sample(v) for k, v in spec.items()}
+        if isinstance(spec, list):
+            return [sample(spec[0])]
+        return {int: 1, str: "s", bool: True, float: 1.5}.get(spec, None)
+
+    for key, spec in REQUEST_SCHEMAS.items():
+        good = sample(spec)
+        for payload in [good, *(m for _, m in _mutations(good))]:
+            try:
+                check(spec, payload)
+                full = True
+            except FrameError:
+                full = False
+            assert _FAST_CHECKS[key](payload) == full, (key, payload)

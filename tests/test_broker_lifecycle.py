@@ -35,11 +35,13 @@ async def test_retention_runs_in_background(tmp_path, caplog):
             assert r.payload["topics"][0]["partitions"][0]["error_code"] == 0
         part = b.partition("t", 0)
         await _wait_for(lambda: part.log_start_offset > 0, "retention moved the log start")
-        assert part.size_bytes <= 1500 + len(batch) * 2
+        assert part.size_bytes <= 1500 + len(batch) * 2, part.statistics()
         r = await c.request(ApiKey.FETCH, fetch_payload("t", 0, 0))
-        assert r.payload["topics"][0]["partitions"][0]["error_code"] == ErrorCode.OFFSET_OUT_OF_RANGE
+        p0 = r.payload["topics"][0]["partitions"][0]
+        assert p0["error_code"] == ErrorCode.OFFSET_OUT_OF_RANGE, (p0, part.statistics())
         await c.aclose()
-    assert "rolled to a new segment" in caplog.text and "deleted segment" in caplog.text
+    assert "rolled to a new segment" in caplog.text, caplog.text
+    assert "deleted segment" in caplog.text, caplog.text
 
 
 async def test_flush_messages_fsyncs_without_blocking(tmp_path):

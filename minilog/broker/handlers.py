@@ -106,6 +106,42 @@ def empty_payload(spec: Any) -> Any:
     return None
 
 
+def _compile(spec: Any) -> Callable[[Any], bool]:
+    """A fast yes/no twin of `protocol.check` for one schema (no paths, no messages).
+
+    `dispatch` runs it on every request; only when it says no does the slower
+    `check` run, to name the bad field. Both must agree (tests cover it).
+    """
+    if isinstance(spec, OPT):
+        inner = _compile(spec.spec)
+        return lambda v: v is None or inner(v)
+    if isinstance(spec, dict):
+        fields = [(name, _compile(sub)) for name, sub in spec.items()]
+
+        def check_map(v) -> bool:
+            if not isinstance(v, dict):
+                return False
+            for name, sub in fields:
+                if name not in v or not sub(v[name]):
+                    return False
+            return True
+        return check_map
+    if isinstance(spec, list):
+        (item,) = spec
+        sub = _compile(item)
+        return lambda v: isinstance(v, list) and all(sub(x) for x in v)
+    if spec is int:
+        return lambda v: type(v) is int or type(v) is bool
+    if spec is float:
+        return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if spec is Any:
+        return lambda v: True
+    return lambda v: isinstance(v, spec)
+
+
+_FAST_CHECKS: dict[int, Callable[[Any], bool]] = {key: _compile(spec) for key, spec in REQUEST_SCHEMAS.items()}
+
+
 def error_reply(api_key: int, code: ErrorCode, message: str | None = None) -> Reply:
     """A schema-shaped response whose top-level error_code says the request failed."""
     payload = empty_payload(RESPONSE_SCHEMAS[api_key]) if api_key in RESPONSE_SCHEMAS else {}
@@ -123,12 +159,14 @@ async def dispatch(broker: "Broker", request: Request, conn: "ConnectionInfo",
     if handler is None or versions is None or not versions[0] <= request.api_version <= versions[1]:
         return error_reply(key, ErrorCode.UNSUPPORTED_VERSION,
                            f"api key {key} version {request.api_version} is not supported")
-    try:
-        check(REQUEST_SCHEMAS[key], request.payload)
-    except FrameError as exc:
-        if key == ApiKey.PRODUCE and request.payload.get("acks") == 0:
-            return None
-        return error_reply(key, ErrorCode.INVALID_REQUEST, str(exc))
+    if not _FAST_CHECKS[key](request.payload):
+        try:
+            check(REQUEST_SCHEMAS[key], request.payload)
+            raise AssertionError("fast and full schema checks disagree")
+        except FrameError as exc:
+            if key == ApiKey.PRODUCE and request.payload.get("acks") == 0:
+                return None
+            return error_reply(key, ErrorCode.INVALID_REQUEST, str(exc))
     if key == ApiKey.FETCH:           # a long poll may wait on top of the handling bound
         timeout_s += min(max(request.payload["max_wait_ms"], 0),
                          broker.config.fetch_max_wait_ms) / 1000

@@ -49,6 +49,7 @@ log = logging.getLogger("minilog.broker.server")
 _RECEIVE_BYTES = 256 * 1024
 _JOIN_BYTES_MAX = 64 * 1024            # pieces smaller than this are joined into one send
 _OUTPUT_FLUSH_BYTES = 1024 * 1024      # send at least this often while pipelining
+_REQUESTS_PER_YIELD = 16               # pipelined requests handled before letting others run
 
 
 @dataclass
@@ -125,13 +126,30 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: Co
                     return
                 if not isinstance(frame, tuple):
                     break
-                await send_channel.send(frame)
+                try:
+                    send_channel.send_nowait(frame)      # no scheduling hop per frame
+                except trio.WouldBlock:
+                    await send_channel.send(frame)       # queued.max.requests reached
 
     async def processor() -> None:
         output: list = []
         output_bytes = 0
+        handled_without_yield = 0
         async with receive_channel:
-            async for request in receive_channel:
+            while True:
+                try:
+                    request = receive_channel.receive_nowait()
+                except trio.WouldBlock:
+                    if output:                           # answer before waiting for more
+                        await send(output)
+                        output, output_bytes = [], 0
+                    handled_without_yield = 0
+                    try:
+                        request = await receive_channel.receive()
+                    except trio.EndOfChannel:
+                        break
+                except trio.EndOfChannel:
+                    break
                 info.requests += 1
                 started = time.perf_counter()
                 reply = await dispatch(broker, request, info, timeout_s)
@@ -144,10 +162,14 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: Co
                     log.debug("connection %d: api %d v%d corr %d in %.3f ms", info.connection_id,
                               request.api_key, request.api_version, request.correlation_id,
                               (time.perf_counter() - started) * 1000)
-                more_waiting = receive_channel.statistics().current_buffer_used > 0
-                if output and (not more_waiting or output_bytes >= _OUTPUT_FLUSH_BYTES):
+                if output_bytes >= _OUTPUT_FLUSH_BYTES:
                     await send(output)
                     output, output_bytes = [], 0
+                    handled_without_yield = 0
+                handled_without_yield += 1
+                if handled_without_yield >= _REQUESTS_PER_YIELD:
+                    await trio.sleep(0)                  # fairness to other connections
+                    handled_without_yield = 0
             if output:
                 await send(output)
 
