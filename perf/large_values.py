@@ -1,6 +1,6 @@
 """Large values (1 MiB by default): minilog MB/s against a plain socket, same bytes, same run.
 
-Three measurements, one after the other on the same machine:
+Four measurements, one after the other on the same machine:
 
 * baseline: this process `sendall`s `--num-records` x `--record-size` bytes
   over loopback TCP to a child Python process that `recv_into`s a reused
@@ -12,6 +12,9 @@ Three measurements, one after the other on the same machine:
   (page cache) the baseline does not have.
 * consume: a fresh `Consumer` reads them all back through `poll()`;
   MB/s = value bytes / (first poll -> the poll that returned the last one).
+* file write: the same bytes written with `write()` into a new file in the
+  broker's data dir (no fsync, no Python around it): what the broker's log
+  write alone costs here (`produce_vs_file_write`).
 
 The figure the issue asks for is each minilog MB/s divided by the baseline
 MB/s (`produce_vs_socket`, `consume_vs_socket`; goal >= 0.5).
@@ -31,6 +34,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import _common as c
@@ -73,6 +77,27 @@ def socket_baseline(value: bytes, count: int) -> dict:
         child.wait(10)
     total = len(value) * count
     assert received == total, (received, total)
+    seconds = (t1 - t0) / 1e9
+    return {"bytes": total, "seconds": seconds, "mb_per_sec": total / seconds / c.MiB}
+
+
+def file_baseline(value: bytes, count: int, directory: str | None) -> dict:
+    """write() the same bytes into a new file where the broker keeps its log (no fsync).
+
+    The broker must put every produced byte into its log; this is what that
+    costs here without any Python around it (on this VM, fresh page-cache
+    pages are slow: see docs/performance.md).
+    """
+    fd, path = tempfile.mkstemp(prefix="large-values-baseline-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            t0 = time.perf_counter_ns()
+            for _ in range(count):
+                f.write(value)
+            t1 = time.perf_counter_ns()
+    finally:
+        os.unlink(path)
+    total = len(value) * count
     seconds = (t1 - t0) / 1e9
     return {"bytes": total, "seconds": seconds, "mb_per_sec": total / seconds / c.MiB}
 
@@ -176,9 +201,16 @@ def main(argv=None) -> None:
         c.create_topic(bootstrap, topic, args.partitions, {"max.message.bytes": str(limit)})
         result["produce"] = produce(args, bootstrap, topic, value, broker)
         result["consume"] = consume(args, bootstrap, topic, broker)
+        # After the broker's writes, not before: deleting the baseline file
+        # would hand its just-touched pages to the broker's log, and a write
+        # into pages the VM has not handed out yet costs far more (see docs).
+        result["file_write"] = file_baseline(value, args.num_records,
+                                             broker.data_dir if broker else args.data_dir)
     base = result["socket"]["mb_per_sec"]
     result["produce_vs_socket"] = result["produce"]["mb_per_sec"] / base
     result["consume_vs_socket"] = result["consume"]["mb_per_sec"] / base
+    result["produce_vs_file_write"] = (result["produce"]["mb_per_sec"]
+                                       / result["file_write"]["mb_per_sec"])
     c.emit(args, "minilog large values", result)
 
 
