@@ -359,3 +359,35 @@ async def test_async_twins_round_trip(broker):
             assert await c.position("async", 0) == sum(1 for r in got if r.partition == 0)
             found = await c.offsets_for_times({("async", 0): 0})
             assert found[("async", 0)][0] == 0
+
+
+def test_sync_producer_crosses_threads_per_batch_not_per_record(broker, admin):
+    """10,000 keyless produce() calls wake the background thread about once per batch."""
+    admin.create_topic("hops", partitions=1)
+    with minilog.Producer(bs(broker), linger_ms=20, batch_size=16384) as p:
+        p.produce("hops", b"warm-up")
+        p.flush(WAIT_S)
+        acc = p._acc
+        wakes = []
+        real = acc.notify
+        acc.notify = lambda: (wakes.append(1), real())
+        for _ in range(10_000):
+            p.produce("hops", b"x" * 100)
+        assert p.flush(WAIT_S) == 0
+    batches = 10_000 * 122 // 16384
+    assert len(wakes) <= 2 * batches + 10, len(wakes)
+
+
+def test_consumer_reports_a_crashed_background_thread(broker, admin):
+    """If the fetcher dies of a bug, poll() raises ClosedError naming the cause (no hang)."""
+    admin.create_topic("crash", partitions=1)
+    c = minilog.Consumer(bs(broker), auto_offset_reset="earliest", fetch_max_wait_ms=50)
+
+    def boom(*args):
+        raise RuntimeError("injected bug")
+
+    c._async._fetchable = boom
+    c.assign([("crash", 0)])
+    with pytest.raises(errors.ClosedError, match="injected bug"):
+        consume_n(c, 1, timeout_s=10)
+    c.close()

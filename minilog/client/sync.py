@@ -91,10 +91,11 @@ class _LoopThread:
         try:
             await self._stop.wait()
         finally:
-            # close() must run in the task that ran start(): the client's
-            # nursery was opened here.
-            with trio.CancelScope(shield=True):
-                await self.client.close(*self.close_args)
+            # close() must run in the task that ran start(), at the same
+            # cancel-scope depth: the client's nursery was opened here. If a
+            # background task crashed, the nursery is cancelled and close()
+            # re-raises the crash (kept in `crash`).
+            await self.client.close(*self.close_args)
 
     def run(self, afn: Callable, *args) -> Any:
         """Run `await afn(*args)` on the loop thread and return its result."""
