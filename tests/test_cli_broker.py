@@ -332,3 +332,23 @@ def test_ctrl_c_stops_a_running_consume_cleanly(bs, topic):
             proc.wait()
     assert proc.returncode in (0, EXIT_INTERRUPTED), (proc.returncode, stderr)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
+def test_consume_into_a_closed_pipe_stops_quietly(bs, topic):
+    """`minilog consume ... | head -1`: when the reader goes, consume exits 0 without a traceback,
+    even with no further record to write."""
+    ok(cli(bs, "topics", "create", topic, "--partitions", "1"))
+    ok(cli(bs, "produce", topic, input="a\nb\n"))
+    env = dict(os.environ, MINILOG_BOOTSTRAP_SERVER=bs)
+    proc = subprocess.Popen(["minilog", "consume", topic, "--from-beginning"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"a\n"
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=30) == 0, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in stderr and stderr == "", stderr

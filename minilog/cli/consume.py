@@ -26,6 +26,7 @@ exit 0. A closed stdout (`| head`) stops quietly too.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import time
@@ -192,6 +193,8 @@ def _loop(consumer: Any, formatter: RecordFormatter, max_messages: int | None,
             limit = min(limit, max_messages - printed)
         records = consumer.poll(timeout_ms=wait_ms, max_records=limit)
         if not records:
+            if _stdout_closed():
+                raise BrokenPipeError  # `| head` exited: stop now, not at the next record
             continue
         idle_since = time.monotonic()
         out.write("".join(formatter(r) + "\n" for r in records))
@@ -199,6 +202,18 @@ def _loop(consumer: Any, formatter: RecordFormatter, max_messages: int | None,
         printed += len(records)
         if commit:
             consumer.commit()
+
+
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (Linux reports POLLERR on it)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # not a real file (CliRunner, an IDE console)
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
+    return any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
+               for _, event in poller.poll(0))
 
 
 def _close_quietly(consumer: Any) -> None:
