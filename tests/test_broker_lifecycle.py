@@ -135,3 +135,19 @@ def test_sigterm_during_traffic_exits_zero_and_keeps_acked_data(broker):
     c2 = broker.client()
     hw = c2.list_offset("t", 0, -1)["offset"]
     assert acked and hw >= acked[-1] + 1
+
+
+async def test_rolled_segments_are_fsynced_in_background(tmp_path):
+    """Without any flush policy, segments closed by a roll are fsynced soon after (as Kafka),
+    so crash recovery only re-checks the active segment."""
+    async with open_inproc_broker(str(tmp_path / "d"), load_plugins=False) as b:
+        c = await AsyncRawClient.connect(b.port)
+        await c.create_topic("t", 1, {"segment.bytes": "1000"})
+        for _ in range(6):
+            await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [build_batch([b"x" * 400])])
+        log = b.partition("t", 0).log
+        assert log.segment_count > 1              # it rolled (the flusher may already have run)
+        # The recovery point moves once the worker thread's fsyncs are done.
+        await _wait_for(lambda: log.recovery_point > 0, "rolled segments flushed")
+        assert log.rolled_segments_unflushed == 0 and log.recovery_point <= log.log_end_offset
+        await c.aclose()

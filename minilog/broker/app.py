@@ -72,6 +72,7 @@ PARTITIONS_MAX = 10_000
 TOPIC_CONFIG_NAMES = frozenset(key.name for key in TOPIC_CONFIG_KEYS)
 _DELETE_SUFFIX = "-delete"
 _LOCK_FILE = ".lock"
+_FLUSH_CHECK_INTERVAL_S = 1.0     # flush.ms granularity and delay before rolled segments are fsynced
 _ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
@@ -568,15 +569,20 @@ class Broker:
                 await trio.sleep(0)           # one partition at a time; let requests run
 
     async def _flush_loop(self) -> None:
-        """Apply flush.ms to partitions that stopped receiving appends (Kafka's flush scheduler)."""
+        """Kafka's flush scheduler: fsync rolled segments, and apply flush.ms to partitions
+        that stopped receiving appends. Every fsync runs in a worker thread."""
         while True:
-            await trio.sleep(1.0)
+            await trio.sleep(_FLUSH_CHECK_INTERVAL_S)
             for part in list(self.partitions.values()):
-                if not part.closed and part.flush_due():
-                    try:
+                if part.closed:
+                    continue
+                try:
+                    if part.flush_due():
                         await part.flush()
-                    except StorageError as exc:
-                        log.error("%s-%d: flush failed: %s", part.topic, part.partition, exc)
+                    elif part.log.rolled_segments_unflushed:
+                        await part.flush_rolled()
+                except StorageError as exc:
+                    log.error("%s-%d: flush failed: %s", part.topic, part.partition, exc)
 
     async def _signal_loop(self) -> None:
         import signal

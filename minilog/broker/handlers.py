@@ -483,8 +483,6 @@ async def _fetch_round(broker, wanted: list, budget: int, follower: bool) -> tup
                 partitions.append(out)
                 continue
             offset = pp["fetch_offset"]
-            if part._flush_done is not None:
-                await part.wait_idle()
             out.update(high_watermark=part.high_watermark, last_stable_offset=part.high_watermark,
                        log_start_offset=part.log_start_offset)
             limit = min(max(pp["partition_max_bytes"], 0), budget - total)
@@ -559,7 +557,6 @@ async def handle_list_offsets(broker, request, conn):
                 elif ts < 0:
                     out["error_code"] = int(ErrorCode.INVALID_REQUEST)
                 else:
-                    await part.wait_idle()
                     try:
                         found = part.log.offset_for_timestamp(ts)
                     except StorageError as exc:

@@ -27,10 +27,12 @@ reads (`add_waiter`) and waits for any of them.
 
 Flush policy (flush.messages / flush.ms): the `Log` is opened with both
 set to "never", so it never fsyncs inside `append` on the event loop; this
-class applies the topic's policy instead and runs `log.flush()` in a worker
-thread (`trio.to_thread`). While that flush runs the log is busy (a Log is
-not thread-safe): `append` and `read_when_idle` wait for it; `append_nowait`
-raises `trio.WouldBlock`.
+class applies the topic's policy instead and runs `log.flush()` (and, after
+segment rolls, `log.flush_rolled()`, as Kafka flushes rolled segments) in a
+worker thread (`trio.to_thread`). The storage layer allows exactly that
+pair: a flush in a thread while appends and reads continue on the loop.
+Anything else that changes the segment list (retention, close, truncation)
+first awaits `wait_idle()`, so it never overlaps a flush.
 
 Task-safety: all methods run on the trio thread; none may be called from a
 worker thread. `append_nowait` never awaits, so appends are atomic with
@@ -167,8 +169,6 @@ class Partition:
         """
         if self.closed:
             raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER, "partition is closed")
-        if self._flush_done is not None:
-            raise trio.WouldBlock("a flush of this partition is running; use append()")
         epoch = self.leader_epoch if leader_epoch is None else leader_epoch
         seq = self._check_sequence(batch)
         if isinstance(seq, ProducerAppend):
@@ -197,15 +197,26 @@ class Partition:
             await self._flush_done.wait()
 
     async def flush(self) -> None:
-        """fsync the log in a worker thread (the event loop stays free)."""
+        """fsync everything appended so far, in a worker thread (the loop stays free)."""
         await self.wait_idle()
         if self.closed:
             return
-        self._flush_done = trio.Event()
         self._unflushed_messages = 0
         self._last_flush = time.monotonic()
+        await self._in_thread(self.log.flush)
+
+    async def flush_rolled(self) -> None:
+        """fsync segments closed by rolls (recovery then re-checks only the active one)."""
+        await self.wait_idle()
+        if not self.closed and self.log.rolled_segments_unflushed:
+            await self._in_thread(self.log.flush_rolled)
+
+    async def _in_thread(self, fn) -> None:
+        """Run a flush-type call in a worker thread; one at a time per partition."""
+        assert self._flush_done is None
+        self._flush_done = trio.Event()
         try:
-            await trio.to_thread.run_sync(self.log.flush)
+            await trio.to_thread.run_sync(fn)
         finally:
             done, self._flush_done = self._flush_done, None
             done.set()
@@ -228,7 +239,6 @@ class Partition:
                 ErrorCode.NOT_ENOUGH_REPLICAS,
                 f"{len(self.isr)} in-sync replicas, min.insync.replicas is {self.min_insync_replicas}",
             )
-        await self.wait_idle()
         info = self.append_nowait(batch)
         if self.flush_due():
             await self.flush()                 # durable before the answer, as Kafka's flush policy
@@ -290,8 +300,6 @@ class Partition:
         Raises:
             minilog.storage.OffsetOutOfRange: outside [log start, log end].
         """
-        if self._flush_done is not None:
-            raise trio.WouldBlock("a flush of this partition is running; await wait_idle() first")
         limit = self.high_watermark if max_offset is None else max_offset
         return self.log.read(offset, max_bytes, max_offset=limit)
 
