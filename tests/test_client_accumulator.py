@@ -105,7 +105,7 @@ def test_append_many_splits_by_batch_size_and_key():
     acc, clock, _ = make(batch_size=61 + 100 * (10 + RECORD_OVERHEAD_BYTES), partitions=3)
     acc.append_many("t", [b"0123456789"] * 250)
     sizes = [len(b.values) for b in acc.sealed] + [len(b.values) for b in acc.open.values()]
-    assert sizes == [100, 100, 50] and acc.appended_records == 250
+    assert sizes == [100, 100, 50] and acc.undelivered == 250
     keys = [b"k%d" % (i % 7) for i in range(70)]
     acc.append_many("t", [b"v"] * 70, keys=keys)
     acc.flushing = 1

@@ -15,7 +15,8 @@ then move to another (KIP-480, `StickyPartitioner`).
 Thread safety: every mutation of `open`/`sealed` happens under `lock` (a
 `threading.Lock`; uncontended it costs tens of nanoseconds, and the sender
 takes it once per wake-up, not per record). Counters written by one thread
-only: `appended_records`/`appended_bytes` by callers (under the lock),
+at a time: `appended_records`/`appended_bytes` when a batch is sealed
+(under the lock; records in open batches are counted by `undelivered`),
 `done_records`/`released_bytes` by whoever drains `completed` (the caller,
 in poll/flush/produce). `completed` is a deque: append and popleft are
 atomic in CPython.
@@ -127,7 +128,10 @@ class Accumulator:
 
     @property
     def undelivered(self) -> int:
-        return self.appended_records - self.done_records
+        """Records produced and not yet served as delivered or failed."""
+        with self.lock:
+            open_records = sum(len(b.values) for b in self.open.values())
+            return self.appended_records + open_records - self.done_records
 
     def wake(self) -> None:
         """Wake the sender (call with the lock held)."""
@@ -146,8 +150,10 @@ class Accumulator:
     def seal(self, b: ProducerBatch, wake: bool = True) -> None:
         """Move an open batch to the sender's queue (lock held)."""
         b.sealed = True
+        b.plain = False      # produce()'s fast path checks only this flag
         del self.open[(b.topic, b.partition)]
         self.appended_bytes += b.size
+        self.appended_records += len(b.values)
         self.sealed.append(b)
         if self.sticky.get(b.topic) is b:
             del self.sticky[b.topic]
@@ -219,7 +225,6 @@ class Accumulator:
                 if b.callbacks is None:
                     b.callbacks = [None] * i
                 b.callbacks.append(callback)
-            self.appended_records += 1
             b.size += size
             if b.size >= self.batch_size:
                 self.seal(b)
@@ -284,7 +289,6 @@ class Accumulator:
                     b.callbacks[i:] = [callback] * (end - start)
                 if b.timestamps is not None:
                     b.timestamps += [b.timestamp_ms] * (end - start)
-                self.appended_records += end - start
                 b.size += used
                 start = end
                 if b.size >= self.batch_size:

@@ -137,6 +137,10 @@ class Producer:
         self._async = AsyncProducer(bootstrap_servers, **options)   # ConfigError here
         self.config = self._async.config
         self._acc = self._async._acc
+        self._completed = self._acc.completed     # hot-path shortcuts
+        self._sticky = self._acc.sticky
+        self._lock = self._acc.lock
+        self._batch_size = self._acc.batch_size
         self._loop = _LoopThread(self._async, "minilog-producer")
         self._loop.start()
         self._closed = False
@@ -162,21 +166,19 @@ class Producer:
         on the thread calling poll()/flush()/produce(). `callback` is
         confluent-kafka's older name for `on_delivery`.
         """
-        acc = self._acc
-        if acc.completed:
-            acc.serve_completed()
-        # Fast path: keyless plain bytes into the open sticky batch.
-        if (key is None and partition is None and headers is None and timestamp_ms is None
-                and on_delivery is None and callback is None and type(value) is bytes):
-            b = acc.sticky.get(topic)
-            if b is not None:
-                with acc.lock:
-                    if not b.sealed and b.plain:
+        if self._completed:
+            self._acc.serve_completed()
+        # Fast path: keyless plain bytes into the open sticky batch (one
+        # dict lookup, one lock, two list/int updates).
+        if key is partition is headers is timestamp_ms is on_delivery is callback is None:
+            b = self._sticky.get(topic)
+            if b is not None and type(value) is bytes:
+                with self._lock:
+                    if b.plain:
                         b.values.append(value)
-                        acc.appended_records += 1
                         b.size += len(value) + 22
-                        if b.size >= acc.batch_size:
-                            acc.seal(b)
+                        if b.size >= self._batch_size:
+                            self._acc.seal(b)
                         return
         self._produce_slow(topic, value, key, partition, headers, timestamp_ms,
                            on_delivery or callback)
