@@ -115,7 +115,10 @@ def test_topic_lifecycle_create_list_describe_alter_delete(bs, topic):
     out = ok(cli(bs, "topics", "create", topic, "--partitions", "3", "--replication-factor", "1",
                  "--config", "retention.ms=3600000", "--config", "segment.bytes=1048576"))
     assert topic in out
-    assert topic in ok(cli(bs, "topics", "list")).split()
+    listed = ok(cli(bs, "topics", "list"))
+    assert re.search(rf"^\s*{re.escape(topic)}\s+3\s*$", listed, re.M), listed
+    assert "__consumer_offsets" not in listed
+    assert topic in ok(cli(bs, "topics", "list", "--names-only")).splitlines()
 
     described = ok(cli(bs, "topics", "describe", topic))
     assert f"Topic: {topic}" in described and "PartitionCount: 3" in described

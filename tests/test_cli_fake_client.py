@@ -60,7 +60,7 @@ def world(monkeypatch) -> World:
             w.topics[name] = [[] for _ in range(partitions or 1)]
             w.configs[name] = dict(config or {})
 
-        def list_topics(self):
+        def list_topics(self, internal=False):
             return list(w.topics)
 
         def describe_topic(self, name):
@@ -267,7 +267,7 @@ def test_consume_group_without_subscribe_is_unsupported(world):
 
 
 def test_broker_unavailable_maps_to_exit_3(world, monkeypatch):
-    def boom(self):
+    def boom(self, **kwargs):
         raise errors.BrokerUnavailableError("could not connect to broker localhost:9092")
 
     monkeypatch.setattr(minilog.Admin, "list_topics", boom)

@@ -108,15 +108,26 @@ def create(name: str, partitions: int | None, replication_factor: int | None,
 
 
 @topics.command("list")
+@click.option("--names-only", "-q", is_flag=True, help="Print only the names, one per line.")
+@click.option("--internal", is_flag=True, help="Include internal topics (__consumer_offsets).")
 @bootstrap_option
 @handle_errors
-def list_(bootstrap_server: str) -> None:
-    """List topics, one per line."""
+def list_(names_only: bool, internal: bool, bootstrap_server: str) -> None:
+    """List topics with their partition counts (sorted by name)."""
     with _admin(bootstrap_server) as admin:
-        found = admin.list_topics()
-    names = sorted(_topic_name(t) for t in found)
+        if names_only or not hasattr(admin, "metadata"):
+            counts = {_topic_name(t): None for t in admin.list_topics(internal=internal)}
+        else:
+            counts = dict(admin.metadata().topics)
+    names = sorted(n for n in counts if internal or not n.startswith("__"))
+    if names_only:
+        click.echo("".join(f"{n}\n" for n in names), nl=False)
+        return
+    table = _table("TOPIC", "PARTITIONS")
     for name in names:
-        click.echo(name)
+        count = counts[name]
+        table.add_row(name, "-" if count is None else str(count))
+    _console().print(table)
 
 
 def _topic_name(item: Any) -> str:
