@@ -243,3 +243,26 @@ async def test_group_apis_answer_coordinator_not_available(tmp_path):
         assert r.payload["error_code"] == ErrorCode.COORDINATOR_NOT_AVAILABLE
         await c.aclose()
         b.request_shutdown()
+
+
+async def test_idempotent_dedup_survives_restart(tmp_path):
+    """A retry of a batch written before a restart gets its original offset, not a duplicate."""
+    from conftest import open_inproc_broker
+
+    batch = bytes(build_batch([b"x"] * 3, producer_id=7, producer_epoch=0, base_sequence=0))
+    async with open_inproc_broker(str(tmp_path / "d"), load_plugins=False) as b:
+        c = await AsyncRawClient.connect(b.port)
+        await c.create_topic("t")
+        await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [build_batch([b"other"])])
+        r = await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [batch])
+        assert r.payload["topics"][0]["partitions"][0]["base_offset"] == 1
+        await c.aclose()
+    async with open_inproc_broker(str(tmp_path / "d"), load_plugins=False) as b:
+        c = await AsyncRawClient.connect(b.port)
+        r = await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [batch])
+        assert r.payload["topics"][0]["partitions"][0]["base_offset"] == 1
+        assert b.partition("t", 0).log_end_offset == 4
+        nxt = build_batch([b"y"], producer_id=7, producer_epoch=0, base_sequence=5)
+        r = await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [nxt])
+        assert r.payload["topics"][0]["partitions"][0]["error_code"] == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+        await c.aclose()

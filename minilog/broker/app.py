@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 import trio
 
-from minilog.protocol import ApiKey, ErrorCode
+from minilog.protocol import ApiKey, CorruptBatchError, ErrorCode
 from minilog.storage import (
     ConfigError,
     Log,
@@ -353,6 +353,10 @@ class Broker:
                                  isr=[self.broker_id])
                 part.apply_config(effective)
                 opened[(meta.name, p)] = part
+                try:
+                    part.load_producer_state()
+                except (StorageError, CorruptBatchError) as exc:
+                    log.warning("%s-%d: producer state not rebuilt: %s", meta.name, p, exc)
         except Exception:
             for part in opened.values():
                 part.log.close()

@@ -77,6 +77,17 @@ class ProducerAppend(NamedTuple):
     info: Any          # the AppendInfo returned when it was appended
 
 
+class _RecoveredAppend(NamedTuple):
+    """AppendInfo's shape for a batch found in the log at start-up."""
+
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+    log_append_time: int
+    position: int
+    segment_base_offset: int
+
+
 @dataclass
 class _ProducerState:
     epoch: int
@@ -278,6 +289,44 @@ class Partition:
                 raise PartitionError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
                                      f"a new producer epoch must start at sequence 0, got {first}")
         return (header.producer_id, header.producer_epoch, first, last)
+
+    def load_producer_state(self, *, tail_bytes: int = 1 << 20, tail_offsets: int = 10_000) -> int:
+        """Rebuild idempotent-producer state from the log's tail (after any restart).
+
+        Reads at most `tail_bytes` of batches from the last `tail_offsets`
+        offsets and remembers each idempotent batch's sequences, so a retry
+        of a batch written before the restart is still answered with its
+        original offset. Per-batch work only (headers, no records). Producers
+        whose batches are older than the tail are unknown again, and their
+        next batch is accepted at any sequence (as for a new producer).
+
+        Returns:
+            The number of idempotent batches remembered.
+        """
+        offset = max(self.log_start_offset, self.log_end_offset - tail_offsets)
+        remembered = 0
+        while offset < self.log_end_offset and tail_bytes > 0:
+            data = self.log.read(offset, min(tail_bytes, 1 << 20))
+            if not data:
+                break
+            tail_bytes -= len(data)
+            view, pos = memoryview(data), 0
+            while len(data) - pos >= HEADER_SIZE:
+                header = parse_header(view, pos)
+                if header.size > len(data) - pos:
+                    break
+                if header.producer_id >= 0 and header.base_sequence >= 0:
+                    last = (header.base_sequence + header.last_offset_delta) % (_INT32_MAX + 1)
+                    info = _RecoveredAppend(header.base_offset, header.last_offset,
+                                            header.max_timestamp, -1, -1, -1)
+                    self._remember((header.producer_id, header.producer_epoch,
+                                    header.base_sequence, last), info)
+                    remembered += 1
+                pos += header.size
+                offset = header.next_offset
+            if pos == 0:
+                break
+        return remembered
 
     def _remember(self, seq: tuple, info) -> None:
         pid, epoch, first, last = seq
