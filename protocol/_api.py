@@ -193,6 +193,7 @@ REQUEST_SCHEMAS: dict[int, Any] = {
         "server_assignor": OPT(str),
         "topic_partitions": OPT([_TP]),         # partitions the member owns now
         "client_id": str,
+        "session_timeout_ms": OPT(int),         # None = broker default; clamped to group.min/max
     },
     ApiKey.CONSUMER_GROUP_DESCRIBE: {"group_ids": [str]},
     ApiKey.OFFSET_COMMIT: {
