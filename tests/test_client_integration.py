@@ -391,3 +391,23 @@ def test_consumer_reports_a_crashed_background_thread(broker, admin):
     with pytest.raises(errors.ClosedError, match="injected bug"):
         consume_n(c, 1, timeout_s=10)
     c.close()
+
+
+def test_null_values_str_values_header_dicts_and_statistics(broker, admin):
+    """Tombstones (None), str values (UTF-8) and dict headers round-trip; statistics() add up."""
+    admin.create_topic("misc", partitions=1)
+    with minilog.Producer(bs(broker)) as p:
+        p.produce("misc", None, key=b"gone")
+        p.produce("misc", "héllo", key="k", headers={"source": b"test", "empty": None})
+        assert p.statistics().records_undelivered == 2
+        assert p.flush(WAIT_S) == 0
+        stats = p.statistics()
+        assert stats.records_undelivered == 0 and stats.records_failed == 0
+    with minilog.Consumer(bs(broker), auto_offset_reset="earliest") as c:
+        c.assign([("misc", 0)])
+        first, second = consume_n(c, 2)
+        assert first.value is None and first.key == b"gone"
+        assert second.value == "héllo".encode() and second.key == b"k"
+        assert second.headers == [("source", b"test"), ("empty", None)]
+        stats = c.statistics()
+        assert stats.positions == {("misc", 0): 2} and stats.high_watermarks == {("misc", 0): 2}

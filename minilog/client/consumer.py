@@ -65,7 +65,7 @@ from ._tasks import TaskGroup
 from ._cluster import Cluster
 from ._config import ConsumerConfig, parse_bootstrap
 
-__all__ = ["AsyncConsumer", "Record"]
+__all__ = ["AsyncConsumer", "Record", "ConsumerStatistics"]
 
 log = logging.getLogger("minilog.consumer")
 
@@ -85,6 +85,15 @@ class _PartitionState:
     high_watermark: int = -1
     log_start_offset: int = -1
     paused: bool = False
+
+
+@dataclass(frozen=True)
+class ConsumerStatistics:
+    partitions_assigned: int
+    bytes_buffered: int           # fetched, not yet decoded by poll()
+    responses_buffered: int       # buffer entries (partition responses) waiting for poll()
+    positions: dict               # (topic, partition) -> next offset poll() returns
+    high_watermarks: dict         # (topic, partition) -> last seen high watermark
 
 
 def _tp_list(partitions) -> list[tuple]:
@@ -266,6 +275,16 @@ class AsyncConsumer:
             if st.position is None:
                 await trio.sleep(0.05)
         return st.position
+
+    def statistics(self) -> ConsumerStatistics:
+        """A snapshot of assignment, buffer and positions (any thread)."""
+        states = dict(self._states)
+        return ConsumerStatistics(
+            partitions_assigned=len(states),
+            bytes_buffered=self._fetched_bytes - self._consumed_bytes,
+            responses_buffered=len(self._buffer),
+            positions={tp: st.position for tp, st in states.items()},
+            high_watermarks={tp: st.high_watermark for tp, st in states.items()})
 
     def positions(self) -> dict[tuple[str, int], int]:
         """Known positions of every assigned partition (for commits)."""
@@ -700,6 +719,16 @@ class GroupHooks:
                      if tp in gone and st.position is not None}
         c._states = {tp: st for tp, st in c._states.items() if tp not in gone}
         return positions
+
+    def statistics(self) -> ConsumerStatistics:
+        """A snapshot of assignment, buffer and positions (any thread)."""
+        states = dict(self._states)
+        return ConsumerStatistics(
+            partitions_assigned=len(states),
+            bytes_buffered=self._fetched_bytes - self._consumed_bytes,
+            responses_buffered=len(self._buffer),
+            positions={tp: st.position for tp, st in states.items()},
+            high_watermarks={tp: st.high_watermark for tp, st in states.items()})
 
     def positions(self) -> dict[tuple[str, int], int]:
         """Positions to commit: next offset per assigned partition."""

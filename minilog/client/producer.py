@@ -37,6 +37,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -58,10 +59,19 @@ from ._tasks import TaskGroup
 from ._cluster import Cluster, check_error
 from ._config import ProducerConfig, parse_bootstrap
 
-__all__ = ["AsyncProducer", "DeliveryReport"]
+__all__ = ["AsyncProducer", "DeliveryReport", "ProducerStatistics"]
 
 log = logging.getLogger("minilog.producer")
 _SEQUENCE_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ProducerStatistics:
+    records_undelivered: int      # produced, not yet delivered or failed
+    bytes_buffered: int           # sealed batches not yet served (counts against buffer_memory)
+    batches_queued: int           # sealed, waiting for the sender
+    requests_in_flight: int       # produce requests awaiting a response, all brokers
+    records_failed: int           # records whose delivery failed, since start
 
 
 class AsyncProducer:
@@ -260,6 +270,15 @@ class AsyncProducer:
 
     def __len__(self) -> int:
         return self._acc.undelivered
+
+    def statistics(self) -> ProducerStatistics:
+        """A snapshot of the producer's queues (any thread; values may be a moment old)."""
+        return ProducerStatistics(
+            records_undelivered=self._acc.undelivered,
+            bytes_buffered=self._acc.buffered_bytes,
+            batches_queued=len(self._acc.sealed) + sum(len(q) for q in list(self._queues.values())),
+            requests_in_flight=sum(list(self._inflight.values())),
+            records_failed=self.errors_count)
 
     async def flush(self, timeout: float | None = None) -> int:
         """Send everything buffered and wait for it; return records still undelivered."""

@@ -274,6 +274,10 @@ class Producer:
     def partitions_for(self, topic: str) -> list[int]:
         return self._loop.run(self._async.partitions_for, topic)
 
+    def statistics(self):
+        """ProducerStatistics: undelivered records, buffered bytes, queued batches, in flight."""
+        return self._async.statistics()
+
     def close(self, timeout: float | None = None) -> None:
         """Flush (up to `timeout` s), then stop the background thread. Safe to call twice."""
         if self._closed:
@@ -326,14 +330,17 @@ class Consumer:
     def assignment(self) -> set[tuple[str, int]]:
         return self._async.assignment()
 
-    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> list[Record]:
-        """Return up to max_records (default max_poll_records) records, waiting up to timeout_ms."""
+    def poll(self, timeout_ms: int | None = 0, max_records: int | None = None) -> list[Record]:
+        """Return up to max_records (default max_poll_records) records, waiting up to timeout_ms.
+
+        `timeout_ms=None` waits until there are records (or an error).
+        """
         self._check()
         a = self._async
         records = a.take_records(max_records)
-        if records or timeout_ms <= 0:
+        if records or (timeout_ms is not None and timeout_ms <= 0):
             return records
-        deadline = time.monotonic() + timeout_ms / 1000
+        deadline = time.monotonic() + (1e9 if timeout_ms is None else timeout_ms / 1000)
         cond = a.data_cond
         while True:
             remaining = deadline - time.monotonic()
@@ -378,6 +385,10 @@ class Consumer:
         self._check()
         self._iter, self._iter_pos = [], 0
         self._async.seek_to_end(partitions)
+
+    def statistics(self):
+        """ConsumerStatistics: assignment, buffered fetch bytes, positions, high watermarks."""
+        return self._async.statistics()
 
     def pause(self, partitions) -> None:
         self._async.pause(partitions)
