@@ -152,7 +152,9 @@ def _check(block: Block, out: str, state: dict, env: dict) -> None:
         assert len(found) == 10 == len(out.splitlines()), out
         assert {k: (int(p), int(o)) for k, p, o in found} == state["placement"]
     elif block.name == "groups":
-        assert "fulfillment-service" in out or "order-events" in out, out
+        assert "fulfillment-service" in out and "order-events" in out, out
+        replayed = re.findall(r"^order_\d+$", out, re.M)
+        assert sorted(replayed) == sorted(orders), out  # reset to earliest replays all ten
     elif block.name == "delete":
         listed = subprocess.run(["minilog", "topics", "list"], env=env, capture_output=True,
                                 text=True, check=True).stdout.split()
