@@ -56,6 +56,11 @@ def test_bad_requests_get_errors_and_nothing_invalid_reaches_disk(broker):
     assert c.produce("t", 0, _corrupt(good))["error_code"] == ErrorCode.CORRUPT_MESSAGE
     assert c.produce("t", 0, b"\x00" * 30)["error_code"] == ErrorCode.CORRUPT_MESSAGE
     assert c.produce("t", 0, good + b"junk")["error_code"] == ErrorCode.CORRUPT_MESSAGE
+    # Several batches in one attachment: all or nothing.
+    assert c.produce("t", 0, good + _corrupt(good))["error_code"] == ErrorCode.CORRUPT_MESSAGE
+    assert c.produce("t", 0, good + big)["error_code"] == ErrorCode.MESSAGE_TOO_LARGE
+    r = c.produce("t", 0, good + good)
+    assert (r["error_code"], r["base_offset"]) == (0, 1)
     r = c.request(ApiKey.PRODUCE, produce_payload("t", 0, records=5), [good])
     assert r.payload["topics"][0]["partitions"][0]["error_code"] == ErrorCode.INVALID_REQUEST
     assert c.produce("t", 0, good, acks=2)["error_code"] == ErrorCode.INVALID_REQUIRED_ACKS
@@ -69,12 +74,12 @@ def test_bad_requests_get_errors_and_nothing_invalid_reaches_disk(broker):
     assert c.receive(check_schema=False).payload["error_code"] == ErrorCode.UNSUPPORTED_VERSION
     r = c.request(ApiKey.METADATA, {"topics": None, "allow_auto_topic_creation": False}, version=9)
     assert r.payload["error_code"] == ErrorCode.UNSUPPORTED_VERSION
-    assert c.produce("t", 0, good)["base_offset"] == 1
+    assert c.produce("t", 0, good)["base_offset"] == 3
 
     # acks=0: no response at all, but the append happens; the next answer is the fetch's.
     c.produce("t", 0, good, acks=0)
     p, data = c.fetch("t", 0, 0)
-    assert p["high_watermark"] == 3
+    assert p["high_watermark"] == 5
 
     # min.insync.replicas above the replica count: NOT_ENOUGH_REPLICAS for acks=all only.
     assert c.create_topic("strict", 1, {"min.insync.replicas": "2"}) == 0
@@ -82,7 +87,7 @@ def test_bad_requests_get_errors_and_nothing_invalid_reaches_disk(broker):
     assert c.produce("strict", 0, good, acks=1)["base_offset"] == 0
     c.close()
     assert broker.stop() == 0
-    _assert_disk_valid(broker.data_dir, {"t-0": 3, "strict-0": 1})
+    _assert_disk_valid(broker.data_dir, {"t-0": 5, "strict-0": 1})
 
 
 @pytest.mark.parametrize("junk", [

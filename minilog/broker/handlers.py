@@ -427,7 +427,12 @@ async def _produce_one(broker, topic: str, p: int, records: int, attachments: li
         return out
     try:
         first = None
-        for batch in _split_batches(attachments[records]):
+        batches = _split_batches(attachments[records])
+        limit = part.log.config.max_message_bytes
+        if len(batches) > 1 and any(len(b) > limit for b in batches):
+            # All or nothing: refuse before the first batch is appended.
+            raise RecordTooLarge(f"a batch exceeds max.message.bytes {limit}")
+        for batch in batches:
             info = await part.append(batch, acks=acks, timeout_s=timeout_s)
             first = first or info
         out.update(base_offset=first.base_offset, log_append_time=first.log_append_time,
