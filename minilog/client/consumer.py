@@ -425,9 +425,13 @@ class AsyncConsumer:
                     with trio.move_on_after(0.1 if states else math.inf):
                         await self._fetch_wake.wait()
                     continue
-                async with trio.open_nursery() as nursery:
-                    for node, sts in by_node.items():
-                        nursery.start_soon(self._fetch_from, node, sts)
+                if len(by_node) == 1:      # the common case: no task per fetch
+                    ((node, sts),) = by_node.items()
+                    await self._fetch_from(node, sts)
+                else:
+                    async with trio.open_nursery() as nursery:
+                        for node, sts in by_node.items():
+                            nursery.start_soon(self._fetch_from, node, sts)
                 backoff = 0.05
             except (BrokerUnavailableError, RequestTimeoutError, BrokerError) as exc:
                 log.debug("fetch failed: %s; retrying in %.2fs", exc, backoff)
