@@ -100,7 +100,7 @@ def world(monkeypatch) -> World:
             self.pending.clear()
             return 0
 
-        def close(self):
+        def close(self, timeout=None):
             w.calls.append(("Producer.close",))
 
     class Consumer:

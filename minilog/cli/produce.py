@@ -38,6 +38,7 @@ from ._group import main
 _ACKS = {"0": 0, "1": 1, "all": "all", "-1": "all"}
 _COMPRESSION = ("none", "gzip", "lz4", "zstd")
 _FLUSH_TIMEOUT_S = 60.0  # seconds the final flush may take before we give up
+_CLOSE_ON_ERROR_S = 5.0  # seconds close() may flush after Ctrl-C or an error
 
 
 def _lines(stream: BinaryIO) -> Iterator[bytes]:
@@ -127,8 +128,11 @@ def produce(topic: str, key: str | None, value: str | None, key_separator: str |
                     fail(f"line {number}: no key separator {key_separator!r} found", EXIT_USAGE)
                 send(k, v)
         remaining = producer.flush(_FLUSH_TIMEOUT_S)
-    finally:
-        producer.close()
+    except BaseException:
+        # Ctrl-C or an error: give in-flight records a moment, never hang on the way out.
+        producer.close(_CLOSE_ON_ERROR_S)
+        raise
+    producer.close()
     if deliveries.failed or remaining:
         failed = deliveries.failed + (remaining or 0)
         err = deliveries.first_error
