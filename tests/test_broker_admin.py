@@ -239,7 +239,7 @@ async def test_group_apis_answer_coordinator_not_available(tmp_path):
         r = await c.request(ApiKey.CONSUMER_GROUP_HEARTBEAT, {
             "group_id": "g", "member_id": "", "member_epoch": 0, "rebalance_timeout_ms": 1000,
             "subscribed_topic_names": ["t"], "server_assignor": None, "topic_partitions": None,
-            "client_id": "c"})
+            "client_id": "c", "session_timeout_ms": None})
         assert r.payload["error_code"] == ErrorCode.COORDINATOR_NOT_AVAILABLE
         await c.aclose()
         b.request_shutdown()
