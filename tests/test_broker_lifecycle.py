@@ -151,3 +151,27 @@ async def test_rolled_segments_are_fsynced_in_background(tmp_path):
         await _wait_for(lambda: log.recovery_point > 0, "rolled segments flushed")
         assert log.rolled_segments_unflushed == 0 and log.recovery_point <= log.log_end_offset
         await c.aclose()
+
+
+async def test_read_ahead_bounded_by_bytes_and_count(tmp_path):
+    """With tiny queued.max.requests / queued.max.request.bytes, 100 pipelined 16 KiB produces
+    are all answered, in order (back-pressure, not deadlock)."""
+    settings = {"queued.max.requests": 2, "queued.max.request.bytes": 10_000}
+    async with open_inproc_broker(str(tmp_path / "d"), settings, load_plugins=False) as b:
+        c = await AsyncRawClient.connect(b.port)
+        await c.create_topic("t")
+        batch = build_batch([os.urandom(16_000)])
+
+        async def send_all():
+            for _ in range(100):
+                await c.send(ApiKey.PRODUCE, produce_payload("t", 0), [batch])
+
+        offsets = []
+        with trio.fail_after(20):
+            async with trio.open_nursery() as n:
+                n.start_soon(send_all)
+                for _ in range(100):
+                    r = await c.receive()
+                    offsets.append(r.payload["topics"][0]["partitions"][0]["base_offset"])
+        assert offsets == list(range(100))
+        await c.aclose()

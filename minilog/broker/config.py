@@ -109,6 +109,9 @@ BROKER_CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "bound on handling one request and on sending one response"),
     ConfigKey("queued.max.requests", "queued_max_requests", int, 100, between(1, 100_000), "requests",
               "requests read ahead per connection before the broker stops reading"),
+    ConfigKey("queued.max.request.bytes", "queued_max_request_bytes", int, 100 * 1024 * 1024,
+              at_least(1), "bytes", "request bytes read ahead per connection before the broker "
+              "stops reading (at least one request is always read)"),
     ConfigKey("socket.request.max.bytes", "socket_request_max_bytes", int, 100 * 1024 * 1024,
               between(1024, _INT_MAX), "bytes", "largest request frame; larger closes the connection"),
     ConfigKey("fetch.max.bytes", "fetch_max_bytes", int, 55 * 1024 * 1024, at_least(1024), "bytes",

@@ -3,8 +3,9 @@
 Rules (each a bound, from Kafka's settings):
 - `max.connections`: a connection beyond it is closed as soon as it is accepted.
 - `connections.max.idle.ms`: a connection that sends nothing this long is closed.
-- `queued.max.requests`: requests read ahead per connection; when that many
-  wait, the reader stops reading (TCP back-pressure does the rest).
+- `queued.max.requests` / `queued.max.request.bytes`: requests (and their
+  bytes) read ahead per connection; when either is reached the reader stops
+  reading (TCP back-pressure does the rest). One request always fits.
 - `socket.request.max.bytes`: the frame limit of the decoder; a larger
   length prefix closes the connection before anything is allocated.
 - `request.timeout.ms`: bounds handling one request and sending one batch
@@ -64,6 +65,21 @@ class ConnectionInfo:
     reader_scope: trio.CancelScope | None = None   # cancelled on shutdown: stop reading, finish queue
 
 
+class _QueueBytes:
+    """Bytes of requests read but not yet handled on one connection."""
+
+    __slots__ = ("bytes", "space")
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.space = trio.Event()
+
+
+def _request_bytes(request) -> int:
+    """What a queued request holds in memory: its attachments plus a body allowance."""
+    return sum(len(a) for a in request.attachments) + 1024
+
+
 def _pieces_for_send(pieces: list) -> list:
     """Join runs of small pieces; keep large attachments as separate sends (no copy)."""
     out: list = []
@@ -94,6 +110,8 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: Co
     if info.reader_scope is None:
         info.reader_scope = trio.CancelScope()
     send_channel, receive_channel = trio.open_memory_channel(config.queued_max_requests)
+    queued_bytes_max = config.queued_max_request_bytes
+    queue = _QueueBytes()
     idle_s = config.connections_max_idle_ms / 1000
     timeout_s = config.request_timeout_ms / 1000
 
@@ -130,6 +148,10 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: Co
                     send_channel.send_nowait(frame)      # no scheduling hop per frame
                 except trio.WouldBlock:
                     await send_channel.send(frame)       # queued.max.requests reached
+                queue.bytes += _request_bytes(frame)
+                while queue.bytes >= queued_bytes_max:   # queued.max.request.bytes reached
+                    queue.space = trio.Event()
+                    await queue.space.wait()
 
     async def processor() -> None:
         output: list = []
@@ -150,6 +172,9 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: Co
                         break
                 except trio.EndOfChannel:
                     break
+                queue.bytes -= _request_bytes(request)
+                if queue.bytes < queued_bytes_max:
+                    queue.space.set()
                 info.requests += 1
                 started = time.perf_counter()
                 reply = await dispatch(broker, request, info, timeout_s)
