@@ -11,7 +11,7 @@ import trio
 
 import minilog
 from minilog import errors
-from minilog.protocol import ApiKey, ErrorCode, decode_records
+from minilog.protocol import ApiKey, ErrorCode, decode_records, parse_header
 
 from test_client_connection import FakeBroker
 
@@ -22,11 +22,13 @@ class ProduceBroker(FakeBroker):
         self.produced: list = []          # (time, partition, values)
         self.fail_next: list[int] = []    # error codes for the next produce answers
         self.next_offset = {0: 0, 1: 0}
+        self.headers: list = []           # (producer epoch, base sequence, answer code)
         self.script = self.answer
 
     def answer(self, req):
         if req.api_key == ApiKey.INIT_PRODUCER_ID:
-            return {"error_code": 0, "producer_id": 7, "producer_epoch": 0}
+            return {"error_code": 0, "producer_id": 7,
+                    "producer_epoch": req.payload["producer_epoch"] + 1}
         assert req.api_key == ApiKey.PRODUCE
         topics = []
         for t in req.payload["topics"]:
@@ -34,6 +36,8 @@ class ProduceBroker(FakeBroker):
             for p in t["partitions"]:
                 code = self.fail_next.pop(0) if self.fail_next else 0
                 base = -1
+                header = parse_header(req.attachments[p["records"]])
+                self.headers.append((header.producer_epoch, header.base_sequence, code))
                 if code == 0:
                     recs = decode_records(bytes(req.attachments[p["records"]]), t["topic"],
                                           p["partition"])
@@ -154,7 +158,7 @@ async def test_idempotent_retries_keep_partition_order(pb, autojump_clock):
     pb.fail_next = [ErrorCode.NOT_LEADER_OR_FOLLOWER]
     async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", enable_idempotence=True,
                                      acks="all", linger_ms=0, batch_size=200) as p:
-        assert p.producer_id == 7
+        assert p.producer_id == 7 and p.producer_epoch == 0
         for i in range(30):
             await p.produce("t", b"%02d" % i + b"." * 40, partition=0)
         assert await p.flush() == 0
@@ -183,3 +187,18 @@ async def test_full_buffer_blocks_then_times_out(pb, autojump_clock):
                 await p.produce("t", b"y" * 500, partition=0)
         await p.close(timeout=0)   # undelivered records fail with ClosedError
         assert p.poll() == 0 and len(p) == 0
+
+
+async def test_failed_idempotent_batch_bumps_epoch_and_restarts_sequences(pb, autojump_clock):
+    """A batch that fails for good leaves a sequence gap: the producer takes a new epoch."""
+    pb.fail_next = [ErrorCode.MESSAGE_TOO_LARGE]
+    errs = []
+    async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", enable_idempotence=True,
+                                     acks="all", linger_ms=0) as p:
+        await p.produce("t", b"too big", partition=0, on_delivery=lambda e, r: errs.append(e))
+        assert await p.flush() == 0
+        await p.produce("t", b"next", partition=0)
+        assert await p.flush() == 0
+        assert p.producer_epoch == 1
+    assert isinstance(errs[0], errors.RecordTooLargeError)
+    assert pb.headers == [(0, 0, ErrorCode.MESSAGE_TOO_LARGE), (1, 0, 0)]

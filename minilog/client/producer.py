@@ -327,6 +327,8 @@ class AsyncProducer:
                 q.append(b)
             if self._cluster.stale():
                 self._refresh_metadata_soon()      # notices new partitions, moved leaders
+            if self._epoch_bump_needed and self._state == "running":
+                await self._bump_epoch()
             retry_at = self._dispatch()
             if retry_at is not None and (deadline is None or retry_at < deadline):
                 deadline = retry_at
@@ -553,6 +555,11 @@ class AsyncProducer:
     def _finish(self, b: ProducerBatch, base_offset: int, timestamp: int, err) -> None:
         if err is not None:
             self.errors_count += b.count
+            if b.base_sequence >= 0:
+                # Its sequence numbers are spent but the broker may not have
+                # them: later batches would be out of order forever. Bump the
+                # epoch and restart sequences (Kafka's KIP-360 recovery).
+                self._epoch_bump_needed = True
             if b.callbacks is None:
                 log.warning("%d record(s) for %s-%d failed: %s", b.count, b.topic,
                             b.partition, err)
@@ -598,10 +605,28 @@ class AsyncProducer:
             self._refreshing = False
             self._wake.set()
 
-    async def _init_producer_id(self) -> None:
+    _epoch_bump_needed = False
+
+    async def _bump_epoch(self) -> None:
+        """After a failed idempotent batch: wait for in-flight requests, new epoch, sequences from 0."""
+        while any(self._inflight.values()):
+            await self._progress.wait()
+        try:
+            await self._init_producer_id(self.producer_id, self.producer_epoch)
+        except MinilogError as exc:
+            log.warning("could not bump the producer epoch: %s", exc)
+            await trio.sleep(self.config.retry_backoff_ms / 1000)
+            return
+        self._epoch_bump_needed = False
+        self._sequences.clear()
+        for q in self._queues.values():
+            for b in q:       # re-encode with the new epoch and sequences
+                b.data, b.base_sequence = None, -1
+
+    async def _init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1) -> None:
         resp = await self._cluster.request_any(ApiKey.INIT_PRODUCER_ID, {
             "transactional_id": None, "transaction_timeout_ms": 60000,
-            "producer_id": -1, "producer_epoch": -1})
+            "producer_id": producer_id, "producer_epoch": producer_epoch})
         check_error(resp.payload, "InitProducerId")
         self.producer_id = resp.payload["producer_id"]
         self.producer_epoch = resp.payload["producer_epoch"]
