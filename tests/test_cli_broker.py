@@ -177,7 +177,8 @@ def test_alter_with_bad_config_key(bs, topic):
 
 @pytest.mark.parametrize("command", [["topics", "describe"], ["topics", "delete"],
                                      ["topics", "alter", "--config", "retention.ms=1"],
-                                     ["consume", "--timeout-ms", "100"]])
+                                     ["consume", "--timeout-ms", "100"],
+                                     ["consume", "--group", "g", "--timeout-ms", "100"]])
 def test_unknown_topic_is_one_line(bs, command):
     """Commands on a missing topic exit EXIT_TOPIC_NOT_FOUND with one line."""
     args = command[:2] + ["no-such-topic"] + command[2:] if command[0] == "topics" else \

@@ -115,6 +115,7 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
     consumer = None
     code = EXIT_OK
     try:
+        numbers = _partitions(minilog, bootstrap_server, topic)  # EXIT_TOPIC_NOT_FOUND early
         if group is not None:
             # We commit what we printed, after printing it; auto-commit could run ahead.
             consumer = minilog.Consumer(bootstrap_server, group_id=group, enable_auto_commit=False,
@@ -125,7 +126,7 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
             _subscribe(consumer, topic)
         else:
             consumer = minilog.Consumer(bootstrap_server, **client_options())
-            _assign(minilog, bootstrap_server, consumer, topic, partition, start)
+            _assign(consumer, topic, numbers, partition, start)
         _loop(consumer, formatter, max_messages, timeout_ms, commit=group is not None)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
@@ -152,12 +153,16 @@ def _subscribe(consumer: Any, topic: str) -> None:
         fail(f"--group: {exc}", EXIT_UNSUPPORTED)
 
 
-def _assign(minilog: Any, bootstrap_server: str, consumer: Any, topic: str,
-            partition: int | None, start: int | str | None) -> None:
-    """Assign every partition of topic (or just `partition`) at `start`."""
+def _partitions(minilog: Any, bootstrap_server: str, topic: str) -> list[int]:
+    """TOPIC's partition numbers; raises UnknownTopicOrPartitionError for a missing topic."""
     with minilog.Admin(bootstrap_server, **client_options()) as admin:
-        desc = admin.describe_topic(topic)  # raises UnknownTopicOrPartitionError
-    numbers = sorted(p.partition for p in desc.partitions)
+        desc = admin.describe_topic(topic)
+    return sorted(p.partition for p in desc.partitions)
+
+
+def _assign(consumer: Any, topic: str, numbers: list[int], partition: int | None,
+            start: int | str | None) -> None:
+    """Assign every partition of topic (or just `partition`) at `start`."""
     if partition is not None:
         if partition not in numbers:
             from minilog.errors import UnknownTopicOrPartitionError
