@@ -2,7 +2,8 @@
 
 Each API has a request schema and a response schema written as data:
 a dict maps field name -> spec, a one-element list means "list of spec",
-`OPT(spec)` allows None, and a Python type is a leaf. `check(spec, value)`
+`OPT(spec)` allows None or absence (an absent optional field is filled in
+with None, so handlers may index it), and a Python type is a leaf. `check(spec, value)`
 walks a payload and raises `FrameError` naming the first bad field, so a
 well-formed frame with a bad body gets INVALID_REQUEST instead of crashing a
 handler. Unknown extra fields are ignored (forward compatibility); missing
@@ -95,6 +96,9 @@ def check(spec: Any, value: Any, path: str = "payload") -> None:
             raise FrameError(f"{path}: expected a map")
         for name, sub in spec.items():
             if name not in value:
+                if isinstance(sub, OPT):
+                    value[name] = None  # absent optional field: normalised to None
+                    continue
                 raise FrameError(f"{path}.{name}: missing")
             check(sub, value[name], f"{path}.{name}")
     elif isinstance(spec, list):

@@ -157,3 +157,13 @@ def test_schema_check_names_the_bad_field():
         check(spec, bad)
     with pytest.raises(FrameError, match="acks: missing"):
         check(spec, {"timeout_ms": 1, "topics": []})
+
+
+def test_absent_optional_fields_are_filled_with_none():
+    """A peer that predates an optional field is served: the field reads as None."""
+    spec = REQUEST_SCHEMAS[ApiKey.CONSUMER_GROUP_HEARTBEAT]
+    payload = {"group_id": "g", "member_id": "", "member_epoch": 0, "rebalance_timeout_ms": 1,
+               "subscribed_topic_names": ["t"], "server_assignor": None,
+               "topic_partitions": None, "client_id": "c"}
+    check(spec, payload)
+    assert payload["session_timeout_ms"] is None

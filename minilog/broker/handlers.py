@@ -160,9 +160,10 @@ async def dispatch(broker: "Broker", request: Request, conn: "ConnectionInfo",
         return error_reply(key, ErrorCode.UNSUPPORTED_VERSION,
                            f"api key {key} version {request.api_version} is not supported")
     if not _FAST_CHECKS[key](request.payload):
+        # The full check is the authority: it names the bad field, and it also
+        # accepts (and fills with None) optional fields an older peer omits.
         try:
             check(REQUEST_SCHEMAS[key], request.payload)
-            raise AssertionError("fast and full schema checks disagree")
         except FrameError as exc:
             if key == ApiKey.PRODUCE and request.payload.get("acks") == 0:
                 return None
