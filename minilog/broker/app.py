@@ -554,6 +554,11 @@ class Broker:
         self._connections[info.connection_id] = info
         try:
             await serve_connection(self, stream, info)
+        except Exception:
+            # A bug while serving one connection must not take the broker down:
+            # log it loudly, drop that connection, keep serving the others.
+            log.exception("connection %d from %s:%d failed; closing it", info.connection_id,
+                          info.client_host, info.client_port)
         finally:
             del self._connections[info.connection_id]
             self._requests_closed += info.requests
