@@ -217,6 +217,7 @@ class Log:
         if not self._segments:
             self._segments.append(LogSegment.create(self.dir_path, log_start, self.config, now))
             self._dir_dirty = True
+            clean = True                      # a brand-new log has nothing to recover
         self._bases = [s.base_offset for s in self._segments]
         for segment, following in zip(self._segments, self._segments[1:]):
             segment.next_offset = following.base_offset
