@@ -134,3 +134,85 @@ def test_serve_completed_runs_callbacks_with_offsets_and_counts_everything():
     assert [(e, r.offset, r.value) for e, r in got] == [(None, 40, b"a"), (None, 42, b"c")]
     assert got[0][1].timestamp == 1_700_000_000_000
     assert acc.buffered_bytes == 0
+
+
+def test_lock_free_fast_path_loses_and_duplicates_nothing_under_races():
+    """Three producer threads on produce()'s lock-free path race a thread sealing batches.
+
+    Every record must end up in exactly one sealed batch. The switch interval
+    is cut to microseconds so threads interleave between every few bytecodes.
+    """
+    import sys
+    import threading
+
+    from minilog.client.sync import Producer
+
+    acc, clock, _ = make(batch_size=61 + 50 * (8 + RECORD_OVERHEAD_BYTES), linger_ms=0,
+                         partitions=3)
+
+    class FakeProducer:   # just what Producer.produce touches
+        _acc = acc
+        _completed = acc.completed
+        _sticky = acc.sticky
+
+        def _produce_slow(self, topic, value, key, partition, headers, ts, cb):
+            acc.append(topic, value, key, partition, headers, ts, cb)
+
+    fake = FakeProducer()
+    produce = Producer.produce
+    taken: list = []
+    done = threading.Event()
+
+    def sealer():
+        while not done.is_set():
+            acc.flushing = 1
+            taken.extend(acc.drain(clock.now)[0])
+
+    def producer(tid: int):
+        for i in range(20000):
+            produce(fake, "t", b"%02d%06d" % (tid, i))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        s = threading.Thread(target=sealer)
+        s.start()
+        threads = [threading.Thread(target=producer, args=(t,)) for t in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        s.join()
+    finally:
+        sys.setswitchinterval(old)
+    acc.flushing = 1
+    taken.extend(acc.drain(clock.now)[0])
+    got = [v for b in taken for v in b.values]
+    assert len(got) == 60000 and set(got) == {b"%02d%06d" % (t, i)
+                                              for t in range(3) for i in range(20000)}
+    assert acc.undelivered == 60000 and not acc.open
+    for tid in range(3):   # one thread's records on one partition stay in order
+        for p in range(3):
+            mine = [v for b in taken if b.partition == p for v in b.values if v[:2] == b"%02d" % tid]
+            assert mine == sorted(mine)
+
+
+def test_fast_path_append_after_detach_is_moved_by_fixup():
+    """The exact race, step by step: the caller appends to a batch sealed under its feet."""
+    acc, clock, _ = make(partitions=2)
+    acc.append("t", b"aaaa")
+    b = acc.sticky["t"]
+    assert b.plain and b.value_len == 4
+    values = b.values                 # caller: read the list, check plain ...
+    assert b.plain
+    with acc.lock:                    # ... the sender seals the batch meanwhile ...
+        acc.seal(b)
+    values.append(b"bbbb")            # ... the caller's append lands in the old list
+    assert not b.plain
+    acc.fixup(b, values)              # the caller notices and hands the record back
+    assert b.values == [b"aaaa"] and values == [b"aaaa"]
+    (nb,) = acc.open.values()
+    assert nb.values == [b"bbbb"] and nb is not b
+    acc.fixup(b, values)              # idempotent: nothing moves twice
+    assert nb.values == [b"bbbb"]

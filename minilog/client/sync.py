@@ -139,8 +139,6 @@ class Producer:
         self._acc = self._async._acc
         self._completed = self._acc.completed     # hot-path shortcuts
         self._sticky = self._acc.sticky
-        self._lock = self._acc.lock
-        self._batch_size = self._acc.batch_size
         self._loop = _LoopThread(self._async, "minilog-producer")
         self._loop.start()
         self._closed = False
@@ -168,18 +166,19 @@ class Producer:
         """
         if self._completed:
             self._acc.serve_completed()
-        # Fast path: keyless plain bytes into the open sticky batch (one
-        # dict lookup, one lock, two list/int updates).
+        # Fast path, lock-free (see _accumulator.py): a keyless value of the
+        # open sticky batch's common length.
         if key is partition is headers is timestamp_ms is on_delivery is callback is None:
             b = self._sticky.get(topic)
-            if b is not None and type(value) is bytes:
-                with self._lock:
-                    if b.plain:
-                        b.values.append(value)
-                        b.size += len(value) + 22
-                        if b.size >= self._batch_size:
-                            self._acc.seal(b)
-                        return
+            if b is not None:
+                values = b.values
+                if b.plain and type(value) is bytes and len(value) == b.value_len:
+                    values.append(value)
+                    if not b.plain:
+                        self._acc.fixup(b, values)
+                    elif len(values) >= b.cap:
+                        self._acc.seal_full(b, values)
+                    return
         self._produce_slow(topic, value, key, partition, headers, timestamp_ms,
                            on_delivery or callback)
 
