@@ -27,6 +27,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import _common as c
@@ -99,8 +100,68 @@ def trio_round_trip(count: int, rate: float, size: int, warmup: int) -> dict:
 # --------------------------------------------------------------------------- minilog
 
 
+class _Hops:
+    """`--hops`: timestamps inside the client to split each sample into hops.
+
+    Wraps two private methods of `minilog.client._connection.BrokerConnection`
+    (`_send` on the producer's thread, `_deliver` on the consumer's), so it
+    is a diagnostic that may stop working when the client changes; then the
+    result says `hops_unavailable` and the measurement runs unwrapped.
+    Threads are told apart by the names the sync facade gives them.
+    """
+
+    NAMES = ("produce_to_send", "send", "sent_to_fetch_response", "fetch_response_to_poll")
+
+    def __init__(self) -> None:
+        self.marks: dict = {}
+        self.rows: list[tuple] = []
+        self.error = None
+        try:
+            from minilog.client import _connection
+            cls = _connection.BrokerConnection
+            orig_send, orig_deliver = cls._send, cls._deliver
+        except (ImportError, AttributeError) as exc:
+            self.error = repr(exc)
+            return
+        marks, now, current = self.marks, time.perf_counter_ns, threading.current_thread
+
+        async def _send(conn, pieces):
+            producer = current().name.startswith("minilog-producer")
+            if producer and "send" not in marks:
+                marks["send"] = now()
+            await orig_send(conn, pieces)
+            if producer and "sent" not in marks:
+                marks["sent"] = now()
+
+        def _deliver(conn, frame):
+            if ("fetched" not in marks and getattr(frame, "attachments", None)
+                    and current().name.startswith("minilog-consumer")):
+                marks["fetched"] = now()
+            return orig_deliver(conn, frame)
+
+        cls._send, cls._deliver = _send, _deliver
+
+    def start(self, t0: int) -> None:
+        self.marks.clear()
+        self.marks["t0"] = t0
+
+    def end(self, t3: int) -> None:
+        m = self.marks
+        if "send" in m and "sent" in m and "fetched" in m:
+            self.rows.append((m["send"] - m["t0"], m["sent"] - m["send"],
+                              m["fetched"] - m["sent"], t3 - m["fetched"]))
+
+    def result(self) -> dict:
+        if self.error:
+            return {"hops_unavailable": self.error}
+        return {"hops_ms": {name: c.percentiles_ms([r[i] for r in self.rows])
+                            for i, name in enumerate(self.NAMES)}}
+
+
 def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
     import minilog
+
+    hops = _Hops() if args.hops else None
 
     topic = c.topic_name(args, "e2e")
     c.create_topic(bootstrap, topic, args.partitions)
@@ -126,6 +187,8 @@ def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
                     time.sleep((due - now) / 1e9)
                 value = _SEQ.pack(i) + pad
                 t0 = time.perf_counter_ns()
+                if hops:
+                    hops.start(t0)
                 producer.produce(topic, value)
                 if not _receive(consumer, i, args.timeout_ms):
                     timeouts += 1
@@ -133,6 +196,8 @@ def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
                 t1 = time.perf_counter_ns()
                 if i >= args.warmup:
                     samples.append(t1 - t0)
+                    if hops:
+                        hops.end(t1)
                 if i % 100 == 99:
                     producer.poll(0)
                     advance(100)
@@ -140,8 +205,11 @@ def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
     finally:
         consumer.close()
         producer.close()
-    return {"latency_ms": c.percentiles_ms(samples), "timeouts": timeouts, "topic": topic,
-            "cpu": cpu}
+    out = {"latency_ms": c.percentiles_ms(samples), "timeouts": timeouts, "topic": topic,
+           "cpu": cpu}
+    if hops:
+        out.update(hops.result())
+    return out
 
 
 def _receive(consumer, seq: int, timeout_ms: float) -> bool:
@@ -166,6 +234,9 @@ def main(argv=None) -> None:
     parser.add_argument("--timeout-ms", type=float, default=5000, help="give up on one record")
     parser.add_argument("--skip-baseline", action="store_true", help="no trio round-trip baseline")
     parser.add_argument("--baseline-only", action="store_true", help="only the trio baseline")
+    parser.add_argument("--hops", action="store_true",
+                        help="also split each sample into client-side hops (wraps private "
+                             "client methods; a diagnostic)")
     c.add_common_args(parser)
     c.add_producer_args(parser, linger_ms=0, batch_size=16384)
     args = parser.parse_args(argv)
