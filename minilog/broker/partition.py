@@ -19,7 +19,8 @@ Rules:
 
 Theory of operation: `append_nowait` is synchronous: it checks producer
 sequences (idempotence), calls `log.append` (which validates size and CRC
-and stamps offsets in place, so a rejected batch never reaches disk),
+and writes the batch with its offsets and leader epoch stamped; a rejected
+batch never reaches disk),
 records the producer state, advances the HW and wakes waiters. `append` is
 the async acks-aware wrapper; with replication it will wait for the HW to
 pass the batch. A fetch registers one `trio.Event` with every partition it
@@ -168,10 +169,10 @@ class Partition:
     def append_nowait(self, batch, *, leader_epoch: int | None = None):
         """Append one record batch as the leader; return the storage `AppendInfo`.
 
-        The batch is validated by the log (size, magic, CRC) and stamped in
-        place with its base offset and the leader epoch; `batch` must be a
-        writable buffer (the frame's memoryview is). A duplicate idempotent
-        batch is not appended again: the original AppendInfo is returned.
+        The batch is validated by the log (size, magic, CRC) and written with
+        its base offset and the leader epoch stamped (the caller's buffer is
+        not modified). A duplicate idempotent batch is not appended again:
+        the original AppendInfo is returned.
 
         Raises:
             PartitionError: OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
