@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from minilog.cli import main
 from minilog.cli._common import (
     EXIT_BROKER_UNAVAILABLE,
+    EXIT_DELIVERY_FAILED,
     EXIT_INTERRUPTED,
     EXIT_INVALID_CONFIG,
     EXIT_OK,
@@ -356,3 +357,16 @@ def test_consume_into_a_closed_pipe_stops_quietly(bs, topic):
             proc.kill()
             proc.wait()
     assert "Traceback" not in stderr and stderr == "", stderr
+
+
+def test_produce_exits_non_zero_when_a_delivery_fails(bs, topic):
+    """acks=all on a topic whose min.insync.replicas cannot be met: one line, EXIT_DELIVERY_FAILED."""
+    ok(cli(bs, "topics", "create", topic, "--partitions", "1"))
+    ok(cli(bs, "topics", "alter", topic, "--config", "min.insync.replicas=2"))
+    started = time.monotonic()
+    proc = minilog(bs, "produce", topic, "--acks", "all", "--delivery-timeout-ms", "2000",
+                   input="a\nb\n")
+    assert time.monotonic() - started < 30
+    assert_one_line_error(EXIT_DELIVERY_FAILED, proc.returncode, proc.stdout, proc.stderr,
+                          "2 of 2 records not delivered", "NOT_ENOUGH_REPLICAS")
+    assert proc.stdout == ""

@@ -37,7 +37,7 @@ from ._group import main
 
 _ACKS = {"0": 0, "1": 1, "all": "all", "-1": "all"}
 _COMPRESSION = ("none", "gzip", "lz4", "zstd")
-_FLUSH_TIMEOUT_S = 60.0  # seconds the final flush may take before we give up
+_FLUSH_GRACE_S = 5.0  # seconds the final flush may take beyond --delivery-timeout-ms
 _CLOSE_ON_ERROR_S = 5.0  # seconds close() may flush after Ctrl-C or an error
 
 
@@ -82,11 +82,14 @@ class _Deliveries:
               help="Batch compression codec.")
 @click.option("--linger-ms", type=click.IntRange(min=0), default=5, show_default=True,
               help="Wait this long to fill a batch.")
+@click.option("--delivery-timeout-ms", type=click.IntRange(min=1), default=30_000,
+              show_default=True,
+              help="Give up on a record (retries included) after this long.")
 @bootstrap_option
 @handle_errors
 def produce(topic: str, key: str | None, value: str | None, key_separator: str | None,
             partition: int | None, headers: tuple[str, ...], acks: str, compression: str,
-            linger_ms: int, bootstrap_server: str) -> None:
+            linger_ms: int, delivery_timeout_ms: int, bootstrap_server: str) -> None:
     """Send records to TOPIC: --value, or one record per stdin line."""
     if key_separator == "":
         fail("--key-separator must not be empty", EXIT_USAGE)
@@ -106,7 +109,8 @@ def produce(topic: str, key: str | None, value: str | None, key_separator: str |
 
     deliveries = _Deliveries()
     producer = minilog.Producer(bootstrap_server, acks=_ACKS[acks], linger_ms=linger_ms,
-                                compression_type=compression, **client_options())
+                                compression_type=compression,
+                                delivery_timeout_ms=delivery_timeout_ms, **client_options())
     sent = 0
     try:
         def send(k: bytes | None, v: bytes) -> None:
@@ -124,10 +128,10 @@ def produce(topic: str, key: str | None, value: str | None, key_separator: str |
                     continue
                 k, found, v = line.partition(sep_bytes)
                 if not found:
-                    producer.flush(_FLUSH_TIMEOUT_S)
+                    producer.flush(delivery_timeout_ms / 1000 + _FLUSH_GRACE_S)
                     fail(f"line {number}: no key separator {key_separator!r} found", EXIT_USAGE)
                 send(k, v)
-        remaining = producer.flush(_FLUSH_TIMEOUT_S)
+        remaining = producer.flush(delivery_timeout_ms / 1000 + _FLUSH_GRACE_S)
     except BaseException:
         # Ctrl-C or an error: give in-flight records a moment, never hang on the way out.
         producer.close(_CLOSE_ON_ERROR_S)
