@@ -1,8 +1,8 @@
 """The root click group and the helpers every command shares.
 
-Error handling: commands raise `CliError` (or let a `minilog.errors`
-exception escape); `main` turns either into one line on stderr and a named
-exit code. No traceback reaches the user.
+Error handling: each command is wrapped by `_common.handle_errors`, which
+turns `minilog.errors` exceptions into one line on stderr and a named exit
+code. No traceback reaches the user.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import datetime as _dt
 
 import click
 
-from ._common import EXIT_USAGE, bootstrap_option, fail, handle_errors
+from ._common import EXIT_USAGE, bootstrap_option, client_options, fail, handle_errors
 from ._group import main
 
 EXIT_GROUP_NOT_FOUND = 10      # groups: unknown group
@@ -23,7 +23,7 @@ EXIT_GROUP_NOT_EMPTY = 11      # groups: refused while the group has active memb
 def _admin(bootstrap_server: str):
     import minilog
 
-    return minilog.Admin(bootstrap_server)
+    return minilog.Admin(bootstrap_server, **client_options())
 
 
 def _group_errors(func):
