@@ -15,7 +15,7 @@ import pytest
 from minilog.protocol import ApiKey, ErrorCode, build_batch, decode_records, encode_request
 from minilog.storage import Log, LogConfig
 
-from conftest import RawClient, produce_payload, wait_until
+from conftest import RawClient, fetch_payload, produce_payload, wait_until
 
 
 def _corrupt(batch: bytes) -> bytes:
@@ -50,6 +50,12 @@ def test_bad_requests_get_errors_and_nothing_invalid_reaches_disk(broker):
     assert c.fetch("t", 0, 99)[0]["error_code"] == ErrorCode.OFFSET_OUT_OF_RANGE
     assert c.fetch("t", 0, -1)[0]["error_code"] == ErrorCode.OFFSET_OUT_OF_RANGE
     assert c.list_offset("nope", 0, -1)["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    stale = fetch_payload("t", 0, 0)
+    stale["topics"][0]["partitions"][0]["current_leader_epoch"] = 3
+    r = c.request(ApiKey.FETCH, stale)
+    assert r.payload["topics"][0]["partitions"][0]["error_code"] == ErrorCode.UNKNOWN_LEADER_EPOCH
+    stale["topics"][0]["partitions"][0]["current_leader_epoch"] = 0
+    assert c.request(ApiKey.FETCH, stale).payload["topics"][0]["partitions"][0]["error_code"] == 0
 
     big = build_batch([os.urandom(3000)])
     assert c.produce("t", 0, big)["error_code"] == ErrorCode.MESSAGE_TOO_LARGE

@@ -489,6 +489,14 @@ async def _fetch_round(broker, wanted: list, budget: int, follower: bool) -> tup
                 partitions.append(out)
                 continue
             offset = pp["fetch_offset"]
+            epoch = pp["current_leader_epoch"]
+            if epoch >= 0 and epoch != part.leader_epoch:
+                # KIP-320: a client with a stale (or future) view of the leader must refresh.
+                out["error_code"] = int(ErrorCode.FENCED_LEADER_EPOCH if epoch < part.leader_epoch
+                                        else ErrorCode.UNKNOWN_LEADER_EPOCH)
+                any_error = True
+                partitions.append(out)
+                continue
             out.update(high_watermark=part.high_watermark, last_stable_offset=part.high_watermark,
                        log_start_offset=part.log_start_offset)
             limit = min(max(pp["partition_max_bytes"], 0), budget - total)
