@@ -199,6 +199,8 @@ def test_auto_offset_reset_error_raises_offset_out_of_range(broker, admin):
     with minilog.Consumer(bs(broker), auto_offset_reset="error") as c:
         c.assign([("oor", 0)])
         with pytest.raises(errors.OffsetOutOfRangeError):
+            c.position("oor", 0)
+        with pytest.raises(errors.OffsetOutOfRangeError):
             consume_n(c, 1, timeout_s=5)
     with minilog.Consumer(bs(broker), auto_offset_reset="error") as c:
         c.assign([("oor", 0, 1000)])

@@ -271,6 +271,9 @@ class AsyncConsumer:
         self._check_open()
         st = self._state_for(topic, partition)
         while st.position is None:
+            if (st.reset or self.config.auto_offset_reset) == "error":
+                raise OffsetOutOfRangeError(message=(
+                    f"{topic}-{partition} has no position and auto_offset_reset='error'"))
             await self._resolve_resets([st])
             if st.position is None:
                 await trio.sleep(0.05)
