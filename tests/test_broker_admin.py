@@ -216,7 +216,8 @@ async def test_fetch_respects_max_bytes_and_wakes_on_any_partition(inproc_broker
     producer = await _client(inproc_broker)
     with trio.fail_after(5):
         await c.send(ApiKey.FETCH, poll)
-        await trio.sleep(0.05)
+        while sum(inproc_broker.partition("t", p).statistics().waiters for p in (0, 1)) < 2:
+            await trio.sleep(0.001)               # until the fetch is parked on both partitions
         await producer.request(ApiKey.PRODUCE, produce_payload("t", 1), [batch])
         r = await c.receive()
     p0, p1 = r.payload["topics"][0]["partitions"]
