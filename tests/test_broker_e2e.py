@@ -178,3 +178,11 @@ def test_second_broker_on_same_data_dir_refused(broker, tmp_path):
     out = subprocess.run([*_SERVE, "--data-dir", broker.data_dir, "--port", "0"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "in use" in out.stderr
+
+
+def test_port_in_use_exits_one_with_one_line(broker, tmp_path):
+    """Binding a port another broker holds fails with one stderr line and exit code 1."""
+    out = subprocess.run([*_SERVE, "--data-dir", str(tmp_path / "other"), "--port", str(broker.port)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1, out
+    assert "Traceback" not in out.stderr and "minilog serve: error:" in out.stderr

@@ -105,16 +105,18 @@ def serve(data_dir: str, host: str, port: int, broker_id: int | None, config_fil
             click.echo(f"minilog broker {broker.broker_id} listening on {bound_host}:{bound_port}")
             sys.stdout.flush()
 
+    from minilog.storage import StorageError
+
+    operating_errors = (OSError, ValueError, StorageError)   # a port in use, a bad data dir
     try:
         trio.run(run)
     except KeyboardInterrupt:
         sys.exit(EXIT_OK)
-    except (OSError, ValueError) as exc:   # StorageError is not one; caught below
+    except operating_errors as exc:
         _fail(str(exc), EXIT_ERROR)
-    except Exception as exc:
-        from minilog.storage import StorageError
-
-        if isinstance(exc, StorageError):
-            _fail(str(exc), EXIT_ERROR)
+    except BaseExceptionGroup as group:   # trio with strict exception groups wraps them
+        leaves = group.subgroup(lambda e: not isinstance(e, BaseExceptionGroup)).exceptions
+        if leaves and all(isinstance(e, operating_errors) for e in leaves):
+            _fail(str(leaves[0]), EXIT_ERROR)
         raise
     sys.exit(EXIT_OK)
