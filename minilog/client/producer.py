@@ -330,6 +330,7 @@ class AsyncProducer:
             if self._epoch_bump_needed and self._state == "running":
                 await self._bump_epoch()
             retry_at = self._dispatch()
+            await self._start_writers()
             if retry_at is not None and (deadline is None or retry_at < deadline):
                 deadline = retry_at
             with trio.move_on_at(math.inf if deadline is None else deadline):
@@ -377,9 +378,6 @@ class AsyncProducer:
                 if jobs is None:
                     jobs = self._jobs[node] = collections.deque()
                 jobs.append(batches)
-                if node not in self._writers:
-                    self._writers.add(node)
-                    self._tasks.start_soon(self._writer, node)
         for tp in [tp for tp, q in self._queues.items() if not q]:
             del self._queues[tp]
         if self._progress_pending:
@@ -398,6 +396,20 @@ class AsyncProducer:
             b.values, b.keys, timestamps=b.timestamps if b.timestamps is not None else b.timestamp_ms,
             headers=b.headers, codec=self.config.codec, producer_id=pid,
             producer_epoch=self.producer_epoch, base_sequence=b.base_sequence)
+
+    async def _start_writers(self) -> None:
+        """Write queued requests: inline when the connection is up (usually no
+        yield at all, see BrokerConnection.send_request), else in a task that
+        may have to connect first."""
+        for node, jobs in list(self._jobs.items()):
+            if not jobs or node in self._writers:
+                continue
+            self._writers.add(node)
+            conn = self._cluster._conns.get(node)
+            if conn is not None and conn.usable:
+                await self._writer(node)
+            else:
+                self._tasks.start_soon(self._writer, node)
 
     async def _writer(self, node: int) -> None:
         """Write `node`'s produce requests one after another, in dispatch order.
