@@ -186,3 +186,22 @@ async def test_cluster_reconnects_after_a_broken_connection(fake, nursery):
     await cluster.aclose()
     with pytest.raises(ClosedError):
         await cluster.request(0, ApiKey.LIST_GROUPS, {})
+
+
+async def test_large_and_small_frames_interleave_safely(fake, nursery):
+    """Big frames take the locked send path, small ones the direct write; none interleave."""
+    conn = BrokerConnection("127.0.0.1", fake.port)
+    await conn.open(nursery)
+    results = {}
+
+    async def one(i, big):
+        attachment = b"z" * (3 * 1024 * 1024 if big else 10)
+        resp = await conn.request(ApiKey.LIST_GROUPS, {"i": i}, [attachment])
+        results[i] = resp.payload["echo"]["i"]
+
+    async with trio.open_nursery() as n:
+        for i in range(20):
+            n.start_soon(one, i, i % 4 == 0)
+    assert results == {i: i for i in range(20)}
+    sizes = {r.payload["i"]: len(r.attachments[0]) for r in fake.requests[1:]}
+    assert all(sizes[i] == (3 * 1024 * 1024 if i % 4 == 0 else 10) for i in range(20))
