@@ -103,8 +103,9 @@ def trio_round_trip(count: int, rate: float, size: int, warmup: int) -> dict:
 class _Hops:
     """`--hops`: timestamps inside the client to split each sample into hops.
 
-    Wraps two private methods of `minilog.client._connection.BrokerConnection`
-    (`_send` on the producer's thread, `_deliver` on the consumer's), so it
+    Wraps private methods of `minilog.client._connection.BrokerConnection`
+    (`_send` / `_write_nowait` on the producer's thread, `_deliver` on the
+    consumer's), so it
     is a diagnostic that may stop working when the client changes; then the
     result says `hops_unavailable` and the measurement runs unwrapped.
     Threads are told apart by the names the sync facade gives them.
@@ -132,6 +133,20 @@ class _Hops:
             await orig_send(conn, pieces)
             if producer and "sent" not in marks:
                 marks["sent"] = now()
+
+        orig_write = getattr(cls, "_write_nowait", None)
+
+        def _write_nowait(conn, pieces):
+            producer = current().name.startswith("minilog-producer")
+            if producer and "send" not in marks:
+                marks["send"] = now()
+            written = orig_write(conn, pieces)
+            if producer and written and "sent" not in marks:
+                marks["sent"] = now()
+            return written
+
+        if orig_write is not None:   # newer clients write small frames without a checkpoint
+            cls._write_nowait = _write_nowait
 
         def _deliver(conn, frame):
             if ("fetched" not in marks and getattr(frame, "attachments", None)
