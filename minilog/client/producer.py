@@ -99,6 +99,8 @@ class AsyncProducer:
         self._muted: set[tuple[str, int]] = set()
         self._jobs: dict[int, collections.deque] = {}   # node -> requests to write, in order
         self._writers: set[int] = set()                 # nodes with a running _writer
+        self._awaiting: dict[int, collections.deque] = {}   # node -> requests awaiting answers
+        self._responders: set[int] = set()              # nodes with a running _responder
         self._sequences: dict[tuple[str, int], int] = collections.defaultdict(int)
         self.producer_id = -1
         self.producer_epoch = -1
@@ -461,7 +463,31 @@ class AsyncProducer:
                 self._finish(b, -1, -1, None)
             self._request_done(node, batches)
             return
-        self._tasks.start_soon(self._await_response, node, conn, slot, good, batches)
+        # Responses are handled in request order by one task per broker, so
+        # delivery callbacks of one partition run in produce order (Kafka's
+        # guarantee); the broker answers in that order anyway.
+        awaiting = self._awaiting.get(node)
+        if awaiting is None:
+            awaiting = self._awaiting[node] = collections.deque()
+        awaiting.append((conn, slot, good, batches))
+        if node not in self._responders:
+            self._responders.add(node)
+            self._tasks.start_soon(self._responder, node)
+
+    async def _responder(self, node: int) -> None:
+        awaiting = self._awaiting[node]
+        try:
+            while awaiting:
+                await self._await_response(node, *awaiting.popleft())
+        except BaseException:
+            while awaiting:          # cancelled by close(): the rest fail too
+                _, _, good, batches = awaiting.popleft()
+                for b in good:
+                    self._finish(b, -1, -1, ClosedError("producer closed before delivery"))
+                self._request_done(node, batches)
+            raise
+        finally:
+            self._responders.discard(node)
 
     async def _await_response(self, node, conn, slot, good, batches) -> None:
         try:

@@ -27,6 +27,8 @@ to clean up across threads.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 import time
 from typing import Any, Callable
@@ -483,3 +485,23 @@ class Admin:
             return
         self._closed = True
         self._loop.stop()
+
+
+def _forward(name: str):
+    afn = getattr(AsyncAdmin, name)
+
+    def method(self, *args, **kwargs):
+        if self._closed:
+            raise ClosedError("admin client is closed")
+        return self._loop.run(functools.partial(getattr(self._async, name), *args, **kwargs))
+
+    functools.update_wrapper(method, afn)
+    return method
+
+
+# Real methods (not only __getattr__) so help(), dir() and IDEs see them,
+# including a group-admin mixin's.
+for _name, _fn in inspect.getmembers(AsyncAdmin, inspect.iscoroutinefunction):
+    if not _name.startswith("_") and _name not in ("start", "close") and _name not in Admin.__dict__:
+        setattr(Admin, _name, _forward(_name))
+del _name, _fn
