@@ -175,10 +175,14 @@ class BrokerProcess:
         deadline = time.monotonic() + BROKER_START_TIMEOUT_S
         while not self._found.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
+                self.__exit__(None, None, None)   # __exit__ does not run when __enter__ raises
                 tail = "\n".join(self._lines)
                 raise RuntimeError(f"minilog serve did not start (rc={self.proc.returncode}):\n{tail}")
-        wait_port(self.address)
+        try:
+            wait_port(self.address)
+        except OSError:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def stop(self) -> int | None:
