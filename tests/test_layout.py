@@ -63,3 +63,29 @@ def test_version_and_help(tmp_path):
     assert __version__ in out.stdout
     out = subprocess.run(["minilog", "--help"], capture_output=True, text=True, check=True)
     assert "Usage" in out.stdout
+
+
+def test_regular_install_lays_out_only_minilog(tmp_path):
+    """A non-editable install (what `pip install minilog` does) holds minilog/ with
+    protocol and storage inside it, and nothing named storage or protocol at top level."""
+    import shutil
+
+    source = tmp_path / "src"   # build from a copy: a build writes build/ and *.egg-info
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "tests"))
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True,
+    )
+    top = {p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info"))}
+    top.discard("bin")
+    assert top == {"minilog"}, top
+    for sub in ("protocol", "storage", "broker", "broker/groups", "client", "cli"):
+        assert (target / "minilog" / sub / "__init__.py").exists(), sub
+    code = ("import minilog.protocol, minilog.storage, minilog.broker.groups, minilog.cli;"
+            "print(minilog.protocol.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(target)}, check=True).stdout
+    assert out.startswith(str(target))

@@ -129,7 +129,7 @@ class ConsumerConfig:
     auto_commit_interval_ms: int = 5000
     session_timeout_ms: int = 45000
     max_poll_interval_ms: int = 300000
-    partition_assignment_strategy: str = "range"
+    partition_assignment_strategy: str | None = None  # None = the broker's default (sticky)
     fetch_min_bytes: int = 1
     fetch_max_bytes: int = 52428800
     max_partition_fetch_bytes: int = 1048576
@@ -151,8 +151,9 @@ class ConsumerConfig:
         _int("auto_commit_interval_ms", c.auto_commit_interval_ms, 1)
         _int("session_timeout_ms", c.session_timeout_ms, 1)
         _int("max_poll_interval_ms", c.max_poll_interval_ms, 1)
-        _choice("partition_assignment_strategy", c.partition_assignment_strategy,
-                ("range", "roundrobin", "sticky", "uniform"))
+        if c.partition_assignment_strategy is not None:
+            _choice("partition_assignment_strategy", c.partition_assignment_strategy,
+                    ("range", "roundrobin", "sticky", "uniform"))
         _int("fetch_min_bytes", c.fetch_min_bytes, 0, _INT32_MAX)
         _int("fetch_max_bytes", c.fetch_max_bytes, 1, _INT32_MAX)
         _int("max_partition_fetch_bytes", c.max_partition_fetch_bytes, 1, _INT32_MAX)
