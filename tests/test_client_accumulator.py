@@ -216,3 +216,145 @@ def test_fast_path_append_after_detach_is_moved_by_fixup():
     assert nb.values == [b"bbbb"] and nb is not b
     acc.fixup(b, values)              # idempotent: nothing moves twice
     assert nb.values == [b"bbbb"]
+
+
+class _Cb:
+    """A delivery callback that knows its own record's value and records its reports."""
+
+    __slots__ = ("value", "out")
+
+    def __init__(self, value, out=None):
+        self.value = value
+        self.out = out
+
+    def __call__(self, err, report):
+        if self.out is not None:
+            self.out.append((self.value, err, report))
+
+
+def test_paired_fast_path_keeps_callbacks_aligned_under_races():
+    """Records with and without callbacks race a sealer on produce()'s lock-free path.
+
+    A plain batch holds either bare values or (value, callback) pairs; runs
+    of both kinds make batches switch kind and detach often. Every record
+    must end up in exactly one sealed batch, with its callback (if any) at
+    its own value's index.
+    """
+    import sys
+    import threading
+
+    from minilog.client.sync import Producer
+
+    acc, clock, _ = make(batch_size=61 + 50 * (8 + RECORD_OVERHEAD_BYTES), linger_ms=0,
+                         partitions=3)
+
+    class FakeProducer:   # just what Producer.produce touches
+        _acc = acc
+        _completed = acc.completed
+        _sticky = acc.sticky
+
+        def _produce_slow(self, topic, value, key, partition, headers, ts, cb):
+            acc.append(topic, value, key, partition, headers, ts, cb)
+
+    fake = FakeProducer()
+    produce = Producer.produce
+    taken: list = []
+    done = threading.Event()
+
+    def sealer():
+        while not done.is_set():
+            acc.flushing = 1
+            taken.extend(acc.drain(clock.now)[0])
+
+    def producer(tid: int):
+        for i in range(20000):
+            v = b"%02d%06d" % (tid, i)
+            if (i // 7) % 3:   # runs of records with and without a callback
+                produce(fake, "t", v, on_delivery=_Cb(v))
+            else:
+                produce(fake, "t", v)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        s = threading.Thread(target=sealer)
+        s.start()
+        threads = [threading.Thread(target=producer, args=(t,)) for t in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        s.join()
+    finally:
+        sys.setswitchinterval(old)
+    acc.flushing = 1
+    taken.extend(acc.drain(clock.now)[0])
+    got = [v for b in taken for v in b.values]
+    assert all(type(v) is bytes for v in got)
+    assert len(got) == 60000 and set(got) == {b"%02d%06d" % (t, i)
+                                              for t in range(3) for i in range(20000)}
+    assert acc.undelivered == 60000 and not acc.open
+    with_cb = 0
+    for b in taken:
+        if b.callbacks is None:
+            continue
+        assert len(b.callbacks) == len(b.values)
+        for v, cb in zip(b.values, b.callbacks):
+            if cb is not None:
+                assert cb.value == v
+                with_cb += 1
+    assert with_cb == sum(1 for t in range(3) for i in range(20000) if (i // 7) % 3)
+    for tid in range(3):   # one thread's records on one partition stay in order
+        for p in range(3):
+            mine = [v for b in taken if b.partition == p for v in b.values if v[:2] == b"%02d" % tid]
+            assert mine == sorted(mine)
+
+
+def test_paired_fast_path_detach_fixup_and_reports_step_by_step():
+    """A paired batch: detach splits pairs into columns; stray appends of either kind move with
+    their callbacks; each report carries its own record's offset and value."""
+    from minilog.client.sync import Producer
+
+    acc, clock, _ = make(partitions=2)
+    out: list = []
+
+    class FakeProducer:
+        _acc = acc
+        _completed = acc.completed
+        _sticky = acc.sticky
+
+        def _produce_slow(self, topic, value, key, partition, headers, ts, cb):
+            acc.append(topic, value, key, partition, headers, ts, cb)
+
+    fake = FakeProducer()
+    for v in (b"aaaa", b"abab"):
+        Producer.produce(fake, "t", v, on_delivery=_Cb(v, out))
+    b = acc.sticky["t"]
+    assert b.plain and b.paired and [p[0] for p in b.values] == [b"aaaa", b"abab"]
+    values = b.values
+    with acc.lock:
+        acc.seal(b)
+    assert b.values == [b"aaaa", b"abab"] and [cb.value for cb in b.callbacks] == b.values
+    assert b.paired        # stays set: a racing caller compares its record's kind with it
+    # two callers that passed the plain check before the seal: one pair, one bare value
+    values.append((b"bbbb", _Cb(b"bbbb", out)))
+    values.append(b"cccc")
+    acc.fixup(b, values)
+    assert b.values == [b"aaaa", b"abab"]
+    (nb,) = acc.open.values()
+    assert nb.values == [b"bbbb", b"cccc"] and not nb.plain
+    assert nb.callbacks[0].value == b"bbbb" and nb.callbacks[1] is None
+    acc.fixup(b, values)   # idempotent
+    assert nb.values == [b"bbbb", b"cccc"]
+    # the sender completes both batches: reports in record order, offsets by index
+    for batch, base in ((b, 10), (nb, 20)):
+        batch.count = len(batch.values)
+        acc.completed.append((batch, base, -1, None))
+    assert acc.serve_completed() == 4
+    assert [(v, err, r.offset, r.value, r.topic, r.partition) for v, err, r in out] == [
+        (b"aaaa", None, 10, b"aaaa", "t", b.partition),
+        (b"abab", None, 11, b"abab", "t", b.partition),
+        (b"bbbb", None, 20, b"bbbb", "t", nb.partition)]
+    assert all(r.timestamp == 1_700_000_000_000 and r.key is None and r.headers is None
+               and type(r).__name__ == "DeliveryReport" for _, _, r in out)

@@ -42,6 +42,7 @@ finds `idle` set and wakes the sender.
 from __future__ import annotations
 
 import collections
+from functools import partial
 import threading
 import time
 from typing import Callable, NamedTuple
@@ -66,12 +67,15 @@ class DeliveryReport(NamedTuple):
     headers: list | None = None
 
 
+_new_report = partial(tuple.__new__, DeliveryReport)
+
+
 class ProducerBatch:
     """Records for one partition, columnar. Caller-side fields until sealed."""
 
     __slots__ = ("topic", "partition", "values", "keys", "headers", "timestamps", "callbacks",
                  "size", "created", "timestamp_ms", "sealed", "plain", "value_len", "cap",
-                 "detached",
+                 "detached", "paired",
                  # sender-side
                  "count", "data", "base_sequence", "attempts", "deadline", "retry_at")
 
@@ -91,6 +95,7 @@ class ProducerBatch:
         self.value_len = -1  # plain batches: every value has this length
         self.cap = 0         # plain batches: records that fill batch_size
         self.detached = None # (list, n): the values list racing fast appends may still hit
+        self.paired = False  # plain batches: `values` holds (value, on_delivery) pairs
         self.count = 0
         self.data: bytes | None = None
         self.base_sequence = -1
@@ -160,12 +165,22 @@ class Accumulator:
             self.wake()
         return b
 
-    def _make_plain(self, b: ProducerBatch, value_len: int) -> None:
-        """Let produce()'s fast path append to the new, empty batch `b` (lock held)."""
-        b.plain = True
+    def _make_plain(self, b: ProducerBatch, value_len: int, paired: bool = False) -> None:
+        """Let produce()'s fast path append to the new, empty batch `b` (lock held).
+
+        `paired`: every record has a delivery callback, and the fast path
+        appends one (value, callback) tuple per record: still one atomic
+        list.append, so the detach protocol is unchanged; `detach` splits
+        the pairs into the values and callbacks columns.
+        """
+        # `paired` stays fixed for as long as this values list can take fast
+        # appends (detach leaves it set), and is written before `plain`: a
+        # racing caller that sees `plain` also sees the list's kind.
+        b.paired = paired
         b.value_len = value_len
         b.cap = max(1, (self.batch_size - BATCH_OVERHEAD_BYTES)
                     // (value_len + RECORD_OVERHEAD_BYTES))
+        b.plain = True
 
     def detach(self, b: ProducerBatch) -> None:
         """End the fast path for `b` (lock held): from now on only locked code appends.
@@ -180,7 +195,14 @@ class Accumulator:
         b.plain = False
         values = b.values
         n = len(values)
-        b.values = values[:n]
+        if b.paired:
+            # `paired` is left set: a caller racing this detach compares its
+            # record's kind with it before appending to the old list.
+            pairs = values[:n]
+            b.values = [pair[0] for pair in pairs]
+            b.callbacks = [pair[1] for pair in pairs]
+        else:
+            b.values = values[:n]
         b.detached = (values, n)
         b.size = BATCH_OVERHEAD_BYTES + n * (b.value_len + RECORD_OVERHEAD_BYTES)
 
@@ -196,6 +218,12 @@ class Accumulator:
                 if self.closed:
                     from minilog.errors import ClosedError
                     raise ClosedError("producer is closed")
+                if b.paired:   # (value, callback) pairs; values are always bytes
+                    for x in extra:
+                        v, cb = x if type(x) is tuple else (x, None)
+                        self._extend_locked(b.topic, None, [v], None, cb,
+                                            [RECORD_OVERHEAD_BYTES + len(v)])
+                    return
                 self._extend_locked(b.topic, None, extra, None, None,
                                     [RECORD_OVERHEAD_BYTES + len(v) for v in extra])
 
@@ -266,17 +294,18 @@ class Accumulator:
             else:
                 b = self.open.get((topic, partition)) or self._new_batch(topic, partition)
             plain = (key is None and headers is None and timestamp_ms is None
-                     and callback is None and value is not None)
+                     and value is not None)
+            paired = callback is not None
             if b.plain:
-                if plain and len(value) == b.value_len:
-                    b.values.append(value)
+                if plain and len(value) == b.value_len and paired == b.paired:
+                    b.values.append((value, callback) if paired else value)
                     if len(b.values) >= b.cap:
                         self.seal(b)
                     return
                 self.detach(b)    # b.values is now private: i below is stable
             elif not b.values and plain and partition is None:
-                self._make_plain(b, len(value))
-                b.values.append(value)
+                self._make_plain(b, len(value), paired)
+                b.values.append((value, callback) if paired else value)
                 if b.cap <= 1:
                     self.seal(b)
                 return
@@ -419,6 +448,16 @@ class Accumulator:
             keys, values, headers = b.keys, b.values, b.headers
             ts_list = b.timestamps
             topic, partition = b.topic, b.partition
+            if (keys is None and headers is None and ts_list is None and error is None
+                    and base_offset >= 0):
+                # The common case (keyless, acked): no per-record branches, and
+                # reports built with tuple.__new__ (no Python-level __new__ frame).
+                ts = timestamp if timestamp >= 0 else b.timestamp_ms
+                for i, cb in enumerate(callbacks):
+                    if cb is not None:
+                        cb(None, _new_report((topic, partition, base_offset + i, ts, None,
+                                              values[i], None)))
+                continue
             for i, cb in enumerate(callbacks):
                 if cb is None:
                     continue

@@ -169,13 +169,16 @@ class Producer:
         if self._completed:
             self._acc.serve_completed()
         # Fast path, lock-free (see _accumulator.py): a keyless value of the
-        # open sticky batch's common length.
-        if key is partition is headers is timestamp_ms is on_delivery is callback is None:
+        # open sticky batch's common length, with or without a callback
+        # (a batch's records all have one or none: `paired`).
+        if key is partition is headers is timestamp_ms is None:
+            cb = on_delivery or callback
             b = self._sticky.get(topic)
             if b is not None:
                 values = b.values
-                if b.plain and type(value) is bytes and len(value) == b.value_len:
-                    values.append(value)
+                if (b.plain and type(value) is bytes and len(value) == b.value_len
+                        and (cb is not None) is b.paired):
+                    values.append(value if cb is None else (value, cb))
                     if not b.plain:
                         self._acc.fixup(b, values)
                     elif len(values) >= b.cap:
