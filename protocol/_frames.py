@@ -22,7 +22,11 @@ received bytes, `next_frame()` returns one `Request`/`Response` or
 `NEED_DATA`. Every size is checked before anything is allocated for it:
 frame length against `frame_bytes_max`, body length against the frame, the
 attachment count and sizes against the frame, and msgpack's own limits for
-strings, arrays and maps.
+strings, arrays and maps. Copies: a frame is sliced out of the receive
+buffer once (a bytearray, so attachments are writable views); a frame of
+256 KiB or more still arriving is kept as a list of received chunks and
+joined once when complete, and a buffer holding exactly one frame is taken
+over instead of sliced.
 
 Error handling: `next_frame` raises only `FrameError` (or its subclass
 `LimitExceededError`); after that the decoder is poisoned (errors are sticky)
@@ -51,6 +55,7 @@ __all__ = [
 
 FRAME_PREFIX_SIZE = 8
 _PREFIX = struct.Struct(">II")
+_CHUNKED_FRAME_BYTES = 256 * 1024   # frames this large are gathered as chunks (see feed)
 
 
 class _NeedData:
@@ -141,17 +146,54 @@ class FrameDecoder:
         self._buf = bytearray()
         self._pos = 0
         self._error: FrameError | None = None
+        # A large frame still arriving is kept as a list of chunks and joined
+        # once when complete (one copy), instead of growing `_buf` chunk by
+        # chunk (a realloc copy per chunk) and slicing the frame out (another).
+        self._chunks: list | None = None
+        self._chunks_bytes = 0     # bytes in _chunks
+        self._chunks_need = 0      # bytes of the frame (prefix included) still missing from _buf
+        self._rest: bytearray | None = None   # bytes after a joined frame, until it is taken
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buf) - self._pos
+        rest = self._rest
+        return (len(self._buf) - self._pos + self._chunks_bytes
+                + (len(rest) if rest is not None else 0))
 
     def feed(self, data) -> None:
-        """Add received bytes. An empty `data` is allowed and does nothing."""
+        """Add received bytes. An empty `data` is allowed and does nothing.
+
+        `bytes` are kept by reference while a large frame gathers (no copy);
+        any other buffer type is copied, so the caller may reuse it.
+        """
+        if self._chunks is not None:
+            if type(data) is not bytes:
+                data = bytes(data)
+            self._chunks.append(data)
+            self._chunks_bytes += len(data)
+            if self._chunks_bytes >= self._chunks_need:
+                self._join_chunks()
+            return
+        if self._rest is not None:  # a joined frame not yet taken: keep _buf exactly that frame
+            self._rest += data
+            return
         if self._pos and self._pos >= len(self._buf) // 2:
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
+
+    def _join_chunks(self) -> None:
+        """The large frame is complete: make `_buf` exactly that frame, keep the rest aside."""
+        chunks, extra = self._chunks, self._chunks_bytes - self._chunks_need
+        rest = bytearray()
+        if extra:
+            last = chunks[-1]
+            rest = bytearray(memoryview(last)[len(last) - extra:])
+            chunks[-1] = memoryview(last)[: len(last) - extra]
+        self._buf = bytearray().join([memoryview(self._buf)[self._pos:], *chunks])
+        self._pos = 0
+        self._rest = rest
+        self._chunks, self._chunks_bytes, self._chunks_need = None, 0, 0
 
     def next_frame(self):
         """Return the next complete `Request`/`Response`, or NEED_DATA.
@@ -182,16 +224,27 @@ class FrameDecoder:
             raise LimitExceededError(f"message body of {body_length} bytes exceeds the limit")
         end = pos + 4 + frame_length
         if len(buf) < end:
+            if self._chunks is None and frame_length >= _CHUNKED_FRAME_BYTES:
+                self._chunks, self._chunks_bytes = [], 0
+                self._chunks_need = end - len(buf)
             return NEED_DATA
-        # A bytearray slice: one copy, and the attachments are writable views,
-        # so the broker can stamp offsets into a batch in place.
-        frame = buf[pos + FRAME_PREFIX_SIZE : end]
-        self._pos = end
-        if self._pos == len(buf):
-            buf.clear()
-            self._pos = 0
-        body = self._unpack(memoryview(frame)[:body_length])
-        attachments = self._split(frame, body_length, body)
+        if pos == 0 and end == len(buf):
+            # The buffer is exactly this frame (always so after _join_chunks):
+            # take it over instead of copying it; the next bytes go to a new one.
+            frame, start = buf, FRAME_PREFIX_SIZE
+            rest = self._rest
+            self._buf = rest if rest is not None else bytearray()
+            self._rest = None
+        else:
+            # A bytearray slice: one copy, and the attachments are writable
+            # views, so the broker can stamp offsets into a batch in place.
+            frame, start = buf[pos + FRAME_PREFIX_SIZE : end], 0
+            self._pos = end
+            if self._pos == len(buf):
+                buf.clear()
+                self._pos = 0
+        body = self._unpack(memoryview(frame)[start : start + body_length])
+        attachments = self._split(frame, start + body_length, body)
         if self._role == "server":
             return self._request(body, attachments)
         return self._response(body, attachments)

@@ -167,3 +167,63 @@ def test_absent_optional_fields_are_filled_with_none():
                "topic_partitions": None, "client_id": "c"}
     check(spec, payload)
     assert payload["session_timeout_ms"] is None
+
+
+def test_large_frames_fed_in_random_chunks_decode_identically():
+    """Frames above the chunked threshold (gathered as chunks, joined once, buffer taken over)
+    and small ones, fed in seeded random chunk sizes, with next_frame called at random."""
+    for seed in range(12):
+        rng = random.Random(seed)
+        frames = []
+        for i in range(16):
+            att = [rng.randbytes(rng.choice([0, 10, 300_000, 1_100_000]))
+                   for _ in range(rng.randint(0, 3))]
+            frames.append((i, att, b"".join(encode_request(0, 0, i, "c", {"x": i}, att))))
+        stream = b"".join(f[2] for f in frames)
+        dec = FrameDecoder("server")
+        got = []
+        pos = 0
+        while pos < len(stream):
+            n = rng.choice([1, 7, 1000, 65536, 262144, 3_000_000])
+            chunk = stream[pos:pos + n]
+            if rng.random() < 0.3:     # a reused receive buffer: the decoder must copy it
+                buf = bytearray(chunk)
+                dec.feed(memoryview(buf))
+                buf[:] = b"\xff" * len(buf)
+            else:
+                dec.feed(chunk)
+            pos += n
+            assert dec.buffered_bytes <= len(stream) - sum(len(f[2]) for f in frames[:len(got)])
+            if rng.random() < 0.5:
+                continue
+            while (f := dec.next_frame()) is not NEED_DATA:
+                got.append(f)
+        while (f := dec.next_frame()) is not NEED_DATA:
+            got.append(f)
+        assert [g.correlation_id for g in got] == [f[0] for f in frames], seed
+        for g, f in zip(got, frames):
+            assert [bytes(a) for a in g.attachments] == f[1], seed
+            assert g.payload == {"x": f[0]}
+            for a in g.attachments:   # writable views: the broker stamps offsets in place
+                assert isinstance(a, memoryview) and not a.readonly
+        assert dec.buffered_bytes == 0
+
+
+def test_large_frame_limits_checked_before_gathering():
+    """A large frame over the limit fails on its prefix; a large frame with a bad attachment
+    table fails with FrameError after it is gathered, and the decoder stays poisoned."""
+    dec = FrameDecoder("server", FrameLimits(frame_bytes_max=1 << 20))
+    dec.feed(struct.pack(">II", (1 << 20) + 1, 10))
+    with pytest.raises(LimitExceededError):
+        dec.next_frame()
+    body = msgpack.packb([0, 0, 1, "c", {}, [600_000]])   # says 600,000, has 500,000
+    frame = struct.pack(">II", 4 + len(body) + 500_000, len(body)) + body + bytes(500_000)
+    dec = FrameDecoder("server")
+    dec.feed(frame[:1000])
+    assert dec.next_frame() is NEED_DATA
+    for i in range(1000, len(frame), 65536):
+        dec.feed(frame[i:i + 65536])
+    with pytest.raises(FrameError):
+        dec.next_frame()
+    with pytest.raises(FrameError):
+        dec.next_frame()
