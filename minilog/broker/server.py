@@ -30,6 +30,7 @@ connection quietly (DEBUG).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -153,7 +154,20 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: Co
                     queue.space = trio.Event()
                     await queue.space.wait()
 
+    # request_timeout_ms bounds each response's send. One cancel scope around
+    # the processor whose deadline is moved in for a send and back out after:
+    # cheaper than a `trio.fail_after` (a new scope in a context manager) per
+    # response. The deadline passing mid-send cancels the processor, which
+    # ends the connection as TooSlowError did.
+    send_guard = trio.CancelScope()
+
     async def processor() -> None:
+        with send_guard:
+            await process_requests()
+        if send_guard.cancelled_caught:
+            raise trio.TooSlowError(f"response not sent within {timeout_s} s")
+
+    async def process_requests() -> None:
         output: list = []
         output_bytes = 0
         handled_without_yield = 0
@@ -199,9 +213,10 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: Co
                 await send(output)
 
     async def send(pieces: list) -> None:
-        with trio.fail_after(timeout_s):
-            for piece in _pieces_for_send(pieces):
-                await stream.send_all(piece)
+        send_guard.deadline = trio.current_time() + timeout_s
+        for piece in _pieces_for_send(pieces):
+            await stream.send_all(piece)
+        send_guard.deadline = math.inf
 
     try:
         async with trio.open_nursery() as nursery:
