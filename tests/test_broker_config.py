@@ -4,8 +4,13 @@ docs generated from the tables staying in sync."""
 from __future__ import annotations
 
 import pathlib
+import re
+import signal
+import tomllib
 
 import pytest
+
+from conftest import BrokerProcess
 
 from minilog.broker.config import (
     BROKER_CONFIG_KEYS,
@@ -16,7 +21,19 @@ from minilog.broker.config import (
     normalize_topic_overrides,
 )
 
-DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+DOC = DOCS / "configuration.md"
+_TOML_BLOCK = re.compile(r"^```toml[ \t]*\n(.*?)^```", re.M | re.S)
+
+
+def _toml_blocks():
+    """(id "file.md:line", text) of every ```toml block in docs/*.md."""
+    out = []
+    for path in sorted(DOCS.glob("*.md")):
+        text = path.read_text()
+        for m in _TOML_BLOCK.finditer(text):
+            out.append(pytest.param(m.group(1), id=f"{path.name}:{text.count(chr(10), 0, m.start()) + 1}"))
+    return out
 
 
 def test_defaults_and_access_by_attribute_and_key():
@@ -114,3 +131,21 @@ def test_fast_schema_check_agrees_with_protocol_check():
             except FrameError:
                 full = False
             assert _FAST_CHECKS[key](payload) == full, (key, payload)
+
+
+def test_docs_have_toml_examples():
+    assert _toml_blocks(), "no ```toml block found in docs/*.md (the regex or the docs changed)"
+
+
+@pytest.mark.parametrize("block", _toml_blocks())
+def test_docs_toml_examples_start_a_broker(block, tmp_path):
+    """Every ```toml block in docs/ parses and `minilog serve --config` starts with it."""
+    tomllib.loads(block)                       # a TOMLDecodeError names the line
+    path = tmp_path / "example.toml"
+    path.write_text(block)
+    b = BrokerProcess(str(tmp_path / "data"), str(tmp_path / "broker.log"), ["--config", str(path)])
+    try:
+        b.start()                              # asserts the "listening on" line
+        assert b.stop(signal.SIGTERM) == 0, b.logs()
+    finally:
+        b.kill()

@@ -3,6 +3,7 @@ restarts (clean and kill -9), SIGTERM, and the `serve` flags."""
 
 from __future__ import annotations
 
+import collections
 import os
 import select
 import signal
@@ -186,3 +187,116 @@ def test_port_in_use_exits_one_with_one_line(broker, tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1, out
     assert "Traceback" not in out.stderr and "minilog serve: error:" in out.stderr
+
+
+@pytest.mark.parametrize("acks", [1, "all"])
+def test_sigkill_mid_stream_loses_no_acked_record(broker, acks):
+    """Issue 3: SIGKILL the broker while a producer streams into it, restart it on the
+    same data dir: every acked (partition, offset, value) is there at that offset,
+    offsets are dense from 0 without duplicates, and the producer failed every
+    record it could not deliver with a typed error instead of hanging."""
+    import threading
+
+    import minilog
+    from minilog.errors import MinilogError
+
+    topic, partitions, kill_after, after_kill = "durable", 4, 3000, 2000
+    pad = b"." * 1000            # the broker does real I/O: the kill finds data in flight
+    c = broker.client()
+    assert c.create_topic(topic, partitions) == 0
+    c.close()
+
+    acked: dict[bytes, tuple[int, int]] = {}     # value -> (partition, offset)
+    failed: dict[bytes, BaseException] = {}
+    reported_twice: list = []
+    lock = threading.Lock()
+    enough = threading.Event()
+
+    def on_delivery(err, report):
+        with lock:
+            if report.value in acked or report.value in failed:
+                reported_twice.append((report, err))
+            elif err is None:
+                acked[report.value] = (report.partition, report.offset)
+                if len(acked) >= kill_after:
+                    enough.set()
+            else:
+                failed[report.value] = err
+
+    killed = threading.Event()
+    at_kill: list[tuple[int, int]] = []     # (records produced, acks served) when killed
+    progress = [0]
+
+    def killer():               # kills at an arbitrary moment of the producer's stream
+        if enough.wait(30):
+            with lock:
+                at_kill.append((progress[0], len(acked)))
+            os.kill(broker.proc.pid, signal.SIGKILL)
+            broker.proc.wait()
+            killed.set()
+
+    killer_thread = threading.Thread(target=killer, daemon=True)
+    producer = minilog.Producer(broker.bootstrap, acks=acks, linger_ms=1, batch_size=4096,
+                                delivery_timeout_ms=3000, request_timeout_ms=2000,
+                                retry_backoff_ms=50)
+    produced, killed_at = 0, None
+    try:
+        killer_thread.start()
+        deadline = time.monotonic() + 30
+        while killed_at is None or produced < killed_at + after_kill:
+            producer.produce(topic, b"v%08d" % produced + pad, partition=produced % partitions,
+                             on_delivery=on_delivery)
+            produced += 1
+            progress[0] = produced
+            if killed_at is None and killed.is_set():
+                killed_at = produced
+            assert time.monotonic() < deadline, f"only {len(acked)} acked of {produced} produced"
+        started = time.monotonic()
+        remaining = producer.flush(10)
+        flush_s = time.monotonic() - started
+    finally:
+        enough.set()             # the killer never waits past a failed test
+        close_started = time.monotonic()
+        producer.close(timeout=5)
+        close_s = time.monotonic() - close_started
+        killer_thread.join(5)
+    # The producer failed what it could not deliver, with typed errors, and did not hang.
+    assert remaining == 0 and flush_s < 10 and close_s < 5, (remaining, flush_s, close_s)
+    assert not reported_twice, reported_twice[:3]
+    assert len(acked) + len(failed) == produced, (len(acked), len(failed), produced)
+    assert failed, "records produced after the kill cannot all have been acked"
+    untyped = [e for e in failed.values() if not isinstance(e, MinilogError)]
+    assert not untyped, untyped[:3]
+    seen_offsets = collections.Counter(acked.values())
+    assert max(seen_offsets.values()) == 1, "two acked records were given one offset"
+
+    broker.start()               # same data dir, new free port
+    with minilog.Consumer(broker.bootstrap, auto_offset_reset="earliest",
+                          max_poll_records=5000) as consumer:
+        tps = [(topic, p) for p in range(partitions)]
+        ends = consumer.end_offsets(tps)
+        consumer.assign([(topic, p, 0) for p in range(partitions)])
+        stored: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}
+        deadline = time.monotonic() + 20
+        while any(consumer.position(topic, p) < ends[(topic, p)] for p in range(partitions)):
+            for r in consumer.poll(timeout_ms=500):
+                stored[r.partition].append((r.offset, r.value))
+            assert time.monotonic() < deadline, {p: len(v) for p, v in stored.items()}
+    summary = (f"acks={acks}: (produced, acks served) at the kill {at_kill}; produced "
+               f"{produced}, acked {len(acked)}, failed {len(failed)}, errors "
+               f"{dict(collections.Counter(type(e).__name__ for e in failed.values()))}")
+    by_value: dict[bytes, tuple[int, int]] = {}
+    for p, records in stored.items():
+        offsets = [o for o, _ in records]
+        assert offsets == list(range(ends[(topic, p)])), f"partition {p}: offsets not dense; {summary}"
+        for o, v in records:
+            assert v not in by_value, f"{v[:9]!r} stored twice: {by_value[v]} and {(p, o)}"
+            by_value[v] = (p, o)
+    missing = sorted((v[:9], po, by_value.get(v)) for v, po in acked.items() if by_value.get(v) != po)
+    unacked_present = sum(1 for v in by_value if v not in acked)
+    foreign = [v[:9] for v in by_value if v not in acked and v not in failed]
+    summary += f"; stored {len(by_value)}, not acked but stored {unacked_present}"
+    assert not missing, (f"{len(missing)} acked records lost or moved, e.g. (value, acked at, "
+                         f"stored at) {missing[:5]}; {summary}")
+    assert not foreign, f"records nobody produced: {foreign[:5]}; {summary}"
+    print(summary)
