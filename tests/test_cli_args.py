@@ -147,3 +147,124 @@ def test_installed_command_reports_usage_errors_without_traceback():
     assert proc.returncode == EXIT_USAGE
     assert proc.stderr.strip().count("\n") == 0 and "{nope}" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+# ----------------------------------------------------------------------------
+# Topic names, number ranges, group ids: refused by click before anything connects
+# (the bootstrap server below does not exist; a check that connected would fail differently).
+
+_NOWHERE = {"MINILOG_BOOTSTRAP_SERVER": "127.0.0.1:1"}
+_TOPIC_COMMANDS = [
+    lambda t: ["topics", "create", t],
+    lambda t: ["topics", "describe", t],
+    lambda t: ["topics", "delete", t],
+    lambda t: ["topics", "alter", t, "--config", "retention.ms=1"],
+    lambda t: ["consume", t],
+    lambda t: ["produce", t, "--value", "x"],
+    lambda t: ["groups", "reset-offsets", "g", "--topic", t, "--to-earliest"],
+]
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x/y", "é", ".", "..", "t" * 250])
+@pytest.mark.parametrize("command", _TOPIC_COMMANDS)
+def test_bad_topic_name_is_one_line_for_every_command(command, name):
+    """Every command that takes a topic checks it (Kafka's rules): one line, no traceback."""
+    result = run(*command(name), env=_NOWHERE)
+    assert_one_line_error(result, EXIT_INVALID_CONFIG, "minilog: error: ", "topic")
+
+
+@pytest.mark.parametrize("name", ["a", "orders.v1_x-Y", "t" * 249])
+def test_legal_topic_names_pass_the_check(name):
+    from minilog.cli._common import topic_name_problem
+
+    assert topic_name_problem(name) is None
+
+
+@pytest.mark.parametrize("args", [
+    ["topics", "create", "t", "--partitions", "99999999999999999999999"],
+    ["topics", "create", "t", "--partitions", "0"],
+    ["topics", "create", "t", "--partitions", "100001"],
+    ["topics", "create", "t", "--replication-factor", "40000"],
+    ["produce", "t", "--value", "x", "--partition", "99999999999999999999999"],
+    ["produce", "t", "--value", "x", "--delivery-timeout-ms", "99999999999999"],
+    ["consume", "t", "--partition", "100000"],
+    ["consume", "t", "--max-messages", "0"],
+    ["consume", "t", "--max-messages", "99999999999999999999999"],
+    ["consume", "t", "--timeout-ms", "99999999999999"],
+    ["topics", "list", "--request-timeout-ms", "99999999999999"],
+    ["groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "99999999999999999999999"],
+    ["groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "-1"],
+])
+def test_numbers_out_of_range_are_one_line_usage_errors(args):
+    assert_one_line_error(run(*args, env=_NOWHERE), EXIT_USAGE, "minilog: error: ", "range")
+
+
+def test_consume_offset_out_of_int64_range_is_refused():
+    result = run("consume", "t", "--partition", "0", "--offset", str(2**63), env=_NOWHERE)
+    assert_one_line_error(result, EXIT_USAGE, "--offset")
+
+
+def test_unknown_flag_is_one_line():
+    assert_one_line_error(run("topics", "list", "--nope"), EXIT_USAGE, "--nope", "--help")
+
+
+@pytest.mark.parametrize("command", [
+    ["groups", "reset-offsets", "", "--topic", "t", "--to-earliest"],
+    ["groups", "describe", ""], ["groups", "delete", ""], ["consume", "t", "--group", ""],
+])
+def test_empty_group_id_is_refused(command):
+    assert_one_line_error(run(*command, env=_NOWHERE), EXIT_USAGE, "must not be empty")
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00", "0001-01-01T00:00:00Z",
+                                  "1969-12-31T23:59:59+00:00"])
+def test_reset_to_datetime_that_has_no_timestamp_is_refused(when):
+    """Year 1 (astimezone fails east of UTC) and pre-1970 times: one line, EXIT_USAGE."""
+    result = run("groups", "reset-offsets", "g", "--topic", "t", "--to-datetime", when,
+                 env=_NOWHERE)
+    assert_one_line_error(result, EXIT_USAGE, "--to-datetime")
+
+
+def test_client_to_ms_raises_a_typed_error_for_unrepresentable_times():
+    """The client itself (not only the CLI) refuses with ConfigError, a MinilogError."""
+    import datetime as dt
+
+    from minilog.client._group_admin import _to_ms
+    from minilog.errors import ConfigError
+
+    for when in (dt.datetime(1, 1, 1), dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc),
+                 dt.datetime(1969, 12, 31, tzinfo=dt.timezone.utc), -5, "soon"):
+        with pytest.raises(ConfigError):
+            _to_ms(when)
+    assert _to_ms(dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc)) == 1000
+
+
+# ----------------------------------------------------------------------------
+# handle_errors: the last line of defence
+
+
+def _broken_admin(monkeypatch):
+    import minilog
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("something\nwent wrong")
+
+    monkeypatch.setattr(minilog, "Admin", Broken)
+
+
+def test_unexpected_exception_is_one_internal_error_line(monkeypatch):
+    """A bug (anything not a MinilogError/CliError/OSError) is one line and exit 1."""
+    _broken_admin(monkeypatch)
+    monkeypatch.delenv("MINILOG_DEBUG", raising=False)
+    result = run("topics", "list")
+    assert_one_line_error(result, 1, "minilog: internal error: RuntimeError: something went wrong",
+                          "MINILOG_DEBUG=1")
+
+
+def test_minilog_debug_shows_the_traceback(monkeypatch):
+    _broken_admin(monkeypatch)
+    result = run("topics", "list", env={"MINILOG_DEBUG": "1"})
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr and "RuntimeError: something" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("minilog: internal error: ")

@@ -31,7 +31,6 @@ from minilog.cli._common import (
     EXIT_OK,
     EXIT_TOPIC_EXISTS,
     EXIT_TOPIC_NOT_FOUND,
-    EXIT_UNSUPPORTED,
     EXIT_USAGE,
 )
 
@@ -264,15 +263,12 @@ def test_consume_partition_out_of_range(bs, topic):
     assert_one_line_error(EXIT_TOPIC_NOT_FOUND, result.exit_code, result.stdout, result.stderr)
 
 
-def test_consume_group_commits_or_says_unsupported(bs, topic):
-    """--group resumes after the committed offset; a build without groups says so in one line."""
+def test_consume_group_commits(bs, topic):
+    """--group resumes after the committed offset (groups have landed: no skip path)."""
     ok(cli(bs, "topics", "create", topic, "--partitions", "1"))
     ok(cli(bs, "produce", topic, input="a\nb\nc\n"))
     result = cli(bs, "consume", topic, "--group", f"g-{topic}", "--from-beginning",
                  "--max-messages", "2")
-    if result.exit_code == EXIT_UNSUPPORTED:
-        assert_one_line_error(EXIT_UNSUPPORTED, result.exit_code, result.stdout, result.stderr, "group")
-        pytest.skip("consumer groups have not landed")
     assert ok(result) == "a\nb\n"
     again = cli(bs, "consume", topic, "--group", f"g-{topic}", "--max-messages", "1")
     assert ok(again) == "c\n"
@@ -366,7 +362,47 @@ def test_produce_exits_non_zero_when_a_delivery_fails(bs, topic):
     started = time.monotonic()
     proc = minilog(bs, "produce", topic, "--acks", "all", "--delivery-timeout-ms", "2000",
                    input="a\nb\n")
-    assert time.monotonic() - started < 30
+    # Bounded by --delivery-timeout-ms (2 s) plus start-up, not the client's 120 s default.
+    assert time.monotonic() - started < 15
     assert_one_line_error(EXIT_DELIVERY_FAILED, proc.returncode, proc.stdout, proc.stderr,
                           "2 of 2 records not delivered", "NOT_ENOUGH_REPLICAS")
     assert proc.stdout == ""
+
+
+def test_produce_to_a_partition_the_topic_lacks(bs, topic):
+    """--partition 5 on a 1-partition topic: one line, EXIT_TOPIC_NOT_FOUND, nothing sent."""
+    ok(cli(bs, "topics", "create", topic, "--partitions", "1"))
+    result = cli(bs, "produce", topic, "--value", "x", "--partition", "5")
+    assert_one_line_error(EXIT_TOPIC_NOT_FOUND, result.exit_code, result.stdout, result.stderr,
+                          "no partition 5")
+    assert ok(cli(bs, "consume", topic, "--from-beginning", "--timeout-ms", "300")) == ""
+
+
+def test_consume_offset_past_the_log_end_says_where_it_starts(bs, topic):
+    """--offset beyond the log end starts at the log end, with one warning line on stderr;
+    a record produced after that is the first one printed."""
+    ok(cli(bs, "topics", "create", topic, "--partitions", "1"))
+    ok(cli(bs, "produce", topic, input="a\nb\nc\n"))
+    env = dict(os.environ, MINILOG_BOOTSTRAP_SERVER=bs)
+    proc = subprocess.Popen(["minilog", "consume", topic, "--partition", "0", "--offset", "500",
+                             "--max-messages", "1", "--format", "{offset} {value}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        warning = proc.stderr.readline()  # printed before the consumer starts polling
+        assert warning.startswith("minilog: warning: "), warning
+        assert "offset 500 is outside the log [0, 3]" in warning and "offset 3" in warning, warning
+        ok(cli(bs, "produce", topic, "--value", "d"))
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert stdout == "3 d\n" and stderr == "", (stdout, stderr)
+
+
+def test_consume_offset_inside_the_log_prints_no_warning(bs, topic):
+    ok(cli(bs, "topics", "create", topic, "--partitions", "1"))
+    ok(cli(bs, "produce", topic, input="a\nb\nc\n"))
+    result = cli(bs, "consume", topic, "--partition", "0", "--offset", "3", "--timeout-ms", "300")
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr == "", result.output

@@ -20,7 +20,6 @@ from minilog.cli._common import (
     EXIT_DELIVERY_FAILED,
     EXIT_INTERRUPTED,
     EXIT_TOPIC_NOT_FOUND,
-    EXIT_UNSUPPORTED,
     EXIT_USAGE,
 )
 
@@ -88,6 +87,9 @@ def world(monkeypatch) -> World:
                     timestamp_ms=None, on_delivery=None):
             self.pending.append((topic, value, key, partition, on_delivery))
 
+        def partitions_for(self, topic):
+            return list(range(len(w.topics.setdefault(topic, [[]]))))
+
         def flush(self, timeout=None):
             for topic, value, key, partition, cb in self.pending:
                 if w.delivery_error is not None:
@@ -113,6 +115,12 @@ def world(monkeypatch) -> World:
             w.calls.append(("assign", list(partitions)))
             for tp in partitions:
                 self.positions[tp[:2]] = tp[2] if len(tp) > 2 else 0
+
+        def beginning_offsets(self, partitions):
+            return {tuple(tp[:2]): 0 for tp in partitions}
+
+        def end_offsets(self, partitions):
+            return {(t, p): len(w.topics[t][p]) for t, p, *_ in partitions}
 
         def seek_to_beginning(self, *partitions):
             for tp in self.positions:
@@ -257,13 +265,6 @@ def test_consume_group_subscribes_and_commits(world, monkeypatch):
     assert subscribed == [["t"]] and world.committed == [{("t", 0): 1}]
     consumer_call = next(c for c in world.calls if c[0] == "Consumer")
     assert consumer_call[2] == "g"
-
-
-def test_consume_group_without_subscribe_is_unsupported(world):
-    world.topics["t"] = [[]]
-    result = run("consume", "t", "--group", "g")
-    assert result.exit_code == EXIT_UNSUPPORTED
-    assert result.stderr.count("\n") == 1 and "group" in result.stderr
 
 
 def test_broker_unavailable_maps_to_exit_3(world, monkeypatch):

@@ -46,10 +46,15 @@ def test_reset_then_consume_starts_exactly_there(gbroker, members):
     then consumes from exactly 40; while it is active, reset and delete are refused."""
     code, out, _ = cli(gbroker, "reset-offsets", "r", "--topic", "t", "--to-offset", "40")
     assert code == 0 and "Dry run" in out and out.count(" 40") == 3
+    assert "does not exist" in out and "--allow-new-group" in out
     code, out, _ = cli(gbroker, "describe", "r")
     assert code == 10                               # still unknown: nothing changed
+    one_line_error(*cli(gbroker, "reset-offsets", "r", "--topic", "t", "--to-offset", "40",
+                        "--execute"), 10, "--allow-new-group")
+    code, out, _ = cli(gbroker, "describe", "r")
+    assert code == 10                               # refused: still unknown
     code, out, _ = cli(gbroker, "reset-offsets", "r", "--topic", "t", "--to-offset", "40",
-                       "--execute")
+                       "--execute", "--allow-new-group")
     assert code == 0 and "Reset 3 partition(s)" in out
     code, out, _ = cli(gbroker, "describe", "r")
     assert code == 0 and "State: empty" in out
@@ -93,4 +98,30 @@ def test_bad_input_is_one_line_and_changes_nothing(gbroker):
                    2, "--to-datetime")
     one_line_error(*cli(gbroker, "reset-offsets", "g", "--topic", "t"), 2, "exactly one")
     one_line_error(*cli(gbroker, "delete", "g"), 10, "unknown group")
+    assert cli(gbroker, "list")[1] == ""
+
+
+def test_reset_of_an_unknown_group_is_refused_unless_allowed(gbroker):
+    """An executed reset of a group id that never existed exits 10 and creates nothing;
+    --allow-new-group pre-seeds it; a known empty group needs no flag; an empty id is refused."""
+    one_line_error(*cli(gbroker, "reset-offsets", "ghost", "--topic", "t", "--to-earliest",
+                        "--execute"), 10, "unknown group 'ghost'")
+    assert cli(gbroker, "list")[1] == ""
+    code, out, err = cli(gbroker, "reset-offsets", "ghost", "--topic", "t", "--to-earliest",
+                         "--execute", "--allow-new-group")
+    assert code == 0 and "Reset 3 partition(s)" in out, (out, err)
+    code, out, err = cli(gbroker, "reset-offsets", "ghost", "--topic", "t", "--to-latest",
+                         "--execute")
+    assert code == 0 and out.count(" 100") >= 3, (out, err)
+    code, out, _ = cli(gbroker, "describe", "ghost")
+    assert code == 0 and "State: empty" in out
+    one_line_error(*cli(gbroker, "reset-offsets", "", "--topic", "t", "--to-earliest",
+                        "--execute", "--allow-new-group"), 2, "must not be empty")
+
+
+def test_datetime_before_the_epoch_is_one_line(gbroker):
+    """Year 1 (local time, which may not convert at all) and a pre-1970 UTC time: exit 2."""
+    for when in ("0001-01-01T00:00:00", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z"):
+        one_line_error(*cli(gbroker, "reset-offsets", "g", "--topic", "t", "--to-datetime", when),
+                       2, "--to-datetime")
     assert cli(gbroker, "list")[1] == ""

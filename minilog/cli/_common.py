@@ -7,9 +7,15 @@ The command body calls the client library and lets its typed exceptions
 escape; `handle_errors` catches them, prints `minilog: error: <message>` on
 stderr and exits with the code that `exit_code_for` picks. The command itself
 raises `CliError(message, code)` for problems it finds on its own (a bad
-`--config` pair, a bad `--format` field). No traceback reaches the user; a
-bug in minilog still shows one (anything that is not a `MinilogError`,
-`CliError` or `OSError` is ours).
+`--config` pair, a bad `--format` field). No traceback reaches the user:
+anything that is not a `MinilogError`, `CliError` or `OSError` is a bug in
+minilog, and `handle_errors` reports it as one `minilog: internal error:`
+line (exit 1); `MINILOG_DEBUG=1` prints its traceback too. Our code raises
+typed errors for bad input, so that line should never be seen.
+
+Arguments are checked by click before a command runs: `TOPIC` (a click
+type: non-empty, at most 249 of Kafka's legal characters [a-zA-Z0-9._-])
+for every argument or option that names a topic, `non_empty` for ids.
 
 Exit codes are named here and listed in docs/cli.md; scripts may rely on
 them, so a number never changes meaning. Like DBDB's `tool.py`.
@@ -21,6 +27,7 @@ import functools
 import os
 import string
 import sys
+import traceback
 from typing import Any, Callable, Iterable, NoReturn, TypeVar
 
 import click
@@ -47,6 +54,15 @@ __all__ = [
     "exit_code_for",
     "fail",
     "parse_config_pairs",
+    "TOPIC",
+    "TopicName",
+    "topic_name_problem",
+    "non_empty",
+    "DEBUG_ENV",
+    "INT32_MAX",
+    "INT64_MAX",
+    "PARTITIONS_MAX",
+    "REPLICATION_FACTOR_MAX",
     "RecordFormatter",
 ]
 
@@ -86,6 +102,57 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 # ----------------------------------------------------------------------------
+# Topic names and ids
+
+INT32_MAX = 2**31 - 1   # ms, counts and partition numbers travel as int32
+INT64_MAX = 2**63 - 1   # offsets travel as int64
+PARTITIONS_MAX = 100_000  # `topics create --partitions` (and so the largest partition number + 1)
+REPLICATION_FACTOR_MAX = 32_767  # int16 on the wire
+TOPIC_NAME_MAX = 249  # Kafka's limit (a partition directory is NAME-NNN)
+_TOPIC_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why `name` is not a legal topic name (Kafka's rules), or None when it is."""
+    if not name:
+        return "a topic name must not be empty"
+    if name in (".", ".."):
+        return f"a topic name cannot be {name!r}"
+    if len(name) > TOPIC_NAME_MAX:
+        return f"a topic name is at most {TOPIC_NAME_MAX} characters, got {len(name)}"
+    bad = sorted(set(name) - _TOPIC_CHARS)
+    if bad:
+        return (f"topic name {name!r} has illegal character(s) {''.join(bad)!r}: "
+                "use ASCII letters, digits, '.', '_' and '-'")
+    return None
+
+
+class TopicName(click.ParamType):
+    """A click type for topic names; a bad one exits EXIT_INVALID_CONFIG (as the
+    broker's INVALID_TOPIC_EXCEPTION does) before anything connects."""
+
+    name = "topic"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        problem = topic_name_problem(value)
+        if problem is not None:
+            exc = click.BadParameter(problem, ctx=ctx, param=param)
+            exc.exit_code = EXIT_INVALID_CONFIG
+            raise exc
+        return value
+
+
+TOPIC = TopicName()
+
+
+def non_empty(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: refuse an empty string (a group id, a key...) with EXIT_USAGE."""
+    if isinstance(value, str) and not value.strip():
+        raise click.BadParameter("must not be empty", ctx=ctx, param=param)
+    return value
+
+
+# ----------------------------------------------------------------------------
 # --bootstrap-server
 
 
@@ -121,7 +188,7 @@ def bootstrap_option(func: F) -> F:
     func = click.option(
         "--request-timeout-ms",
         envvar=REQUEST_TIMEOUT_ENV,
-        type=click.IntRange(min=1000),
+        type=click.IntRange(1000, INT32_MAX),
         default=REQUEST_TIMEOUT_MS_DEFAULT,
         show_default=True,
         show_envvar=True,
@@ -211,12 +278,27 @@ def report(message: str) -> None:
     click.echo(f"minilog: error: {message}", err=True)
 
 
+DEBUG_ENV = "MINILOG_DEBUG"
+
+
+def report_internal_error(exc: BaseException) -> None:
+    """A bug in minilog: one line, and the traceback only with MINILOG_DEBUG=1."""
+    if os.environ.get(DEBUG_ENV) == "1":
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    text = " ".join(str(exc).split())
+    click.echo(f"minilog: internal error: {type(exc).__name__}: {text} "
+               f"(run with {DEBUG_ENV}=1 for the traceback)", err=True)
+
+
 def handle_errors(func: F) -> F:
     """Turn CliError, minilog errors and connection errors into one line + exit code.
 
     Error handling: `click.exceptions.Exit` / `Abort` / usage errors pass
     through to click. `KeyboardInterrupt` exits EXIT_INTERRUPTED quietly.
-    Any other exception is a minilog bug and keeps its traceback.
+    Only `MinilogError`, `CliError` and `OSError` are expected; anything
+    else is a minilog bug, reported as one `internal error` line with exit
+    EXIT_ERROR (the traceback with MINILOG_DEBUG=1). The fix for such a line
+    is to make our code raise a typed error, not to widen this list.
     """
 
     @functools.wraps(func)
@@ -229,11 +311,14 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except KeyboardInterrupt:
             sys.exit(EXIT_INTERRUPTED)
-        except click.exceptions.ClickException:
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except expected as exc:
             report(error_message(exc))
             sys.exit(exit_code_for(exc))
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug in minilog
+            report_internal_error(exc)
+            sys.exit(EXIT_ERROR)
 
     return wrapper  # type: ignore[return-value]
 

@@ -6,7 +6,10 @@ Theory of operation: like kafka-console-consumer.
   of TOPIC (from `Admin.describe_topic`), or only `--partition P`. It starts
   at the log end (new records only), at the log start with
   `--from-beginning`, or at `--offset O` (`earliest` / `latest` / a number;
-  needs `--partition`). Nothing is committed.
+  needs `--partition`). A number outside the partition's log is clamped to
+  [log start, log end] (as `groups reset-offsets` does) with one
+  `minilog: warning:` line on stderr naming where it starts instead, so a
+  consume past the end does not wait silently. Nothing is committed.
 * With `--group G` the consumer joins the group through `subscribe` and
   commits what it printed after each poll, so a second run goes on where
   this one stopped; `--from-beginning` only matters for a group with no
@@ -37,9 +40,13 @@ import click
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_UNSUPPORTED,
     EXIT_USAGE,
+    INT32_MAX,
+    INT64_MAX,
+    PARTITIONS_MAX,
+    TOPIC,
     RecordFormatter,
+    non_empty,
     bootstrap_option,
     client_options,
     fail,
@@ -63,8 +70,8 @@ def _parse_offset(text: str | None) -> int | str | None:
         offset = int(lowered)
     except ValueError:
         fail(f"--offset expects a number, earliest or latest, got {text!r}", EXIT_USAGE)
-    if offset < 0:
-        fail(f"--offset must be >= 0, got {offset}", EXIT_USAGE)
+    if not 0 <= offset <= INT64_MAX:
+        fail(f"--offset must be in 0..{INT64_MAX}, got {offset}", EXIT_USAGE)
     return offset
 
 
@@ -73,17 +80,17 @@ class _Terminated(Exception):
 
 
 @main.command()
-@click.argument("topic")
-@click.option("--group", "-g", default=None, help="Join consumer group G and commit offsets.")
+@click.argument("topic", type=TOPIC)
+@click.option("--group", "-g", default=None, callback=non_empty, help="Join consumer group G and commit offsets.")
 @click.option("--from-beginning", is_flag=True,
               help="Start at the log start (with --group: when the group has no offset yet).")
-@click.option("--max-messages", "-n", type=click.IntRange(min=1), default=None,
+@click.option("--max-messages", "-n", type=click.IntRange(1, INT64_MAX), default=None,
               help="Exit after printing N records.")
-@click.option("--partition", "-p", type=click.IntRange(min=0), default=None,
+@click.option("--partition", "-p", type=click.IntRange(0, PARTITIONS_MAX - 1), default=None,
               help="Read only this partition.")
 @click.option("--offset", "-o", default=None, metavar="O",
               help="Start offset in --partition: a number, earliest or latest.")
-@click.option("--timeout-ms", type=click.IntRange(min=0), default=None,
+@click.option("--timeout-ms", type=click.IntRange(0, INT32_MAX), default=None,
               help="Exit when no record arrived for T ms.")
 @click.option("--format", "-f", "template", default="{value}", show_default=True,
               help="Python format string over topic, partition, offset, timestamp, key, value, headers.")
@@ -121,9 +128,7 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
             consumer = minilog.Consumer(bootstrap_server, group_id=group, enable_auto_commit=False,
                                         auto_offset_reset="earliest" if from_beginning else "latest",
                                         **client_options())
-            if not callable(getattr(consumer, "subscribe", None)):
-                fail("--group needs consumer-group support, which this build lacks", EXIT_UNSUPPORTED)
-            _subscribe(consumer, topic)
+            consumer.subscribe([topic])
         else:
             consumer = minilog.Consumer(bootstrap_server, **client_options())
             _assign(consumer, topic, numbers, partition, start)
@@ -139,18 +144,6 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
         _flush_stdout()
     if code != EXIT_OK:
         sys.exit(code)
-
-
-def _subscribe(consumer: Any, topic: str) -> None:
-    """Join the group; a client whose groups are not built yet says so (EXIT_UNSUPPORTED)."""
-    from minilog.errors import MinilogError
-
-    try:
-        consumer.subscribe([topic])
-    except MinilogError as exc:
-        if type(exc) is not MinilogError:  # a broker or connection error keeps its own code
-            raise
-        fail(f"--group: {exc}", EXIT_UNSUPPORTED)
 
 
 def _partitions(minilog: Any, bootstrap_server: str, topic: str) -> list[int]:
@@ -171,13 +164,28 @@ def _assign(consumer: Any, topic: str, numbers: list[int], partition: int | None
                 message=f"topic {topic} has no partition {partition} (it has {len(numbers)})")
         numbers = [partition]
     if isinstance(start, int):
-        consumer.assign([(topic, p, start) for p in numbers])
+        consumer.assign([(topic, p, _clamped(consumer, topic, p, start)) for p in numbers])
         return
     consumer.assign([(topic, p) for p in numbers])
     if start == "earliest":
         consumer.seek_to_beginning()
     else:
         consumer.seek_to_end()
+
+
+def _clamped(consumer: Any, topic: str, partition: int, offset: int) -> int:
+    """`offset`, or the nearer end of the partition's log when it is outside it (with a
+    warning line: the consumer would otherwise reset quietly and wait at the log end)."""
+    tp = (topic, partition)
+    lo = consumer.beginning_offsets([tp])[tp]
+    hi = consumer.end_offsets([tp])[tp]
+    if lo <= offset <= hi:
+        return offset
+    start = min(max(offset, lo), hi)
+    where = "log end" if start == hi else "log start"
+    click.echo(f"minilog: warning: {topic}-{partition}: offset {offset} is outside the log "
+               f"[{lo}, {hi}]; starting at the {where}, offset {start}", err=True)
+    return start
 
 
 def _loop(consumer: Any, formatter: RecordFormatter, max_messages: int | None,

@@ -3,7 +3,10 @@
 Thin calls to `minilog.Admin`'s group methods (minilog/client/_group_admin.py).
 `describe` prints kafka-consumer-groups.sh's columns (TOPIC PARTITION
 CURRENT-OFFSET LOG-END-OFFSET LAG MEMBER); `reset-offsets` prints the plan
-and changes nothing unless `--execute` is given. Errors are one line on
+and changes nothing unless `--execute` is given. An executed reset of a
+group that does not exist (no members, no committed offsets) would create
+it, so it is refused (EXIT_GROUP_NOT_FOUND) unless `--allow-new-group` says
+that is the intent (pre-seeding a group before its consumers start). Errors are one line on
 stderr and a named exit code (`_common.py`); no traceback reaches the user.
 """
 
@@ -13,7 +16,16 @@ import datetime as _dt
 
 import click
 
-from ._common import EXIT_USAGE, bootstrap_option, client_options, fail, handle_errors
+from ._common import (
+    EXIT_USAGE,
+    INT64_MAX,
+    TOPIC,
+    bootstrap_option,
+    client_options,
+    fail,
+    handle_errors,
+    non_empty,
+)
 from ._group import main
 
 EXIT_GROUP_NOT_FOUND = 10      # groups: unknown group
@@ -79,7 +91,7 @@ def list_(states: tuple[str, ...], bootstrap_server: str) -> None:
 
 
 @groups.command("describe")
-@click.argument("group")
+@click.argument("group", callback=non_empty)
 @click.option("--members", "show_members", is_flag=True, help="List members and assignments too.")
 @bootstrap_option
 @handle_errors
@@ -109,26 +121,35 @@ def _parse_datetime(value: str) -> _dt.datetime:
     except ValueError:
         fail(f"invalid --to-datetime {value!r}: expected ISO 8601, e.g. 2024-05-01T12:00:00Z",
              EXIT_USAGE)
+    try:
+        stamp = (when if when.tzinfo is not None else when.astimezone()).timestamp()
+    except (ValueError, OverflowError, OSError) as exc:
+        fail(f"invalid --to-datetime {value!r}: {exc}", EXIT_USAGE)
+    if stamp < 0:
+        fail(f"invalid --to-datetime {value!r}: before 1970-01-01T00:00:00Z", EXIT_USAGE)
     return when
 
 
 @groups.command("reset-offsets")
-@click.argument("group")
-@click.option("--topic", required=True, help="Topic whose committed offsets to reset.")
+@click.argument("group", callback=non_empty)
+@click.option("--topic", required=True, type=TOPIC, help="Topic whose committed offsets to reset.")
 @click.option("--to-earliest", is_flag=True, help="To each partition's log start.")
 @click.option("--to-latest", is_flag=True, help="To each partition's log end.")
-@click.option("--to-offset", type=int, default=None, metavar="N", help="To offset N (clamped).")
+@click.option("--to-offset", type=click.IntRange(0, INT64_MAX), default=None, metavar="N",
+              help="To offset N (clamped).")
 @click.option("--to-datetime", default=None, metavar="ISO",
               help="To the first record at or after this time (ISO 8601).")
-@click.option("--shift-by", type=int, default=None, metavar="N",
+@click.option("--shift-by", type=click.IntRange(-INT64_MAX, INT64_MAX), default=None, metavar="N",
               help="Move the committed offsets by N (negative: back).")
 @click.option("--execute", is_flag=True, help="Apply the plan (default: print it only).")
+@click.option("--allow-new-group", is_flag=True,
+              help="Let --execute create GROUP when it does not exist yet (pre-seeding).")
 @bootstrap_option
 @handle_errors
 @_group_errors
 def reset_offsets(group: str, topic: str, to_earliest: bool, to_latest: bool,
                   to_offset: int | None, to_datetime: str | None, shift_by: int | None,
-                  execute: bool, bootstrap_server: str) -> None:
+                  execute: bool, allow_new_group: bool, bootstrap_server: str) -> None:
     """Plan (or with --execute apply) new committed offsets for GROUP on --topic."""
     chosen = [to_earliest, to_latest, to_offset is not None, to_datetime is not None,
               shift_by is not None]
@@ -148,8 +169,15 @@ def reset_offsets(group: str, topic: str, to_earliest: bool, to_latest: bool,
         target["to_datetime"] = _parse_datetime(to_datetime)
     else:
         target["shift_by"] = shift_by
+    from minilog.errors import GroupIdNotFoundError
+
     with _admin(bootstrap_server) as admin:
-        plan = admin.reset_offsets(group, topic, execute=execute, **target)
+        try:
+            plan = admin.reset_offsets(group, topic, execute=execute,
+                                       allow_new_group=allow_new_group, **target)
+        except GroupIdNotFoundError:
+            fail(f"unknown group {group!r}: nothing changed (add --allow-new-group to create it "
+                 "with these offsets)", EXIT_GROUP_NOT_FOUND)
     for warning in plan.warnings:
         click.echo(f"minilog: warning: {warning}", err=True)
     _rows(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"],
@@ -159,11 +187,14 @@ def reset_offsets(group: str, topic: str, to_earliest: bool, to_latest: bool,
     else:
         note = (f" (the group has {plan.active_members} active member(s): --execute will be "
                 "refused until they stop)") if plan.active_members else ""
+        if plan.new_group and not allow_new_group:
+            note = (f" (group {group!r} does not exist: --execute needs --allow-new-group "
+                    "to create it)")
         click.echo(f"\nDry run: nothing changed{note}. Add --execute to apply.")
 
 
 @groups.command("delete")
-@click.argument("group")
+@click.argument("group", callback=non_empty)
 @bootstrap_option
 @handle_errors
 @_group_errors

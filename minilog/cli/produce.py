@@ -12,7 +12,11 @@ own code, e.g. EXIT_TOPIC_NOT_FOUND, or EXIT_DELIVERY_FAILED).
 
 Error handling: a line without the separator stops reading with
 EXIT_USAGE after flushing what was already sent (kafka-console-producer
-fails the same way). Ctrl-C flushes nothing more and exits
+fails the same way). `--partition P` that TOPIC does not have exits
+EXIT_TOPIC_NOT_FOUND before anything is sent (as `consume --partition`).
+Delivery is bounded by `--delivery-timeout-ms` (default 30 s, retries
+included: a retriable error such as NOT_ENOUGH_REPLICAS under `--acks all`
+is retried until then) plus a short grace for the final flush. Ctrl-C flushes nothing more and exits
 EXIT_INTERRUPTED.
 """
 
@@ -26,6 +30,9 @@ import click
 from ._common import (
     EXIT_DELIVERY_FAILED,
     EXIT_USAGE,
+    INT32_MAX,
+    PARTITIONS_MAX,
+    TOPIC,
     CliError,
     bootstrap_option,
     client_options,
@@ -65,13 +72,13 @@ class _Deliveries:
 
 
 @main.command()
-@click.argument("topic")
+@click.argument("topic", type=TOPIC)
 @click.option("--key", "-k", default=None, help="Key for every record (UTF-8).")
 @click.option("--value", "-v", default=None,
               help="Send this one value instead of reading stdin.")
 @click.option("--key-separator", "-s", default=None, metavar="S",
               help="Split each stdin line at the first S into key and value.")
-@click.option("--partition", type=click.IntRange(min=0), default=None,
+@click.option("--partition", type=click.IntRange(0, PARTITIONS_MAX - 1), default=None,
               help="Send to this partition (default: by key hash, sticky without a key).")
 @click.option("--header", "headers", multiple=True, metavar="K=V",
               help="Add a header to every record. Repeatable.")
@@ -80,9 +87,9 @@ class _Deliveries:
 @click.option("--compression", "--compression-type", "compression",
               type=click.Choice(_COMPRESSION), default="none", show_default=True,
               help="Batch compression codec.")
-@click.option("--linger-ms", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--linger-ms", type=click.IntRange(0, INT32_MAX), default=5, show_default=True,
               help="Wait this long to fill a batch.")
-@click.option("--delivery-timeout-ms", type=click.IntRange(min=1), default=30_000,
+@click.option("--delivery-timeout-ms", type=click.IntRange(1, INT32_MAX), default=30_000,
               show_default=True,
               help="Give up on a record (retries included) after this long.")
 @bootstrap_option
@@ -106,6 +113,7 @@ def produce(topic: str, key: str | None, value: str | None, key_separator: str |
     sep_bytes = key_separator.encode() if key_separator is not None else None
 
     import minilog
+    from minilog.errors import MinilogError
 
     deliveries = _Deliveries()
     producer = minilog.Producer(bootstrap_server, acks=_ACKS[acks], linger_ms=linger_ms,
@@ -113,10 +121,18 @@ def produce(topic: str, key: str | None, value: str | None, key_separator: str |
                                 delivery_timeout_ms=delivery_timeout_ms, **client_options())
     sent = 0
     try:
+        if partition is not None:
+            _check_partition(producer, topic, partition)
+
         def send(k: bytes | None, v: bytes) -> None:
             nonlocal sent
-            producer.produce(topic, v, key=k, partition=partition,
-                             headers=header_list or None, on_delivery=deliveries)
+            try:
+                producer.produce(topic, v, key=k, partition=partition,
+                                 headers=header_list or None, on_delivery=deliveries)
+            except MinilogError:
+                raise
+            except (TypeError, ValueError) as exc:  # the client refused an argument
+                fail(f"cannot produce to {topic}: {exc}", EXIT_USAGE)
             sent += 1
 
         if value is not None:
@@ -144,3 +160,13 @@ def produce(topic: str, key: str | None, value: str | None, key_separator: str |
         code = exit_code_for(err) if err is not None else EXIT_DELIVERY_FAILED
         fail(f"{failed} of {sent} records not delivered{reason}",
              code if code != 1 else EXIT_DELIVERY_FAILED)
+
+
+def _check_partition(producer, topic: str, partition: int) -> None:
+    """Raise UnknownTopicOrPartitionError unless TOPIC has `partition` (and exists)."""
+    count = len(producer.partitions_for(topic))
+    if partition >= count:
+        from minilog.errors import UnknownTopicOrPartitionError
+
+        raise UnknownTopicOrPartitionError(
+            message=f"topic {topic} has no partition {partition} (it has {count})")

@@ -16,6 +16,9 @@ import click
 
 from ._common import (
     EXIT_INVALID_CONFIG,
+    PARTITIONS_MAX,
+    REPLICATION_FACTOR_MAX,
+    TOPIC,
     bootstrap_option,
     client_options,
     fail,
@@ -80,10 +83,11 @@ def topics() -> None:
 
 
 @topics.command("create")
-@click.argument("name")
-@click.option("--partitions", "-p", type=click.IntRange(min=1), default=None,
+@click.argument("name", type=TOPIC)
+@click.option("--partitions", "-p", type=click.IntRange(1, PARTITIONS_MAX), default=None,
               help="Number of partitions (default: the broker's num.partitions).")
-@click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=None,
+@click.option("--replication-factor", "-r", type=click.IntRange(1, REPLICATION_FACTOR_MAX),
+              default=None,
               help="Copies of each partition (default: the broker's default.replication.factor).")
 @click.option("--config", "-c", "configs", multiple=True, metavar="KEY=VALUE",
               help="Topic config by Kafka's name, e.g. retention.ms=604800000. Repeatable.")
@@ -135,7 +139,7 @@ def _topic_name(item: Any) -> str:
 
 
 @topics.command("describe")
-@click.argument("name")
+@click.argument("name", type=TOPIC)
 @bootstrap_option
 @handle_errors
 def describe(name: str, bootstrap_server: str) -> None:
@@ -187,7 +191,7 @@ def _config_rows(config: Any) -> list[tuple[str, str, str]]:
 
 
 @topics.command("delete")
-@click.argument("name")
+@click.argument("name", type=TOPIC)
 @click.option("--if-exists", is_flag=True, help="Succeed quietly if the topic does not exist.")
 @bootstrap_option
 @handle_errors
@@ -206,7 +210,7 @@ def delete(name: str, if_exists: bool, bootstrap_server: str) -> None:
 
 
 @topics.command("alter")
-@click.argument("name")
+@click.argument("name", type=TOPIC)
 @click.option("--config", "-c", "configs", multiple=True, metavar="KEY=VALUE",
               help="Set a topic config. Repeatable.")
 @click.option("--delete-config", "-d", "deleted", multiple=True, metavar="KEY",

@@ -8,6 +8,10 @@ Rules:
   commit on its own too (member_epoch -1 is only accepted for an empty group).
 - A reset target outside a partition's log is clamped to [log start, log end]
   with a warning in the plan, as Kafka does.
+- An executed reset of a group the coordinator does not know (no members, no
+  committed offsets) creates it; `allow_new_group=False` refuses that with
+  `GroupIdNotFoundError` instead (the CLI's default, so a typo in a group id
+  is not silently turned into a new group).
 
 Theory of operation: `plan_offset_reset` reads the committed offsets, the
 log start and end offsets, and (for --to-datetime) the first offset at or
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 
 from minilog.errors import (
     BrokerError,
+    ConfigError,
     GroupIdNotFoundError,
     MinilogError,
     NonEmptyGroupError,
@@ -92,6 +97,7 @@ class ResetPlan:
     topic: str
     rows: list[ResetRow]
     active_members: int
+    new_group: bool = False        # the coordinator does not know the group (yet)
 
     @property
     def warnings(self) -> list[str]:
@@ -99,13 +105,27 @@ class ResetPlan:
 
 
 def _to_ms(when) -> int:
+    """ms since the epoch of a datetime (naive = local time) or of an int >= 0.
+
+    Raises:
+        ConfigError (a ValueError): not a datetime or int, or a time that
+        cannot be expressed as ms since 1970-01-01T00:00:00Z (year 1 in a
+        time zone east of UTC, a time before the epoch).
+    """
     if isinstance(when, _dt.datetime):
-        if when.tzinfo is None:
-            when = when.astimezone()          # naive = local time, as Kafka's tool
-        return int(when.timestamp() * 1000)
+        try:
+            if when.tzinfo is None:
+                when = when.astimezone()          # naive = local time, as Kafka's tool
+            ms = int(when.timestamp() * 1000)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise ConfigError("to_datetime", f"{when.isoformat()} is out of range: {exc}") from None
+        if ms < 0:
+            raise ConfigError("to_datetime",
+                              f"{when.isoformat()} is before 1970-01-01T00:00:00Z")
+        return ms
     if type(when) is int and when >= 0:
         return when
-    raise ValueError(f"to_datetime must be a datetime or ms since the epoch, not {when!r}")
+    raise ConfigError("to_datetime", f"expected a datetime or ms since the epoch, not {when!r}")
 
 
 class GroupAdminMixin:
@@ -239,11 +259,12 @@ class GroupAdminMixin:
         if not count:
             raise UnknownTopicOrPartitionError(message=f"unknown topic {topic!r}")
         tps = [(topic, p) for p in range(count)]
+        new_group = False
         try:
             g = await self._describe_raw(group_id)
             active = len(g["members"])
         except GroupIdNotFoundError:
-            active = 0
+            active, new_group = 0, True
         committed = await self.list_group_offsets(group_id)
         starts = await self.list_offsets({tp: "earliest" for tp in tps})
         ends = await self.list_offsets({tp: "latest" for tp in tps})
@@ -270,17 +291,24 @@ class GroupAdminMixin:
                 warning = (f"{tp[0]}-{tp[1]}: offset {want} is outside the log "
                            f"[{lo}, {hi}]; clamped to {target}")
             rows.append(ResetRow(tp[0], tp[1], cur, target, warning))
-        return ResetPlan(group_id, topic, rows, active)
+        return ResetPlan(group_id, topic, rows, active, new_group)
 
     async def reset_offsets(self, group_id: str, topic: str, *, execute: bool = False,
-                            **target) -> ResetPlan:
+                            allow_new_group: bool = True, **target) -> ResetPlan:
         """Plan a reset (see plan_offset_reset) and, with execute=True, apply it.
 
         Raises:
             NonEmptyGroupError: execute=True while the group has active members.
+            GroupIdNotFoundError: execute=True, allow_new_group=False and the
+                group is unknown (nothing is committed).
         """
+        if not isinstance(group_id, str) or not group_id:
+            raise ConfigError("group_id", "expected a non-empty string")
         plan = await self.plan_offset_reset(group_id, topic, **target)
         if execute:
+            if plan.new_group and not allow_new_group:
+                raise GroupIdNotFoundError(message=(
+                    f"unknown group {group_id!r}; resetting it would create it"))
             if plan.active_members:
                 raise NonEmptyGroupError(message=(
                     f"group {group_id!r} has {plan.active_members} active member(s); "
