@@ -48,6 +48,7 @@ __all__ = [
     "BatchHeader",
     "parse_header",
     "check_batch",
+    "check_batch_fields",
     "batch_size_at",
     "stamp_batch",
     "compute_crc",
@@ -176,6 +177,29 @@ def check_batch(buf, pos: int = 0, size_max: int | None = None) -> BatchHeader:
     Raises:
         CorruptBatchError: truncated, wrong magic, oversized, or CRC mismatch.
     """
+    return BatchHeader._make(check_batch_fields(buf, pos, size_max))
+
+
+def check_batch_fields(buf, pos: int = 0, size_max: int | None = None) -> tuple:
+    """`check_batch` without building a `BatchHeader`: the same checks, and the
+    13 header fields as a plain tuple in `BatchHeader` order (the log's append
+    path unpacks them into locals).
+
+    Raises:
+        CorruptBatchError: as `check_batch`.
+    """
+    # Fast path (every append): one unpack, every check on locals, no
+    # intermediate objects. Anything that fails falls through to the
+    # step-by-step checks below, which name the problem.
+    if len(buf) - pos >= HEADER_SIZE:
+        fields = _HEADER.unpack_from(buf, pos)
+        size = fields[1] + LOG_OVERHEAD
+        records_count, last_offset_delta = fields[12], fields[6]
+        if (fields[3] == MAGIC and HEADER_SIZE <= size <= len(buf) - pos
+                and (size_max is None or size <= size_max)
+                and 0 <= records_count <= last_offset_delta + 1 and last_offset_delta >= 0
+                and crc32c(memoryview(buf)[pos + CRC_START : pos + size]) == fields[4]):
+            return fields
     size = batch_size_at(buf, pos)
     if size_max is not None and size > size_max:
         raise CorruptBatchError(f"batch of {size} bytes exceeds the limit of {size_max}")
@@ -187,7 +211,7 @@ def check_batch(buf, pos: int = 0, size_max: int | None = None) -> BatchHeader:
         raise CorruptBatchError(f"CRC mismatch: stored {header.crc:#010x}, computed {actual:#010x}")
     if header.last_offset_delta < header.records_count - 1:
         raise CorruptBatchError("last offset delta smaller than record count - 1")
-    return header
+    raise AssertionError(f"check_batch fast path rejected a valid batch: {header}")
 
 
 def stamp_batch(buf: bytearray | memoryview, pos: int, base_offset: int, leader_epoch: int) -> None:

@@ -26,7 +26,8 @@ Theory of operation (Kafka's OffsetIndex/TimeIndex, without mmap):
   largest timestamp is appended, so the last entry gives the segment's
   max timestamp without reading the log (retention needs only that).
 - Entries are kept in memory (two `array` columns) and appended to the file
-  lazily, by `flush()` (log flush and close). The index is
+  lazily, by `flush()` (log flush and close), which encodes the entries
+  the file lacks in one go: an append only grows the two columns. The index is
   derived data: after an unclean shutdown, recovery rebuilds the indexes of
   every segment it re-scans, so a lost tail of index entries costs nothing.
 - Closed segments load their index on first use (a lookup), not at open,
@@ -83,8 +84,7 @@ class _SparseIndex:
         self.base_offset = base_offset
         self.entries_max = max(1, entries_max)
         self._keys: array | None = None        # None until loaded
-        self._values: array | None = None
-        self._pending = bytearray()            # encoded entries not yet in the file
+        self._values: array | None = None      # appended after _keys: its length counts entries
         self._file_entries = 0                 # entries the file holds (when loaded)
 
     # -- loading ---------------------------------------------------------------
@@ -103,16 +103,18 @@ class _SparseIndex:
             data = data[: len(data) - len(data) % size]
         self._decode(data)
         self._file_entries = len(self._keys)
-        self._pending.clear()
         return problem
 
     def reset(self) -> None:
         """Forget every entry (in memory); `rewrite()` then makes the file match."""
         self._decode(b"")
-        self._pending.clear()
         self._file_entries = -1                # unknown: rewrite the whole file
 
     def _decode(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _encode(self, start: int, end: int) -> bytes:
+        """Entries [start, end) in the file layout."""
         raise NotImplementedError
 
     def _ensure_loaded(self) -> None:
@@ -128,17 +130,15 @@ class _SparseIndex:
         if self._file_entries < 0:
             self.rewrite(fsync=fsync)
             return
-        if self._pending or fsync:
+        # An append on the owner thread may add entries meanwhile: write the
+        # ones present now (counted by _values, which grows last), no more.
+        start, end = self._file_entries, len(self._values)
+        if end > start or fsync:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
-                # An append on the owner thread may add to _pending meanwhile:
-                # take a prefix, write it, then drop exactly that prefix.
-                count = len(self._pending)
-                count -= count % self.ENTRY.size
-                if count:
-                    os.pwrite(fd, bytes(self._pending[:count]), self._file_entries * self.ENTRY.size)
-                    self._file_entries += count // self.ENTRY.size
-                    del self._pending[:count]
+                if end > start:
+                    os.pwrite(fd, self._encode(start, end), start * self.ENTRY.size)
+                    self._file_entries = end
                 if fsync:
                     os.fsync(fd)
             finally:
@@ -147,7 +147,7 @@ class _SparseIndex:
     def rewrite(self, *, fsync: bool = False) -> None:
         """Make the file hold exactly the in-memory entries."""
         self._ensure_loaded()
-        data = b"".join(self.ENTRY.pack(*self._entry(i)) for i in range(len(self._keys)))
+        data = self._encode(0, len(self._keys))
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)
@@ -156,10 +156,6 @@ class _SparseIndex:
         finally:
             os.close(fd)
         self._file_entries = len(self._keys)
-        self._pending.clear()
-
-    def _entry(self, i: int) -> tuple[int, int]:
-        raise NotImplementedError
 
     def delete(self) -> None:
         try:
@@ -197,23 +193,28 @@ class OffsetIndex(_SparseIndex):
         self._keys = both[0::2]
         self._values = both[1::2]
 
-    def _entry(self, i: int) -> tuple[int, int]:
-        return self._keys[i], self._values[i]
+    def _encode(self, start: int, end: int) -> bytes:
+        both = array("I", bytes(8 * (end - start)))
+        both[0::2] = self._keys[start:end]
+        both[1::2] = self._values[start:end]
+        if not _BIG_ENDIAN_HOST:
+            both.byteswap()
+        return both.tobytes()
 
     def append(self, offset: int, position: int) -> None:
         """Add an entry. Caller guarantees offset and position grow (asserted).
 
-        Hot path (once per index.interval.bytes of appends): no loading, no
-        property calls; the active segment's index is always loaded.
+        Hot path (once per index.interval.bytes of appends, so once per
+        batch of 4 KiB or more): no loading, no property calls, no encoding
+        (flush encodes); the active segment's index is always loaded.
         """
-        keys = self._keys
-        assert keys is not None and len(keys) < self.entries_max
+        keys, values = self._keys, self._values
         relative = offset - self.base_offset
-        assert 0 <= relative <= U32_MAX and 0 <= position <= U32_MAX, (offset, position)
-        assert not keys or (relative > keys[-1] and position > self._values[-1]), (relative, position)
+        assert len(keys) < self.entries_max and relative <= U32_MAX and position <= U32_MAX and (
+            relative > keys[-1] and position > values[-1] if keys else relative >= 0 and position >= 0
+        ), (offset, position)
         keys.append(relative)
-        self._values.append(position)
-        self._pending += _OFFSET_ENTRY.pack(relative, position)
+        values.append(position)
 
     def lookup(self, offset: int) -> OffsetPosition:
         """The last entry with offset <= `offset`, or (base offset, 0)."""
@@ -274,8 +275,8 @@ class TimeIndex(_SparseIndex):
             self._keys.append(timestamp)
             self._values.append(relative)
 
-    def _entry(self, i: int) -> tuple[int, int]:
-        return self._keys[i], self._values[i]
+    def _encode(self, start: int, end: int) -> bytes:
+        return b"".join(map(_TIME_ENTRY.pack, self._keys[start:end], self._values[start:end]))
 
     def maybe_append(self, timestamp: int, offset: int) -> bool:
         """Add an entry when `timestamp` is above the last one. Returns whether it did."""
@@ -290,7 +291,6 @@ class TimeIndex(_SparseIndex):
         assert not self._values or relative >= self._values[-1], (relative, self._values[-1])
         keys.append(timestamp)
         self._values.append(relative)
-        self._pending += _TIME_ENTRY.pack(timestamp, relative)
         return True
 
     def last_below(self, timestamp: int) -> TimestampOffset | None:

@@ -60,9 +60,10 @@ from typing import Callable, NamedTuple
 
 from minilog.protocol import (
     CRC_START,
+    LOG_OVERHEAD,
     TIMESTAMP_TYPE_MASK,
     CorruptBatchError,
-    check_batch,
+    check_batch_fields,
     compute_crc,
     parse_header,
     read_batch_records,
@@ -70,7 +71,7 @@ from minilog.protocol import (
 )
 
 from ._checkpoint import CLEAN_SHUTDOWN, atomic_write, fsync_dir, read_log_checkpoint, write_log_checkpoint
-from ._config import LogConfig
+from ._config import LONG_MAX, LogConfig
 from ._epoch_cache import LeaderEpochCache
 from ._errors import (
     CorruptRecord,
@@ -136,6 +137,20 @@ _MAX_TIMESTAMP = struct.Struct(">q")
 _MAX_TIMESTAMP_POS = 35
 _CRC = struct.Struct(">I")
 _CRC_POS = CRC_START - 4
+
+# The 16 stamped bytes, packed in one go on the append path; the layout is
+# protocol's `stamp_batch` (checked once at import, below).
+_STAMP = struct.Struct(">qii")              # base offset, batch length, leader epoch
+_new_append_info = tuple.__new__            # AppendInfo without its Python-level __new__
+
+
+def _stamp_layout_matches_protocol() -> bool:
+    probe = bytearray(_STAMP.pack(0, 49, 0))
+    stamp_batch(probe, 0, 7, 9)
+    return bytes(probe) == _STAMP.pack(7, 49, 9)
+
+
+assert _STAMP.size == _STAMP_BYTES and _stamp_layout_matches_protocol()
 
 
 def _stamp_log_append_time(buf: bytearray, now_ms: int) -> None:
@@ -325,56 +340,77 @@ class Log:
             StaleLeaderEpoch: epoch older than the log's latest (nothing written).
             LogCorrupted: the write failed; the Log is now poisoned.
         """
-        self._check_usable()
+        # Hot path: every batch a producer sends. Every check below runs
+        # before the write, on locals: one header check (one unpack and the
+        # CRC), the 16 stamped bytes packed in one go, the common "no roll"
+        # answer inline, the clock read only when something needs it, no
+        # intermediate objects (perf/bench_storage.py --profile append).
+        if self._poisoned is not None or self._closed:
+            self._check_usable()
         view = memoryview(batch)
         if not isinstance(batch, (bytes, bytearray)) and (view.format != "B" or view.ndim != 1):
             view = view.cast("B")
         size = len(view)
-        if size > self.config.max_message_bytes:
+        config = self.config
+        if size > config.max_message_bytes:
             raise RecordTooLarge(f"batch of {size} bytes exceeds max.message.bytes "
-                                 f"{self.config.max_message_bytes}")
+                                 f"{config.max_message_bytes}")
         try:
-            header = check_batch(view, 0)
+            (stored_base_offset, batch_length, stored_epoch, _magic, _crc, _attributes, last_offset_delta,
+             _base_timestamp, max_timestamp, _producer_id, _producer_epoch, _base_sequence,
+             records_count) = check_batch_fields(view, 0)
         except CorruptBatchError as e:
             raise CorruptRecord(str(e)) from e
-        if header.size != size:
-            raise CorruptRecord(f"{size - header.size} bytes after the batch: append takes one batch")
-        log_end = self.log_end_offset
+        if batch_length + LOG_OVERHEAD != size:
+            raise CorruptRecord(f"{size - batch_length - LOG_OVERHEAD} bytes after the batch: "
+                                "append takes one batch")
+        active = self._segments[-1]
+        log_end = active.next_offset
         if assign_offsets:
             base_offset, epoch = log_end, leader_epoch
         else:
-            base_offset, epoch = header.base_offset, header.partition_leader_epoch
+            base_offset, epoch = stored_base_offset, stored_epoch
             if base_offset != log_end:
                 raise InvalidOffset(f"batch starts at {base_offset}, log ends at {log_end}")
-        latest_epoch = self.epoch_cache.latest_epoch
+        epoch_cache = self.epoch_cache
+        latest_epoch = epoch_cache.latest_epoch
         if epoch < latest_epoch:
             raise StaleLeaderEpoch(f"leader epoch {epoch} is older than {latest_epoch}")
-        next_offset = base_offset + header.last_offset_delta + 1
-        now = self._clock()
-        if assign_offsets and self.config.message_timestamp_type == "LogAppendTime":
+        next_offset = base_offset + last_offset_delta + 1
+        # The clock is needed by LogAppendTime, by flush.ms, and by segment.ms
+        # when the segment's first batch had no timestamp (timeWaitedForRoll).
+        stamp_time = assign_offsets and config.message_timestamp_type == "LogAppendTime"
+        first_timestamp = active.first_batch_timestamp_ms
+        now = None
+        if stamp_time or config.flush_ms != LONG_MAX or first_timestamp is None or first_timestamp < 0:
+            now = self._clock()
+        if stamp_time:
             copy = bytearray(view)
             stamp_batch(copy, 0, base_offset, epoch)
             _stamp_log_append_time(copy, now)
             parts, max_timestamp, append_time = [copy], now, now
         else:
-            prefix = bytearray(view[:_STAMP_BYTES])
-            stamp_batch(prefix, 0, base_offset, epoch)
-            parts, max_timestamp, append_time = [prefix, view[_STAMP_BYTES:]], header.max_timestamp, NO_TIMESTAMP
+            parts, append_time = [_STAMP.pack(base_offset, batch_length, epoch), view[_STAMP_BYTES:]], NO_TIMESTAMP
+        waited_ms = max_timestamp - first_timestamp if now is None else active.time_waited_for_roll_ms(
+            now, max_timestamp)
         try:
-            segment = self._maybe_roll(size, now, max_timestamp, next_offset - 1)
-            position = segment.append(parts, size, base_offset, next_offset, max_timestamp)
+            if not (active.size_bytes + size <= config.segment_bytes and waited_ms <= config.segment_ms
+                    and active.index_room > 0 and next_offset - 1 - active.base_offset <= _RELATIVE_OFFSET_MAX):
+                # Not the common "no roll" answer: ask the policy (should_roll).
+                active = self._maybe_roll(size, self._clock() if now is None else now, max_timestamp,
+                                          next_offset - 1)
+            position = active.append(parts, size, base_offset, next_offset, max_timestamp)
             if epoch > latest_epoch:
-                self.epoch_cache.assign(epoch, base_offset)
+                epoch_cache.assign(epoch, base_offset)
         except OSError as e:
             raise self._poison("append", e) from e
         self._appends_total += 1
         self._bytes_appended_total += size
-        self._unflushed_messages += header.records_count
-        if (self._unflushed_messages >= self.config.flush_messages
-                or now - self._last_flush_ms >= self.config.flush_ms):
+        unflushed = self._unflushed_messages = self._unflushed_messages + records_count
+        if unflushed >= config.flush_messages or (now is not None and now - self._last_flush_ms >= config.flush_ms):
             self.flush()
-        return AppendInfo(base_offset, next_offset - 1, max_timestamp, append_time, position,
-                          segment.base_offset)
+        return _new_append_info(AppendInfo, (base_offset, next_offset - 1, max_timestamp, append_time,
+                                             position, active.base_offset))
 
     def _maybe_roll(self, batch_size: int, now: int, batch_max_timestamp: int,
                     last_offset: int) -> LogSegment:

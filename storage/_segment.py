@@ -270,12 +270,13 @@ class LogSegment:
             known = self._max_timestamp = self.max_timestamp
         if max_timestamp > known[0]:
             known = self._max_timestamp = (max_timestamp, base_offset)
-        if self._bytes_since_index_entry > self.config.index_interval_bytes and position > 0:
+        since_entry = self._bytes_since_index_entry
+        if since_entry > self.config.index_interval_bytes and position > 0:
             self.index.append(base_offset, position)
-            self.time_index.maybe_append(*known)
-            self._bytes_since_index_entry = 0
+            self.time_index.maybe_append(known[0], known[1])
+            since_entry = 0
             self.index_room -= 1
-        self._bytes_since_index_entry += size
+        self._bytes_since_index_entry = since_entry + size
         self.size_bytes = position + size
         self.next_offset = next_offset
 
@@ -289,7 +290,8 @@ class LogSegment:
             OSError: the write failed or was short; the caller poisons the log.
         """
         position = self.size_bytes
-        written = os.pwritev(self.writable_fd(), parts, position)
+        fd = self._fd if self._writable else self.writable_fd()
+        written = os.pwritev(fd, parts, position)
         if written != size:
             raise OSError(f"short write: {written} of {size} bytes at {position} in {self.log_path}")
         self._track(position, base_offset, next_offset, max_timestamp, size)
