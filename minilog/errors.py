@@ -32,6 +32,7 @@ __all__ = [
     "BrokerError",
     "UnknownServerError",
     "UnknownTopicOrPartitionError",
+    "UnknownPartitionError",
     "TopicAlreadyExistsError",
     "RecordTooLargeError",
     "CorruptRecordError",
@@ -200,6 +201,20 @@ for _cls in list(globals().values()):
 _BY_CODE[int(ErrorCode.RECORD_LIST_TOO_LARGE)] = RecordTooLargeError
 _BY_CODE[int(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND)] = NotEnoughReplicasError
 _BY_CODE[int(ErrorCode.INVALID_RECORD)] = CorruptRecordError
+
+
+# Defined after _BY_CODE: a broker's UNKNOWN_TOPIC_OR_PARTITION stays
+# UnknownTopicOrPartitionError (retriable); this one is raised client-side only.
+class UnknownPartitionError(UnknownTopicOrPartitionError, ValueError):
+    """A partition number outside the topic's range, caught on the client.
+
+    Not retriable: the same request names the same missing partition. Also a
+    ValueError, so code catching ValueError for a bad partition still works.
+    """
+
+    def __init__(self, code: int | None = None, message: str | None = None) -> None:
+        super().__init__(code, message)
+        self.retriable = False
 
 
 def error_for_code(code: int, message: str | None = None) -> BrokerError:

@@ -117,3 +117,31 @@ def test_good_options_normalise():
     assert ConsumerConfig.from_kwargs(group_id="g").group_id == "g"
     assert parse_bootstrap("a:1, b:2") == [("a", 1), ("b", 2)]
     assert parse_bootstrap(["[::1]:9092"]) == [("::1", 9092)]
+
+
+def test_unknown_partition_error_is_a_value_error_and_not_retriable():
+    e = errors.UnknownPartitionError(message="partition 5 out of range: 't' has 1")
+    assert isinstance(e, errors.UnknownTopicOrPartitionError) and isinstance(e, ValueError)
+    assert e.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION and e.retriable is False
+    assert type(e).__module__ == "minilog.errors"
+    e2 = pickle.loads(pickle.dumps(e))
+    assert type(e2) is errors.UnknownPartitionError and e2.retriable is False
+    # the broker's code still maps to the retriable base class
+    assert type(errors.error_for_code(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)) \
+        is errors.UnknownTopicOrPartitionError
+
+
+def test_produce_to_out_of_range_partition_raises_unknown_partition_error():
+    """Accumulator.append / append_many reject a partition the topic lacks."""
+    from minilog.client._accumulator import Accumulator
+
+    acc = Accumulator(batch_size=16384, linger_ms=0, buffer_memory=1 << 20)
+    acc.num_partitions["t"] = 1
+    for bad in (5, 1, -1):
+        with pytest.raises(errors.UnknownPartitionError, match="out of range"):
+            acc.append("t", b"x", partition=bad)
+        with pytest.raises(errors.UnknownPartitionError, match="out of range"):
+            acc.append_many("t", [b"x"], partition=bad)
+    with pytest.raises(ValueError):       # existing `except ValueError` still catches it
+        acc.append("t", b"x", partition=5)
+    acc.append("t", b"x", partition=0)

@@ -413,3 +413,41 @@ def test_null_values_str_values_header_dicts_and_statistics(broker, admin):
         assert second.headers == [("source", b"test"), ("empty", None)]
         stats = c.statistics()
         assert stats.positions == {("misc", 0): 2} and stats.high_watermarks == {("misc", 0): 2}
+
+
+def test_produce_to_missing_partition_raises_unknown_partition_error(broker):
+    """Producer.produce(partition=5) on a 1-partition topic: UnknownPartitionError (a ValueError)."""
+    addr = bs(broker)
+    with minilog.Admin(addr) as admin:
+        admin.create_topic("one", partitions=1)
+    with minilog.Producer(addr, linger_ms=0) as p:
+        with pytest.raises(errors.UnknownPartitionError, match="out of range") as info:
+            p.produce("one", b"x", partition=5)
+        assert isinstance(info.value, ValueError) and info.value.retriable is False
+        with pytest.raises(errors.UnknownPartitionError):
+            p.produce_batch("one", [b"x"], partition=5)
+        p.produce("one", b"ok", partition=0)
+        assert p.flush(WAIT_S) == 0
+
+
+async def test_async_clients_lifecycle(broker):
+    """start twice raises; a failed start leaves "closed"; close() twice is safe."""
+    addr = bs(broker)
+    with trio.fail_after(WAIT_S):
+        for cls in (minilog.AsyncAdmin, minilog.AsyncProducer, minilog.AsyncConsumer):
+            c = cls(addr)
+            await c.start()
+            with pytest.raises(errors.MinilogError, match=rf"{cls.__name__}\.start\(\) called twice"):
+                await c.start()
+            await c.close()
+            await c.close()
+            assert c._state == "closed"
+            extra = {"fetch_max_wait_ms": 100} if cls is minilog.AsyncConsumer else {}
+            dead = cls("127.0.0.1:1", request_timeout_ms=300, **extra)
+            with pytest.raises(errors.BrokerUnavailableError):
+                await dead.start()
+            assert dead._state == "closed"
+            await dead.close()
+            with pytest.raises(errors.MinilogError):
+                await dead.start()
+            await cls(addr).close()       # close() before start() is fine

@@ -278,7 +278,9 @@ class Accumulator:
             if key is not None:
                 partition = partition_for_key(key, n)
         elif type(partition) is not int or not 0 <= partition < n:
-            raise ValueError(f"partition {partition!r} out of range: {topic!r} has {n}")
+            from minilog.errors import UnknownPartitionError
+            raise UnknownPartitionError(
+                message=f"partition {partition!r} out of range: {topic!r} has {n}")
         if headers is not None:
             headers = _check_headers(headers)
         size = (RECORD_OVERHEAD_BYTES + (len(value) if value is not None else 0)
@@ -341,7 +343,9 @@ class Accumulator:
         if keys is not None:
             keys = [k if k is None or type(k) is bytes else _to_bytes(k, "key") for k in keys]
         if partition is not None and (type(partition) is not int or not 0 <= partition < n):
-            raise ValueError(f"partition {partition!r} out of range: {topic!r} has {n}")
+            from minilog.errors import UnknownPartitionError
+            raise UnknownPartitionError(
+                message=f"partition {partition!r} out of range: {topic!r} has {n}")
         if keys is not None and partition is None and any(k is not None for k in keys):
             groups: dict[int | None, tuple[list, list]] = {}
             for v, k in zip(values, keys):

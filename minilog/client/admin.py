@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import trio
-
-from minilog.errors import ClosedError, MinilogError, UnknownTopicOrPartitionError, error_for_code
+from minilog.errors import ClosedError, UnknownTopicOrPartitionError, error_for_code
 from minilog.protocol import (
     CONFIG_OP_DELETE,
     CONFIG_OP_SET,
@@ -29,7 +27,7 @@ from minilog.protocol import (
     ApiKey,
 )
 
-from ._tasks import TaskGroup
+from ._lifecycle import Lifecycle
 from ._cluster import Cluster, check_error
 from ._config import AdminConfig, parse_bootstrap
 
@@ -85,7 +83,7 @@ def _check_name(name) -> str:
     return name
 
 
-class AsyncAdmin(_GroupMixin):
+class AsyncAdmin(_GroupMixin, Lifecycle):
     """`async with AsyncAdmin("localhost:9092") as admin: await admin.create_topic("t", 3)`."""
 
     def __init__(self, bootstrap_servers="localhost:9092", **options) -> None:
@@ -94,8 +92,6 @@ class AsyncAdmin(_GroupMixin):
                                 request_timeout_ms=cfg.request_timeout_ms,
                                 metadata_max_age_ms=cfg.metadata_max_age_ms)
         self._timeout_ms = cfg.request_timeout_ms
-        self._nursery_cm = None
-        self._nursery = None
         self._state = "new"
 
     async def __aenter__(self) -> "AsyncAdmin":
@@ -106,21 +102,7 @@ class AsyncAdmin(_GroupMixin):
         await self.close()
 
     async def start(self) -> None:
-        if self._state != "new":
-            raise MinilogError("AsyncAdmin.start() called twice")
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._tasks = TaskGroup(self._nursery)
-        try:
-            await self._cluster.start(self._tasks)
-        except BaseException as exc:
-            self._tasks.cancel()
-            with trio.CancelScope(shield=True):
-                await self._cluster.aclose()
-            self._nursery.cancel_scope.cancel()
-            await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
-            self._state = "closed"
-            raise
+        await self._open("AsyncAdmin", lambda: self._cluster.start(self._tasks))
         self._state = "running"
 
     async def close(self) -> None:
@@ -129,11 +111,7 @@ class AsyncAdmin(_GroupMixin):
             self._state = "closed"
             return
         self._state = "closed"
-        self._tasks.cancel()
-        with trio.CancelScope(shield=True):
-            await self._cluster.aclose()
-        self._nursery.cancel_scope.cancel()
-        await self._nursery_cm.__aexit__(None, None, None)
+        await self._shutdown()
 
     async def _request(self, api_key: int, payload: dict, node: int | None = None):
         if self._state != "running":

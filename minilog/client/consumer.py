@@ -61,6 +61,7 @@ from minilog.protocol import (
     iter_batches,
 )
 
+from ._lifecycle import Lifecycle
 from ._tasks import TaskGroup
 from ._cluster import Cluster
 from ._config import ConsumerConfig, parse_bootstrap
@@ -105,7 +106,7 @@ def _tp_list(partitions) -> list[tuple]:
     return out
 
 
-class AsyncConsumer:
+class AsyncConsumer(Lifecycle):
     """Trio consumer. `async with AsyncConsumer("localhost:9092") as c: c.assign([("t", 0)])`.
 
     Task-safe within one trio run. The sync facade (`minilog.Consumer`)
@@ -132,8 +133,6 @@ class AsyncConsumer:
         self._fetcher_paused = False
         self._membership = None
         self._caller_calls: collections.deque = collections.deque()
-        self._nursery: trio.Nursery | None = None
-        self._nursery_cm = None
         self._state = "new"
 
     # -- lifecycle -----------------------------------------------------
@@ -147,21 +146,7 @@ class AsyncConsumer:
 
     async def start(self) -> None:
         """Connect and start the fetcher. Raises BrokerUnavailableError, UnsupportedVersionError."""
-        if self._state != "new":
-            raise MinilogError("AsyncConsumer.start() called twice")
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._tasks = TaskGroup(self._nursery)
-        try:
-            await self._cluster.start(self._tasks)
-        except BaseException as exc:
-            self._tasks.cancel()
-            with trio.CancelScope(shield=True):
-                await self._cluster.aclose()
-            self._nursery.cancel_scope.cancel()
-            await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
-            self._state = "closed"
-            raise
+        await self._open("AsyncConsumer", lambda: self._cluster.start(self._tasks))
         self._data_event = trio.Event()
         self._fetch_wake = trio.Event()
         token = trio.lowlevel.current_trio_token()
@@ -180,11 +165,7 @@ class AsyncConsumer:
                 with trio.move_on_after(self.config.request_timeout_ms / 1000):
                     await self._membership.close()
         finally:
-            self._tasks.cancel()
-            with trio.CancelScope(shield=True):
-                await self._cluster.aclose()
-            self._nursery.cancel_scope.cancel()
-            await self._nursery_cm.__aexit__(None, None, None)
+            await self._shutdown()
             with self.data_cond:
                 self.data_cond.notify_all()
 

@@ -55,7 +55,7 @@ from minilog.errors import (
 from minilog.protocol import ApiKey, ErrorCode, build_batch
 
 from ._accumulator import Accumulator, DeliveryReport, ProducerBatch
-from ._tasks import TaskGroup
+from ._lifecycle import Lifecycle
 from ._cluster import Cluster, check_error
 from ._config import ProducerConfig, parse_bootstrap
 
@@ -74,7 +74,7 @@ class ProducerStatistics:
     records_failed: int           # records whose delivery failed, since start
 
 
-class AsyncProducer:
+class AsyncProducer(Lifecycle):
     """Trio producer. `async with AsyncProducer("localhost:9092") as p: await p.produce(...)`.
 
     Options are Kafka's producer settings in snake_case (see
@@ -108,8 +108,6 @@ class AsyncProducer:
         self._progress: trio.Event | None = None
         self.done_cond = threading.Condition()   # sync facade waits here
         self._refreshing = False
-        self._nursery: trio.Nursery | None = None
-        self._nursery_cm = None
         self._state = "new"
         self.errors_count = 0
 
@@ -129,24 +127,7 @@ class AsyncProducer:
             BrokerUnavailableError: no bootstrap server reachable within request_timeout_ms.
             UnsupportedVersionError: the broker lacks an API this producer needs.
         """
-        if self._state != "new":
-            raise MinilogError("AsyncProducer.start() called twice")
-        self._state = "starting"
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._tasks = TaskGroup(self._nursery)
-        try:
-            await self._cluster.start(self._tasks)
-            if self.config.enable_idempotence:
-                await self._init_producer_id()
-        except BaseException as exc:
-            self._tasks.cancel()
-            with trio.CancelScope(shield=True):
-                await self._cluster.aclose()
-            self._nursery.cancel_scope.cancel()
-            await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
-            self._state = "closed"
-            raise
+        await self._open("AsyncProducer", self._connect, starting_state="starting")
         self._wake = trio.Event()
         self._progress = trio.Event()
         # Time on the caller's thread must agree with trio's clock: with the
@@ -160,6 +141,11 @@ class AsyncProducer:
         self._acc.notify = partial(token.run_sync_soon, self._on_wake)
         self._state = "running"
         self._tasks.start_soon(self._sender_loop)
+
+    async def _connect(self) -> None:
+        await self._cluster.start(self._tasks)
+        if self.config.enable_idempotence:
+            await self._init_producer_id()
 
     async def close(self, timeout: float | None = None) -> None:
         """Deliver what is buffered (up to `timeout` s), then stop. Safe to call twice."""
@@ -176,11 +162,7 @@ class AsyncProducer:
                 self._acc.closed = True
                 self._acc.sticky.clear()
             self._fail_everything(ClosedError("producer closed before delivery"))
-            self._tasks.cancel()
-            with trio.CancelScope(shield=True):
-                await self._cluster.aclose()
-            self._nursery.cancel_scope.cancel()
-            await self._nursery_cm.__aexit__(None, None, None)
+            await self._shutdown()
             self._state = "closed"
             self.poll()
 
