@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable, NoReturn, TypeVar
 
 import click
 
+from minilog._exceptions import sole_exception
+
 __all__ = [
     "EXIT_OK",
     "EXIT_ERROR",
@@ -308,7 +310,11 @@ def handle_errors(func: F) -> F:
         if base is not None:
             expected += (base,)
         try:
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except BaseExceptionGroup as group:
+                # trio's strict exception groups: judge the one error inside.
+                raise sole_exception(group) from None
         except KeyboardInterrupt:
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):

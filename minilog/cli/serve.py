@@ -105,6 +105,7 @@ def serve(data_dir: str, host: str, port: int, broker_id: int | None, config_fil
             click.echo(f"minilog broker {broker.broker_id} listening on {bound_host}:{bound_port}")
             sys.stdout.flush()
 
+    from minilog._exceptions import leaf_exceptions
     from minilog.storage import StorageError
 
     operating_errors = (OSError, ValueError, StorageError)   # a port in use, a bad data dir
@@ -115,7 +116,9 @@ def serve(data_dir: str, host: str, port: int, broker_id: int | None, config_fil
     except operating_errors as exc:
         _fail(str(exc), EXIT_ERROR)
     except BaseExceptionGroup as group:   # trio with strict exception groups wraps them
-        leaves = group.subgroup(lambda e: not isinstance(e, BaseExceptionGroup)).exceptions
+        leaves = leaf_exceptions(group)
+        if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+            sys.exit(EXIT_OK)
         if leaves and all(isinstance(e, operating_errors) for e in leaves):
             _fail(str(leaves[0]), EXIT_ERROR)
         raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import trio
 
+from minilog._exceptions import sole_exception
 from minilog.errors import MinilogError
 
 from ._tasks import TaskGroup
@@ -47,8 +48,13 @@ class Lifecycle:
             with trio.CancelScope(shield=True):
                 await self._cluster.aclose()
             self._nursery.cancel_scope.cancel()
-            await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
             self._state = "closed"
+            try:
+                await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup as group:
+                # Strict exception groups wrap the one error connect raised:
+                # hand the caller that error (BrokerUnavailableError, ...).
+                raise sole_exception(group) from None
             raise
 
     async def _shutdown(self) -> None:
@@ -57,4 +63,7 @@ class Lifecycle:
         with trio.CancelScope(shield=True):
             await self._cluster.aclose()
         self._nursery.cancel_scope.cancel()
-        await self._nursery_cm.__aexit__(None, None, None)
+        try:
+            await self._nursery_cm.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            raise sole_exception(group) from None
