@@ -709,14 +709,8 @@ class GroupHooks:
         return positions
 
     def statistics(self) -> ConsumerStatistics:
-        """A snapshot of assignment, buffer and positions (any thread)."""
-        states = dict(self._states)
-        return ConsumerStatistics(
-            partitions_assigned=len(states),
-            bytes_buffered=self._fetched_bytes - self._consumed_bytes,
-            responses_buffered=len(self._buffer),
-            positions={tp: st.position for tp, st in states.items()},
-            high_watermarks={tp: st.high_watermark for tp, st in states.items()})
+        """The consumer's statistics snapshot (any thread)."""
+        return self._c.statistics()
 
     def positions(self) -> dict[tuple[str, int], int]:
         """Positions to commit: next offset per assigned partition."""
