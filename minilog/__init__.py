@@ -8,6 +8,8 @@ Public names (re-exported lazily so that `import minilog` stays cheap):
 
 from __future__ import annotations
 
+from ._lazy import lazy_getattr
+
 from ._version import __version__
 
 __all__ = [
@@ -32,12 +34,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'minilog' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("minilog", _LAZY, globals())

@@ -17,6 +17,8 @@ Public names are re-exported lazily, so importing a submodule (for example
 
 from __future__ import annotations
 
+from minilog._lazy import lazy_getattr
+
 __all__ = ["Broker", "BrokerStatistics", "BrokerConfig", "Partition", "PartitionError",
            "DEFAULT_HANDLERS", "ConnectionInfo"]
 
@@ -31,12 +33,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'minilog.broker' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("minilog.broker", _LAZY, globals())
