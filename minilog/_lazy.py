@@ -7,7 +7,8 @@ broker and trio load only when one of their names is touched.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 def lazy_getattr(package: str, table: dict[str, str], namespace: dict[str, Any]) -> Callable:

@@ -39,7 +39,7 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import (
@@ -166,7 +166,7 @@ class BrokerProcess:
                     self._found.set()
         stream.close()
 
-    def __enter__(self) -> "BrokerProcess":
+    def __enter__(self) -> BrokerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
@@ -240,7 +240,7 @@ def create_topic(bootstrap: str, topic: str, partitions: int, config: dict | Non
     try:
         try:
             admin.create_topic(topic, partitions, 1, config or {})
-        except Exception as exc:  # noqa: BLE001 - "already exists" is the only one we accept
+        except Exception as exc:
             if "exist" not in f"{type(exc).__name__} {exc}".lower():
                 raise
     finally:
@@ -296,7 +296,7 @@ def profiled(args: argparse.Namespace, broker: BrokerProcess | None) -> Iterator
 @contextmanager
 def progress(args: argparse.Namespace, description: str, total: int):
     """A rich progress bar on stderr; yields `advance(n)`. Disabled by --no-progress."""
-    if getattr(args, "no_progress", False) or not stderr_console.is_terminal and args.json:
+    if getattr(args, "no_progress", False) or (not stderr_console.is_terminal and args.json):
         yield lambda n: None
         return
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -364,7 +364,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def cpu_meter(broker: "BrokerProcess | None", out: dict) -> Iterator[None]:
+def cpu_meter(broker: BrokerProcess | None, out: dict) -> Iterator[None]:
     """Put the CPU seconds this process and the broker used inside the block into `out`.
 
     With wall time this says who is busy: a side near 1 CPU-second per second

@@ -37,7 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import BrokerProcess, emit, environment, split_address  # noqa: E402
+from _common import BrokerProcess, emit, environment, split_address
 
 GROUP_SETTINGS = ["group.min.session.timeout.ms=500", "group.consumer.heartbeat.interval.ms=500"]
 

@@ -97,7 +97,7 @@ def bench_append(root: str, batch: bytes, count: int, show: bool, profile: str |
             os.unlink(raw_path)
             with maybe_profile("append", profile if r == 0 else None):
                 t0 = time.perf_counter()
-                for i in range(per_round):
+                for _i in range(per_round):
                     append(batch)
                 log_best = min(log_best, time.perf_counter() - t0)
             advance(per_round)

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import struct
 import subprocess
 import sys

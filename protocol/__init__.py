@@ -4,17 +4,17 @@ Installed as `minilog.protocol`. Imports nothing from the rest of the
 project and performs no I/O.
 """
 
-from ._batch_header import *  # noqa: F401,F403
+from ._batch_header import *  # noqa: F403
 from ._batch_header import __all__ as _header_all
-from ._errors import *  # noqa: F401,F403
+from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors_all
-from ._records import *  # noqa: F401,F403
+from ._records import *  # noqa: F403
 from ._records import __all__ as _records_all
-from ._error_codes import *  # noqa: F401,F403
+from ._error_codes import *  # noqa: F403
 from ._error_codes import __all__ as _error_codes_all
-from ._frames import *  # noqa: F401,F403
+from ._frames import *  # noqa: F403
 from ._frames import __all__ as _frames_all
-from ._api import *  # noqa: F401,F403
+from ._api import *  # noqa: F403
 from ._api import __all__ as _api_all
 
 __all__ = [*_header_all, *_errors_all, *_records_all, *_error_codes_all, *_frames_all, *_api_all]

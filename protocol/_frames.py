@@ -36,7 +36,8 @@ and the connection must be closed. Anything else escaping is a bug.
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Sequence
 
 import msgpack
 

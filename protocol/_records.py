@@ -78,7 +78,8 @@ import time
 from functools import partial
 from operator import itemgetter
 from itertools import repeat
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Iterator, Sequence
 
 from crc32c import crc32c
 

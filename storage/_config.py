@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 from ._errors import ConfigError
 
@@ -189,7 +190,7 @@ class LogConfig:
         parse_config(LOG_CONFIG_KEYS, self.to_kafka())
 
     @classmethod
-    def from_kafka(cls, mapping: Mapping[str, Any] | None = None, *, strict: bool = False) -> "LogConfig":
+    def from_kafka(cls, mapping: Mapping[str, Any] | None = None, *, strict: bool = False) -> LogConfig:
         """Build from Kafka keys. Keys of other layers are ignored unless `strict`."""
         return cls(**parse_config(LOG_CONFIG_KEYS, mapping or {}, strict=strict))
 
@@ -197,7 +198,7 @@ class LogConfig:
         """The config as Kafka key -> value (every key, defaults included)."""
         return {key.name: getattr(self, key.field) for key in LOG_CONFIG_KEYS}
 
-    def replace(self, **changes: Any) -> "LogConfig":
+    def replace(self, **changes: Any) -> LogConfig:
         return dataclasses.replace(self, **changes)
 
     @property

@@ -56,7 +56,8 @@ import time
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable
 
 from minilog.protocol import (
     CRC_START,
@@ -195,7 +196,7 @@ class Log:
 
     @classmethod
     def open(cls, path: str | os.PathLike, config: LogConfig | None = None, *,
-             clock: Clock | None = None) -> "Log":
+             clock: Clock | None = None) -> Log:
         """Open (creating if needed) the partition log in directory `path`.
 
         After a clean shutdown only index tails are read. Otherwise the log is
@@ -890,7 +891,7 @@ class Log:
             for segment in self._segments:
                 segment.close_fd()
 
-    def __enter__(self) -> "Log":
+    def __enter__(self) -> Log:
         return self
 
     def __exit__(self, *exc) -> None:

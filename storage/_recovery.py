@@ -201,7 +201,7 @@ def scan_directory(dir_path: str) -> dict[int, int]:
     with os.scandir(dir_path) as entries:
         for entry in entries:
             name = entry.name
-            if name.endswith(DELETED_SUFFIX) or name.endswith(".tmp"):
+            if name.endswith((DELETED_SUFFIX, ".tmp")):
                 os.unlink(entry.path)          # deletion was due, or a write never completed
                 continue
             parsed = parse_segment_file_name(name)

@@ -26,7 +26,7 @@ append. Both functions are pure: no clock, no files.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["SegmentInfo", "Deletion", "segments_to_delete", "should_roll", "RollReason"]
 

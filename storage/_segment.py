@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from minilog.protocol import (
     HEADER_SIZE,
@@ -122,7 +122,7 @@ class LogSegment:
     # -- lifecycle -------------------------------------------------------------
 
     @classmethod
-    def create(cls, dir_path: str, base_offset: int, config: LogConfig, now_ms: int) -> "LogSegment":
+    def create(cls, dir_path: str, base_offset: int, config: LogConfig, now_ms: int) -> LogSegment:
         """Create an empty segment (truncating stale files of the same name)."""
         segment = cls(dir_path, base_offset, config, size_bytes=0, created_ms=now_ms)
         fd = os.open(segment.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -138,7 +138,7 @@ class LogSegment:
 
     @classmethod
     def open_existing(cls, dir_path: str, base_offset: int, config: LogConfig, *,
-                      size_bytes: int, now_ms: int) -> "LogSegment":
+                      size_bytes: int, now_ms: int) -> LogSegment:
         """Wrap an existing segment without reading it."""
         return cls(dir_path, base_offset, config, size_bytes=size_bytes, created_ms=now_ms)
 

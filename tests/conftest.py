@@ -44,7 +44,7 @@ class BrokerProcess:
         self.host = "127.0.0.1"
         self.port = 0
 
-    def start(self) -> "BrokerProcess":
+    def start(self) -> BrokerProcess:
         assert self.proc is None or self.proc.poll() is not None
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -87,7 +87,7 @@ class BrokerProcess:
             self.proc.kill()
             self.proc.wait()
 
-    def restart(self) -> "BrokerProcess":
+    def restart(self) -> BrokerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
         return self.start()
@@ -99,7 +99,7 @@ class BrokerProcess:
         except FileNotFoundError:
             return ""
 
-    def client(self) -> "RawClient":
+    def client(self) -> RawClient:
         return RawClient(self.host, self.port)
 
 
@@ -111,7 +111,7 @@ def _readline_with_deadline(proc: subprocess.Popen, timeout_s: float) -> str:
     try:
         while b"\n" not in buf:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or proc.poll() is not None and not sel.select(0):
+            if remaining <= 0 or (proc.poll() is not None and not sel.select(0)):
                 break
             if sel.select(remaining):
                 chunk = os.read(proc.stdout.fileno(), 4096)
@@ -176,7 +176,7 @@ class RawClient:
             return self.sock.recv(1) == b""
         except ConnectionResetError:
             return True
-        except socket.timeout:
+        except TimeoutError:
             return False
 
     def close(self) -> None:
@@ -280,7 +280,7 @@ class AsyncRawClient:
         self.pending: dict[int, int] = {}
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1") -> "AsyncRawClient":
+    async def connect(cls, port: int, host: str = "127.0.0.1") -> AsyncRawClient:
         return cls(await trio.open_tcp_stream(host, port))
 
     async def send(self, api_key: int, payload: dict, attachments=(), version: int = 0) -> int:

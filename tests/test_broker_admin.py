@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import trio
 
 from minilog.protocol import ApiKey, ErrorCode, build_batch

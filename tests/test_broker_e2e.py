@@ -8,12 +8,11 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from minilog.protocol import ApiKey, ErrorCode, build_batch, decode_records
+from minilog.protocol import ApiKey, build_batch, decode_records
 
 from conftest import _SERVE, fetch_payload
 

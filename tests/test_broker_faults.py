@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import socket
 import struct
 import time
@@ -84,7 +83,7 @@ def test_bad_requests_get_errors_and_nothing_invalid_reaches_disk(broker):
 
     # acks=0: no response at all, but the append happens; the next answer is the fetch's.
     c.produce("t", 0, good, acks=0)
-    p, data = c.fetch("t", 0, 0)
+    p, _data = c.fetch("t", 0, 0)
     assert p["high_watermark"] == 5
 
     # min.insync.replicas above the replica count: NOT_ENOUGH_REPLICAS for acks=all only.

@@ -232,11 +232,11 @@ def test_client_to_ms_raises_a_typed_error_for_unrepresentable_times():
     from minilog.client._group_admin import _to_ms
     from minilog.errors import ConfigError
 
-    for when in (dt.datetime(1, 1, 1), dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc),
-                 dt.datetime(1969, 12, 31, tzinfo=dt.timezone.utc), -5, "soon"):
+    for when in (dt.datetime(1, 1, 1), dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+                 dt.datetime(1969, 12, 31, tzinfo=dt.UTC), -5, "soon"):
         with pytest.raises(ConfigError):
             _to_ms(when)
-    assert _to_ms(dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc)) == 1000
+    assert _to_ms(dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC)) == 1000
 
 
 # ----------------------------------------------------------------------------

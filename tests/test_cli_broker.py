@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -31,7 +30,6 @@ from minilog.cli._common import (
     EXIT_OK,
     EXIT_TOPIC_EXISTS,
     EXIT_TOPIC_NOT_FOUND,
-    EXIT_USAGE,
 )
 
 _names = itertools.count()
@@ -326,7 +324,7 @@ def test_ctrl_c_stops_a_running_consume_cleanly(bs, topic):
             assert proc.poll() is None, proc.stderr.read()
         assert line == "ping\n"
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
+        _stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

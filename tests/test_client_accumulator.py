@@ -200,7 +200,7 @@ def test_lock_free_fast_path_loses_and_duplicates_nothing_under_races():
 
 def test_fast_path_append_after_detach_is_moved_by_fixup():
     """The exact race, step by step: the caller appends to a batch sealed under its feet."""
-    acc, clock, _ = make(partitions=2)
+    acc, _clock, _ = make(partitions=2)
     acc.append("t", b"aaaa")
     b = acc.sticky["t"]
     assert b.plain and b.value_len == 4
@@ -316,7 +316,7 @@ def test_paired_fast_path_detach_fixup_and_reports_step_by_step():
     their callbacks; each report carries its own record's offset and value."""
     from minilog.client.sync import Producer
 
-    acc, clock, _ = make(partitions=2)
+    acc, _clock, _ = make(partitions=2)
     out: list = []
 
     class FakeProducer:

@@ -94,7 +94,7 @@ async def test_full_batch_goes_without_waiting_for_linger(pb, autojump_clock):
     async with minilog.AsyncProducer(f"127.0.0.1:{pb.port}", linger_ms=60000,
                                      batch_size=1000) as p:
         start = trio.current_time()
-        for i in range(20):
+        for _i in range(20):
             await p.produce("t", b"x" * 100, partition=1)
         with trio.fail_after(1):
             while not pb.produced:

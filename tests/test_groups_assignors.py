@@ -40,7 +40,7 @@ def test_every_partition_goes_to_exactly_one_subscribed_member(ids, partitions, 
     members = {m: frozenset(data.draw(st.sets(st.sampled_from(TOPICS)))) for m in ids}
     current = {m: {(t, p) for t in members[m] for p in range(partitions[t]) if p % 3 == i % 3}
                for i, m in enumerate(ids)}
-    for name, assign in ASSIGNORS.items():
+    for _name, assign in ASSIGNORS.items():
         _check_exactly_once(members, partitions, assign(members, partitions, current))
 
 

@@ -41,7 +41,7 @@ def one_line_error(code, out, err, exit_code, needle):
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
 
 
-def test_reset_then_consume_starts_exactly_there(gbroker, members):
+def test_reset_then_consume_starts_exactly_there(gbroker, members):  # noqa: F811
     """Dry run changes nothing; --execute commits 40 on every partition; a member
     then consumes from exactly 40; while it is active, reset and delete are refused."""
     code, out, _ = cli(gbroker, "reset-offsets", "r", "--topic", "t", "--to-offset", "40")

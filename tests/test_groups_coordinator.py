@@ -13,7 +13,6 @@ import trio
 from minilog.broker.groups import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator
 from minilog.broker.groups.coordinator import group_partition, java_string_hash
 from minilog.client._membership import GroupMembership
-from minilog.protocol import ApiKey
 
 
 class FakePartition:
@@ -192,8 +191,8 @@ async def test_two_members_split_then_session_timeout(autojump_clock):
     async with trio.open_nursery() as nursery:
         await nursery.start(coord.run)
         async with trio.open_nursery() as member_nursery:
-            a, ca, _ = await start_member(nursery, cluster)
-            b, cb, stop_b = await start_member(member_nursery, cluster)
+            _a, ca, _ = await start_member(nursery, cluster)
+            _b, cb, _stop_b = await start_member(member_nursery, cluster)
             await wait_for(lambda: len(ca.states) == 3 and len(cb.states) == 3)
             frozen_at = trio.current_time()
             member_nursery.cancel_scope.cancel()   # b freezes: its tasks stop
@@ -236,10 +235,10 @@ async def test_revocation_waits_for_the_owner_and_commits_first(autojump_clock):
     cluster = FakeCluster(coord)
     async with trio.open_nursery() as nursery:
         await nursery.start(coord.run)
-        a, ca, _ = await start_member(nursery, cluster)
+        _a, ca, _ = await start_member(nursery, cluster)
         await wait_for(lambda: len(ca.states) == 2)
         await trio.sleep(2)
-        b, cb, _ = await start_member(nursery, cluster)
+        _b, cb, _ = await start_member(nursery, cluster)
         await wait_for(lambda: len(cb.states) == 1 and cb.log)
         (tp,) = cb.states
         a_last = max(o for p, o, _ in ca.log if p == tp)
@@ -260,7 +259,7 @@ async def test_caller_that_stops_polling_loses_its_partitions(autojump_clock):
     cluster = FakeCluster(coord)
     async with trio.open_nursery() as nursery:
         await nursery.start(coord.run)
-        a, ca, _ = await start_member(nursery, cluster)
+        _a, ca, _ = await start_member(nursery, cluster)
         b, cb, stop_b = await start_member(nursery, cluster, max_poll_interval_ms=4000)
         await wait_for(lambda: len(ca.states) == 2 and len(cb.states) == 2)
         stop_b.cancel()
@@ -324,7 +323,7 @@ async def test_offsets_of_an_empty_group_expire_after_retention(autojump_clock):
     assert set(codes.values()) == {0}
     async with trio.open_nursery() as nursery:
         await nursery.start(coord.run)
-        m, c, _ = await start_member(nursery, cluster, auto_commit_interval_ms=500)
+        _m, c, _ = await start_member(nursery, cluster, auto_commit_interval_ms=500)
         await wait_for(lambda: len(c.states) == 2)
         wall[0] += 30_000
         await trio.sleep(2)

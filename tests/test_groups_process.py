@@ -146,7 +146,7 @@ def assert_one_owner_at_a_time(intervals):
         by_tp.setdefault(tp, []).append((t0, t1, name))
     for tp, ivs in by_tp.items():
         ivs.sort()
-        for (a0, a1, an), (b0, b1, bn) in zip(ivs, ivs[1:]):
+        for (_a0, a1, an), (b0, _b1, bn) in zip(ivs, ivs[1:]):
             assert a1 <= b0, f"{tp} owned by {an} until {a1} and by {bn} from {b0}"
 
 
@@ -166,7 +166,7 @@ def coverage(member_list, partitions, ends):
 def all_processed(member_list, ends):
     done = [0] * len(ends)
     for m in member_list:
-        for p, first, last in m.processed():
+        for p, _first, last in m.processed():
             done[p] = max(done[p], last + 1)
     return done == list(ends)
 

@@ -26,7 +26,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-import pytest
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "quickstart.md"
 _MARKED_BLOCK = re.compile(

@@ -90,7 +90,7 @@ def test_cut_active_segment_at_every_byte(tmp_path, flush_at):
 def test_flipped_byte_in_last_batch_is_cut(tmp_path):
     """(b) A flipped byte in the last batch fails its CRC: it is cut, never returned."""
     layout = build(tmp_path, flush_at=29)          # even the flushed segment is re-checked
-    base, nxt, position, size, segment_base = layout[-1]
+    base, _nxt, position, size, segment_base = layout[-1]
     path = tmp_path / segment_file_name(segment_base, ".log")
     data = bytearray(path.read_bytes())
     data[position + size - 3] ^= 0x40

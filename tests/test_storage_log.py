@@ -119,7 +119,7 @@ def test_append_read_round_trip(tmp_path_factory, sizes, segment_bytes, interval
             assert data == b"".join(m[2] for m in model[first:first + k])
             # maximal: the next batch of the same segment would break the budget or the bound
             bases = [seg.base_offset for seg in log.segments()]
-            seg_of = lambda o: max(b for b in bases if b <= o)  # noqa: E731
+            seg_of = lambda o: max(b for b in bases if b <= o)  # noqa: B023
             if first + k < len(model):
                 nxt = model[first + k]
                 if seg_of(nxt[0]) == seg_of(model[first][0]) and nxt[0] < limit:

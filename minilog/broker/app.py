@@ -45,7 +45,8 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import trio
 
@@ -143,7 +144,7 @@ class Broker:
         self._install_signals = install_signal_handlers
         self._load_plugins = load_plugins
         self._topic_callbacks: list[Callable[[str, str], Any]] = []
-        self._start_callbacks: list[Callable[["Broker"], Any]] = []
+        self._start_callbacks: list[Callable[[Broker], Any]] = []
         self._stop_waiters: set[trio.Event] = set()
         self._connections: dict[int, ConnectionInfo] = {}
         self._next_connection_id = 0
@@ -169,7 +170,7 @@ class Broker:
     def on_topic_change(self, callback: Callable[[str, str], Any]) -> None:
         self._topic_callbacks.append(callback)
 
-    def on_start(self, callback: Callable[["Broker"], Any]) -> None:
+    def on_start(self, callback: Callable[[Broker], Any]) -> None:
         self._start_callbacks.append(callback)
 
     def add_stop_waiter(self, event: trio.Event) -> None:

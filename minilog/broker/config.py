@@ -23,7 +23,8 @@ Error handling: everything here raises only `ConfigError`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from minilog.storage import (
     LOG_CONFIG_KEYS,
@@ -164,7 +165,7 @@ class BrokerConfig:
         object.__setattr__(self, "_explicit", dict(explicit))    # Kafka key -> raw value
 
     @classmethod
-    def from_sources(cls, *mappings: Mapping[str, Any]) -> "BrokerConfig":
+    def from_sources(cls, *mappings: Mapping[str, Any]) -> BrokerConfig:
         """Merge mappings of Kafka key -> value (later ones win) and validate.
 
         Raises:
@@ -192,7 +193,7 @@ class BrokerConfig:
     def is_default(self, kafka_key: str) -> bool:
         return kafka_key not in self._explicit
 
-    def with_overrides(self, **fields: Any) -> "BrokerConfig":
+    def with_overrides(self, **fields: Any) -> BrokerConfig:
         values = dict(self._values)
         values.update(fields)
         return BrokerConfig(values, self._explicit)

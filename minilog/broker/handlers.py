@@ -26,7 +26,8 @@ decoded); record bytes arrive and leave as attachments.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -53,7 +54,6 @@ from minilog.protocol import (
     CorruptBatchError,
 )
 from minilog.storage import (
-    ConfigError,
     CorruptRecord,
     LogCorrupted,
     OffsetOutOfRange,
@@ -150,7 +150,7 @@ def error_reply(api_key: int, code: ErrorCode, message: str | None = None) -> Re
     return payload, []
 
 
-async def dispatch(broker: "Broker", request: Request, conn: "ConnectionInfo",
+async def dispatch(broker: Broker, request: Request, conn: ConnectionInfo,
                    timeout_s: float) -> Reply | None:
     """Validate, route and time-bound one request; never raises (except Cancelled)."""
     key = request.api_key

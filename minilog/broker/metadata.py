@@ -71,7 +71,7 @@ class TopicMeta:
                 "configs": dict(self.configs), "internal": self.internal}
 
     @classmethod
-    def from_json(cls, name: str, obj: dict) -> "TopicMeta":
+    def from_json(cls, name: str, obj: dict) -> TopicMeta:
         return cls(name=name, topic_id=str(obj["topic_id"]), partitions=int(obj["partitions"]),
                    replication_factor=int(obj.get("replication_factor", 1)),
                    leader_epoch=int(obj.get("leader_epoch", 0)),

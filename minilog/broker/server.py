@@ -103,7 +103,7 @@ def _pieces_for_send(pieces: list) -> list:
     return out
 
 
-async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: ConnectionInfo) -> None:
+async def serve_connection(broker: Broker, stream: trio.SocketStream, info: ConnectionInfo) -> None:
     """Serve one client until it disconnects, misbehaves or the broker stops."""
     config = broker.config
     limits = FrameLimits(frame_bytes_max=config.socket_request_max_bytes)
@@ -230,7 +230,7 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream, info: Co
             nursery.start_soon(run_processor)
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
         log.debug("connection %d closed: %r", info.connection_id, exc)
-    except BaseExceptionGroup as group:  # noqa: F821 (builtin in 3.11)
+    except BaseExceptionGroup as group:
         rest = group.subgroup(lambda e: not isinstance(
             e, (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError)))
         if rest is not None:

@@ -7,6 +7,6 @@ daemon), `topics`, `produce`, `consume`, `groups`.
 from __future__ import annotations
 
 from ._group import main
-from . import serve, topics, produce, consume, groups  # noqa: E402,F401  (register commands)
+from . import serve, topics, produce, consume, groups  # noqa: F401  (register commands)
 
 __all__ = ["main"]

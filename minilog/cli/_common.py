@@ -28,7 +28,8 @@ import os
 import string
 import sys
 import traceback
-from typing import Any, Callable, Iterable, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable, Iterable
 
 import click
 
@@ -322,7 +323,7 @@ def handle_errors(func: F) -> F:
         except expected as exc:
             report(error_message(exc))
             sys.exit(exit_code_for(exc))
-        except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug in minilog
+        except Exception as exc:
             report_internal_error(exc)
             sys.exit(EXIT_ERROR)
 
@@ -406,7 +407,7 @@ class RecordFormatter:
             root = field.split(".", 1)[0].split("[", 1)[0]
             if root not in FORMAT_FIELDS:
                 fail(
-                    f"bad --format field {{{field}}}: use {', '.join('{%s}' % f for f in FORMAT_FIELDS)}",
+                    f"bad --format field {{{field}}}: use {', '.join(f'{{{f}}}' for f in FORMAT_FIELDS)}",
                     EXIT_USAGE,
                 )
         sample = dict(topic="t", partition=0, offset=0, timestamp=0, key="k", value="v", headers="")

@@ -235,7 +235,7 @@ def _close_quietly(consumer: Any) -> None:
         consumer.close()
     except KeyboardInterrupt:
         os._exit(EXIT_INTERRUPTED)
-    except Exception:  # noqa: BLE001 - we are leaving; the close error is not the user's problem
+    except Exception:
         pass
 
 

@@ -23,7 +23,8 @@ EXIT_INTERRUPTED.
 from __future__ import annotations
 
 import sys
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
+from collections.abc import Iterator
 
 import click
 

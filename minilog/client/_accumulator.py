@@ -45,7 +45,8 @@ import collections
 from functools import partial
 import threading
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable
 
 from ._partitioner import StickyPartitioner, partition_for_key
 

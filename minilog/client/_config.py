@@ -90,7 +90,7 @@ class ProducerConfig:
         return CODECS[self.compression_type]
 
     @classmethod
-    def from_kwargs(cls, **kwargs) -> "ProducerConfig":
+    def from_kwargs(cls, **kwargs) -> ProducerConfig:
         _unknown(cls, kwargs)
         c = cls(**kwargs)
         acks = c.acks
@@ -141,7 +141,7 @@ class ConsumerConfig:
     metadata_max_age_ms: int = 300000
 
     @classmethod
-    def from_kwargs(cls, **kwargs) -> "ConsumerConfig":
+    def from_kwargs(cls, **kwargs) -> ConsumerConfig:
         _unknown(cls, kwargs)
         c = cls(**kwargs)
         if c.group_id is not None and (not isinstance(c.group_id, str) or not c.group_id):
@@ -175,7 +175,7 @@ class AdminConfig:
     metadata_max_age_ms: int = 300000
 
     @classmethod
-    def from_kwargs(cls, **kwargs) -> "AdminConfig":
+    def from_kwargs(cls, **kwargs) -> AdminConfig:
         _unknown(cls, kwargs)
         c = cls(**kwargs)
         _int("request_timeout_ms", c.request_timeout_ms, 1, _INT32_MAX)

@@ -229,7 +229,7 @@ class BrokerConnection:
             slot.corr, slot.api_key, slot.deadline, slot.timeout_s = corr, api_key, deadline, timeout_s
         return slot
 
-    async def wait_response(self, slot: "_Slot"):
+    async def wait_response(self, slot: _Slot):
         """Await the response to a request written by `send_request`.
 
         Raises RequestTimeoutError at the request's deadline (and poisons

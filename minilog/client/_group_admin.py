@@ -26,10 +26,8 @@ import datetime as _dt
 from dataclasses import dataclass, field
 
 from minilog.errors import (
-    BrokerError,
     ConfigError,
     GroupIdNotFoundError,
-    MinilogError,
     NonEmptyGroupError,
     UnknownTopicOrPartitionError,
     error_for_code,

@@ -38,7 +38,8 @@ plain attributes; everything else runs on the trio thread.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import trio
 
@@ -208,7 +209,7 @@ class GroupMembership:
             with trio.CancelScope(shield=True):
                 try:
                     await conn.aclose()
-                except Exception:   # noqa: BLE001 - closing a broken connection
+                except Exception:
                     pass
 
     async def _request(self, api_key: ApiKey, payload: dict) -> dict:

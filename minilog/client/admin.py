@@ -94,7 +94,7 @@ class AsyncAdmin(_GroupMixin, Lifecycle):
         self._timeout_ms = cfg.request_timeout_ms
         self._state = "new"
 
-    async def __aenter__(self) -> "AsyncAdmin":
+    async def __aenter__(self) -> AsyncAdmin:
         await self.start()
         return self
 

@@ -35,7 +35,7 @@ import math
 import threading
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterable
+from collections.abc import Iterable
 
 import trio
 
@@ -137,7 +137,7 @@ class AsyncConsumer(Lifecycle):
 
     # -- lifecycle -----------------------------------------------------
 
-    async def __aenter__(self) -> "AsyncConsumer":
+    async def __aenter__(self) -> AsyncConsumer:
         await self.start()
         return self
 

@@ -49,7 +49,6 @@ from minilog.errors import (
     ClosedError,
     MinilogError,
     RequestTimeoutError,
-    UnsupportedVersionError,
     error_for_code,
 )
 from minilog.protocol import ApiKey, ErrorCode, build_batch
@@ -113,7 +112,7 @@ class AsyncProducer(Lifecycle):
 
     # -- lifecycle -----------------------------------------------------
 
-    async def __aenter__(self) -> "AsyncProducer":
+    async def __aenter__(self) -> AsyncProducer:
         await self.start()
         return self
 

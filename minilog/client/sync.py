@@ -31,7 +31,8 @@ import functools
 import inspect
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import trio
 
@@ -145,7 +146,7 @@ class Producer:
         self._loop.start()
         self._closed = False
 
-    def __enter__(self) -> "Producer":
+    def __enter__(self) -> Producer:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -314,7 +315,7 @@ class Consumer:
         self._iter: list = []
         self._iter_pos = 0
 
-    def __enter__(self) -> "Consumer":
+    def __enter__(self) -> Consumer:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -460,7 +461,7 @@ class Admin:
         self._loop.start()
         self._closed = False
 
-    def __enter__(self) -> "Admin":
+    def __enter__(self) -> Admin:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -36,7 +36,8 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import trio
 
@@ -95,7 +96,7 @@ class CoordinatorConfig:
     assignors: tuple[str, ...] = ("sticky", "range", "roundrobin")
 
     @classmethod
-    def from_broker_config(cls, c: Any) -> "CoordinatorConfig":
+    def from_broker_config(cls, c: Any) -> CoordinatorConfig:
         assignors = tuple(a.strip() for a in str(c.group_consumer_assignors).split(",")
                           if a.strip() in ASSIGNORS) or cls.assignors
         return cls(
@@ -498,7 +499,7 @@ class GroupCoordinator:
         log.info("group %s deleted", group_id)
         return ErrorCode.NONE
 
-    def statistics(self) -> "CoordinatorStatistics":
+    def statistics(self) -> CoordinatorStatistics:
         return CoordinatorStatistics(
             groups=len(self.groups),
             members=sum(len(g.members) for g in self.groups.values()),
