@@ -3,9 +3,9 @@
 Installed as `minilog.storage`. Synchronous and trio-free; uses only
 `minilog.protocol`'s batch header and record decoder.
 
-Start with `Log.open(path, LogConfig.from_kafka({...}), clock=...)`; the
-module docstrings of `_log.py`, `_segment.py`, `_index.py` and
-`_recovery.py` explain the design, docs/on-disk-format.md the files.
+Start with `Log(path, LogConfig.from_kafka({...}), clock=..., fs=...)`
+(`Log.open` is the same); the module docstring of `_log.py` maps the
+modules, docs/on-disk-format.md describes the files.
 """
 
 from ._checkpoint import atomic_write, fsync_dir
@@ -26,13 +26,20 @@ from ._epoch_cache import UNDEFINED_EPOCH, EpochEntry, LeaderEpochCache
 from ._errors import (
     ConfigError,
     CorruptRecord,
+    CorruptRecordError,
     InvalidOffset,
+    InvalidOffsetError,
     LogCorrupted,
+    LogCorruptedError,
     OffsetOutOfRange,
+    OffsetOutOfRangeError,
     RecordTooLarge,
+    RecordTooLargeError,
     StaleLeaderEpoch,
+    StaleLeaderEpochError,
     StorageError,
 )
+from ._fs import OS_FS, FileSystem, OsFileSystem
 from ._index import OffsetIndex, OffsetPosition, TimeIndex, TimestampOffset
 from ._log import AppendInfo, Log, LogStatistics
 from ._recovery import BATCH_CASES, SEGMENT_CASES, RecoveryReport
@@ -81,10 +88,20 @@ __all__ = [
     "fsync_dir",
     "StorageError",
     "ConfigError",
+    "OffsetOutOfRangeError",
+    "InvalidOffsetError",
+    "StaleLeaderEpochError",
+    "RecordTooLargeError",
+    "CorruptRecordError",
+    "LogCorruptedError",
+    # old names, aliases of the ...Error classes while the broker moves over
     "OffsetOutOfRange",
     "InvalidOffset",
     "StaleLeaderEpoch",
     "RecordTooLarge",
     "CorruptRecord",
     "LogCorrupted",
+    "FileSystem",
+    "OsFileSystem",
+    "OS_FS",
 ]

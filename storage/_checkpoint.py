@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 
+from ._fs import OS_FS, FileSystem, read_file, write_all
+
 __all__ = [
     "atomic_write",
     "fsync_dir",
@@ -36,49 +38,52 @@ CLEAN_SHUTDOWN = ".clean-shutdown"
 _VERSION = "0"
 
 
-def fsync_dir(path: str) -> None:
+def fsync_dir(path: str, *, fs: FileSystem = OS_FS) -> None:
     """fsync a directory so renames, creations and unlinks in it are durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fs.fsync_dir(path)
 
 
-def atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes, *, fs: FileSystem = OS_FS) -> None:
     """Replace `path` with `data`: temp file, fsync, rename, fsync the directory.
 
     Raises:
-        OSError: from the file system; `path` then still holds its old content.
+        OSError: from the file system; `path` then still holds its old content
+            (a `.tmp` may be left behind; it is removed here on failure when
+            possible, and ignored and overwritten otherwise).
     """
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path) or ".")
+        try:
+            write_all(fs, fd, data, 0)
+            fs.fsync(fd)
+        finally:
+            fs.close(fd)
+        fs.replace(tmp, path)
+    except OSError:
+        try:
+            fs.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fs.fsync_dir(os.path.dirname(path) or ".")
 
 
-def write_log_checkpoint(dir_path: str, recovery_point: int, log_start_offset: int) -> None:
+def write_log_checkpoint(dir_path: str, recovery_point: int, log_start_offset: int, *,
+                         fs: FileSystem = OS_FS) -> None:
     text = f"{_VERSION}\nrecovery-point {recovery_point}\nlog-start-offset {log_start_offset}\n"
-    atomic_write(os.path.join(dir_path, LOG_CHECKPOINT), text.encode())
+    atomic_write(os.path.join(dir_path, LOG_CHECKPOINT), text.encode(), fs=fs)
 
 
-def read_log_checkpoint(dir_path: str) -> tuple[int, int] | None:
+def read_log_checkpoint(dir_path: str, *, fs: FileSystem = OS_FS) -> tuple[int, int] | None:
     """Return (recovery_point, log_start_offset), or None when there is no file.
 
     Raises:
         ValueError: the file exists but is malformed.
+        OSError: the file cannot be read.
     """
     try:
-        with open(os.path.join(dir_path, LOG_CHECKPOINT), "rb") as f:
-            text = f.read(4096).decode("ascii")
+        text = read_file(fs, os.path.join(dir_path, LOG_CHECKPOINT), 4096).decode("ascii")
     except FileNotFoundError:
         return None
     except UnicodeDecodeError as e:

@@ -32,6 +32,7 @@ from bisect import bisect_right
 from typing import NamedTuple
 
 from ._checkpoint import atomic_write
+from ._fs import OS_FS, FileSystem, read_file
 
 __all__ = ["LeaderEpochCache", "EpochEntry", "LEADER_EPOCH_CHECKPOINT", "UNDEFINED_EPOCH"]
 
@@ -48,15 +49,15 @@ class EpochEntry(NamedTuple):
 class LeaderEpochCache:
     """Epoch -> start offset, persisted in `<dir>/leader-epoch-checkpoint`."""
 
-    def __init__(self, dir_path: str, *, persist: bool = True) -> None:
+    def __init__(self, dir_path: str, *, persist: bool = True, fs: FileSystem = OS_FS) -> None:
         self.path = os.path.join(dir_path, LEADER_EPOCH_CHECKPOINT)
         self._persist = persist
+        self._fs = fs
         self._entries: list[EpochEntry] = self._load()
 
     def _load(self) -> list[EpochEntry]:
         try:
-            with open(self.path, "rb") as f:
-                lines = f.read(1 << 20).decode("ascii").split("\n")
+            lines = read_file(self._fs, self.path, 1 << 20).decode("ascii").split("\n")
             if lines[0] != "0":
                 raise ValueError("unknown version")
             count = int(lines[1])
@@ -76,7 +77,7 @@ class LeaderEpochCache:
             return
         lines = ["0", str(len(self._entries))]
         lines += [f"{e.epoch} {e.start_offset}" for e in self._entries]
-        atomic_write(self.path, ("\n".join(lines) + "\n").encode())
+        atomic_write(self.path, ("\n".join(lines) + "\n").encode(), fs=self._fs)
 
     # -- queries ---------------------------------------------------------------
 

@@ -6,18 +6,24 @@ purpose. The contract: every public method of `Log` raises only
 anything else is a bug in minilog.
 
     StorageError
-    +-- ConfigError          a config key has a bad value (the message names the key)
-    +-- OffsetOutOfRange     a read/lookup below log start or above log end
-    +-- InvalidOffset        a follower batch that does not continue the log
-    +-- StaleLeaderEpoch     an append with an epoch older than the log's latest
-    +-- RecordTooLarge       a batch above max.message.bytes (nothing written)
-    +-- CorruptRecord        a batch failing length/magic/CRC checks (nothing written)
-    +-- LogCorrupted         a half-finished operation poisoned this Log object;
-                             every later call raises it until the log is reopened
+    +-- ConfigError              a config key has a bad value (the message names the key)
+    +-- OffsetOutOfRangeError    a read/lookup below log start or above log end
+    +-- InvalidOffsetError       a follower batch that does not continue the log
+    +-- StaleLeaderEpochError    an append with an epoch older than the log's latest
+    +-- RecordTooLargeError      a batch above max.message.bytes (nothing written)
+    +-- CorruptRecordError       a batch failing length/magic/CRC checks (nothing written)
+    +-- LogCorruptedError        a half-finished operation poisoned this Log object;
+                                 every later call raises it until the log is reopened
 
-Rejected input (`RecordTooLarge`, `CorruptRecord`, `InvalidOffset`,
-`StaleLeaderEpoch`, `OffsetOutOfRange`) changes nothing on disk and leaves the
-Log usable. `LogCorrupted` is sticky, like tidwall/wal's `corrupt` flag.
+Rejected input (`RecordTooLargeError`, `CorruptRecordError`,
+`InvalidOffsetError`, `StaleLeaderEpochError`, `OffsetOutOfRangeError`)
+changes nothing on disk and leaves the Log usable. `LogCorruptedError` is
+sticky, like tidwall/wal's `corrupt` flag.
+
+The names before the `...Error` convention (`OffsetOutOfRange`,
+`InvalidOffset`, `StaleLeaderEpoch`, `RecordTooLarge`, `CorruptRecord`,
+`LogCorrupted`) remain as aliases of the same classes while the broker
+moves over; new code uses the `...Error` names.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ from __future__ import annotations
 __all__ = [
     "StorageError",
     "ConfigError",
+    "OffsetOutOfRangeError",
+    "InvalidOffsetError",
+    "StaleLeaderEpochError",
+    "RecordTooLargeError",
+    "CorruptRecordError",
+    "LogCorruptedError",
     "OffsetOutOfRange",
     "InvalidOffset",
     "StaleLeaderEpoch",
@@ -46,7 +58,7 @@ class ConfigError(StorageError, ValueError):
         self.key = key
 
 
-class OffsetOutOfRange(StorageError):
+class OffsetOutOfRangeError(StorageError):
     """The requested offset is below the log start or above the log end."""
 
     def __init__(self, offset: int, log_start_offset: int, log_end_offset: int) -> None:
@@ -58,21 +70,30 @@ class OffsetOutOfRange(StorageError):
         self.log_end_offset = log_end_offset
 
 
-class InvalidOffset(StorageError):
+class InvalidOffsetError(StorageError):
     """A batch appended with the leader's offsets does not continue the log."""
 
 
-class StaleLeaderEpoch(StorageError):
+class StaleLeaderEpochError(StorageError):
     """An append carries a leader epoch older than the newest one in the log."""
 
 
-class RecordTooLarge(StorageError):
+class RecordTooLargeError(StorageError):
     """A batch is larger than max.message.bytes. Nothing was written."""
 
 
-class CorruptRecord(StorageError):
+class CorruptRecordError(StorageError):
     """A batch failed validation (length, magic, CRC). Nothing was written."""
 
 
-class LogCorrupted(StorageError):
+class LogCorruptedError(StorageError):
     """An operation failed half-way; this Log object refuses further calls."""
+
+
+# Old names, kept while minilog/broker still imports them (issue 7: remove after).
+OffsetOutOfRange = OffsetOutOfRangeError
+InvalidOffset = InvalidOffsetError
+StaleLeaderEpoch = StaleLeaderEpochError
+RecordTooLarge = RecordTooLargeError
+CorruptRecord = CorruptRecordError
+LogCorrupted = LogCorruptedError

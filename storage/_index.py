@@ -46,7 +46,9 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from ._fs import OS_FS, FileSystem, read_file, write_all
 
 __all__ = ["OffsetIndex", "TimeIndex", "OffsetPosition", "TimestampOffset"]
 
@@ -66,10 +68,12 @@ class TimestampOffset(NamedTuple):
     offset: int      # absolute offset (a batch base offset)
 
 
-def _read_file(path: str) -> bytes:
+_INDEX_FILE_BYTES_MAX = 1 << 31      # far above segment.index.bytes' limit
+
+
+def _read_index_file(fs: FileSystem, path: str) -> bytes:
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return read_file(fs, path, _INDEX_FILE_BYTES_MAX)
     except FileNotFoundError:
         return b""
 
@@ -79,12 +83,14 @@ class _SparseIndex:
 
     ENTRY: struct.Struct
 
-    def __init__(self, path: str, base_offset: int, entries_max: int) -> None:
+    def __init__(self, path: str, base_offset: int, entries_max: int, *,
+                 fs: FileSystem = OS_FS) -> None:
         self.path = path
+        self.fs = fs
         self.base_offset = base_offset
         self.entries_max = max(1, entries_max)
-        self._keys: array | None = None        # None until loaded
-        self._values: array | None = None      # appended after _keys: its length counts entries
+        self._keys: array[Any] | None = None     # None until loaded
+        self._values: array[int] | None = None   # appended after _keys: its length counts entries
         self._file_entries = 0                 # entries the file holds (when loaded)
 
     # -- loading ---------------------------------------------------------------
@@ -95,14 +101,14 @@ class _SparseIndex:
 
     def load(self) -> str | None:
         """Read the file into memory. Returns a problem description, or None."""
-        data = _read_file(self.path)
+        data = _read_index_file(self.fs, self.path)
         size = self.ENTRY.size
         problem = None
         if len(data) % size:
             problem = f"{os.path.basename(self.path)}: size {len(data)} is not a multiple of {size}"
             data = data[: len(data) - len(data) % size]
         self._decode(data)
-        self._file_entries = len(self._keys)
+        self._file_entries = len(self._columns()[0])
         return problem
 
     def reset(self) -> None:
@@ -121,6 +127,13 @@ class _SparseIndex:
         if self._keys is None:
             self.load()
 
+    def _columns(self) -> tuple[array[Any], array[int]]:
+        """Both columns, loading the file first if needed."""
+        if self._keys is None or self._values is None:
+            self.load()
+        assert self._keys is not None and self._values is not None
+        return self._keys, self._values
+
     # -- writing ---------------------------------------------------------------
 
     def flush(self, *, fsync: bool = False) -> None:
@@ -132,52 +145,51 @@ class _SparseIndex:
             return
         # An append on the owner thread may add entries meanwhile: write the
         # ones present now (counted by _values, which grows last), no more.
-        start, end = self._file_entries, len(self._values)
+        start, end = self._file_entries, len(self._columns()[1])
         if end > start or fsync:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            fs = self.fs
+            fd = fs.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
                 if end > start:
-                    os.pwrite(fd, self._encode(start, end), start * self.ENTRY.size)
+                    write_all(fs, fd, self._encode(start, end), start * self.ENTRY.size)
                     self._file_entries = end
                 if fsync:
-                    os.fsync(fd)
+                    fs.fsync(fd)
             finally:
-                os.close(fd)
+                fs.close(fd)
 
     def rewrite(self, *, fsync: bool = False) -> None:
         """Make the file hold exactly the in-memory entries."""
-        self._ensure_loaded()
-        data = self._encode(0, len(self._keys))
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        count = len(self._columns()[0])
+        data = self._encode(0, count)
+        fs = self.fs
+        fd = fs.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, data)
+            write_all(fs, fd, data, 0)
             if fsync:
-                os.fsync(fd)
+                fs.fsync(fd)
         finally:
-            os.close(fd)
-        self._file_entries = len(self._keys)
+            fs.close(fd)
+        self._file_entries = count
 
     def delete(self) -> None:
         try:
-            os.unlink(self.path)
+            self.fs.unlink(self.path)
         except FileNotFoundError:
             pass
 
     # -- queries ---------------------------------------------------------------
 
     def __len__(self) -> int:
-        self._ensure_loaded()
-        return len(self._keys)
+        return len(self._columns()[0])
 
     @property
     def is_full(self) -> bool:
-        self._ensure_loaded()
-        return len(self._keys) >= self.entries_max
+        return len(self) >= self.entries_max
 
     @property
     def size_bytes(self) -> int:
-        self._ensure_loaded()
-        return len(self._keys) * self.ENTRY.size
+        return len(self) * self.ENTRY.size
 
 
 class OffsetIndex(_SparseIndex):
@@ -195,8 +207,9 @@ class OffsetIndex(_SparseIndex):
 
     def _encode(self, start: int, end: int) -> bytes:
         both = array("I", bytes(8 * (end - start)))
-        both[0::2] = self._keys[start:end]
-        both[1::2] = self._values[start:end]
+        keys, values = self._columns()
+        both[0::2] = keys[start:end]
+        both[1::2] = values[start:end]
         if not _BIG_ENDIAN_HOST:
             both.byteswap()
         return both.tobytes()
@@ -209,6 +222,7 @@ class OffsetIndex(_SparseIndex):
         (flush encodes); the active segment's index is always loaded.
         """
         keys, values = self._keys, self._values
+        assert keys is not None and values is not None     # the active segment's index is loaded
         relative = offset - self.base_offset
         assert len(keys) < self.entries_max and relative <= U32_MAX and position <= U32_MAX and (
             relative > keys[-1] and position > values[-1] if keys else relative >= 0 and position >= 0
@@ -218,39 +232,38 @@ class OffsetIndex(_SparseIndex):
 
     def lookup(self, offset: int) -> OffsetPosition:
         """The last entry with offset <= `offset`, or (base offset, 0)."""
-        self._ensure_loaded()
-        i = bisect_right(self._keys, offset - self.base_offset) - 1
+        keys, values = self._columns()
+        i = bisect_right(keys, offset - self.base_offset) - 1
         if i < 0:
             return OffsetPosition(self.base_offset, 0)
-        return OffsetPosition(self.base_offset + self._keys[i], self._values[i])
+        return OffsetPosition(self.base_offset + keys[i], values[i])
 
     def lookup_by_position(self, position: int) -> OffsetPosition:
         """The last entry with position <= `position`, or (base offset, 0)."""
-        self._ensure_loaded()
-        i = bisect_right(self._values, position) - 1
+        keys, values = self._columns()
+        i = bisect_right(values, position) - 1
         if i < 0:
             return OffsetPosition(self.base_offset, 0)
-        return OffsetPosition(self.base_offset + self._keys[i], self._values[i])
+        return OffsetPosition(self.base_offset + keys[i], values[i])
 
     def last_entry(self) -> OffsetPosition:
-        self._ensure_loaded()
-        if not self._keys:
+        keys, values = self._columns()
+        if not keys:
             return OffsetPosition(self.base_offset, 0)
-        return OffsetPosition(self.base_offset + self._keys[-1], self._values[-1])
+        return OffsetPosition(self.base_offset + keys[-1], values[-1])
 
     def truncate_to(self, offset: int) -> None:
         """Drop entries with offset >= `offset` (in memory and in the file)."""
-        self._ensure_loaded()
-        keep = bisect_left(self._keys, offset - self.base_offset)
-        if keep < len(self._keys):
-            del self._keys[keep:]
-            del self._values[keep:]
+        keys, values = self._columns()
+        keep = bisect_left(keys, offset - self.base_offset)
+        if keep < len(keys):
+            del keys[keep:]
+            del values[keep:]
             self.rewrite()
 
     def sanity_check(self, log_size: int) -> str | None:
         """Kafka's sanityCheck: strictly increasing, positions inside the log."""
-        self._ensure_loaded()
-        keys, values = self._keys, self._values
+        keys, values = self._columns()
         name = os.path.basename(self.path)
         if any(a >= b for a, b in zip(keys, keys[1:])):
             return f"{name}: offsets not strictly increasing"
@@ -269,71 +282,75 @@ class TimeIndex(_SparseIndex):
     ENTRY = _TIME_ENTRY
 
     def _decode(self, data: bytes) -> None:
-        self._keys = array("q")
-        self._values = array("I")
+        keys, values = array("q"), array("I")
         for timestamp, relative in _TIME_ENTRY.iter_unpack(data):
-            self._keys.append(timestamp)
-            self._values.append(relative)
+            keys.append(timestamp)
+            values.append(relative)
+        self._keys, self._values = keys, values
 
     def _encode(self, start: int, end: int) -> bytes:
-        return b"".join(map(_TIME_ENTRY.pack, self._keys[start:end], self._values[start:end]))
+        keys, values = self._columns()
+        return b"".join(map(_TIME_ENTRY.pack, keys[start:end], values[start:end]))
 
     def maybe_append(self, timestamp: int, offset: int) -> bool:
         """Add an entry when `timestamp` is above the last one. Returns whether it did."""
-        keys = self._keys
-        if keys is None:
-            self._ensure_loaded()
-            keys = self._keys
+        keys, values = self._columns()
         if (keys and timestamp <= keys[-1]) or len(keys) >= self.entries_max:
             return False
         relative = offset - self.base_offset
         assert 0 <= relative <= U32_MAX, offset
-        assert not self._values or relative >= self._values[-1], (relative, self._values[-1])
+        assert not values or relative >= values[-1], (relative, values[-1])
         keys.append(timestamp)
-        self._values.append(relative)
+        values.append(relative)
         return True
 
     def last_below(self, timestamp: int) -> TimestampOffset | None:
         """The last entry with timestamp < `timestamp`, or None."""
-        self._ensure_loaded()
-        i = bisect_left(self._keys, timestamp) - 1
+        keys, values = self._columns()
+        i = bisect_left(keys, timestamp) - 1
         if i < 0:
             return None
-        return TimestampOffset(self._keys[i], self.base_offset + self._values[i])
+        return TimestampOffset(keys[i], self.base_offset + values[i])
 
     def last_entry(self) -> TimestampOffset | None:
         """The last entry, reading only the file's last 12 bytes when not loaded."""
         if self._keys is None:
+            fs = self.fs
             try:
-                with open(self.path, "rb") as f:
-                    size = f.seek(0, os.SEEK_END)
-                    size -= size % _TIME_ENTRY.size
-                    if size == 0:
-                        return None
-                    f.seek(size - _TIME_ENTRY.size)
-                    timestamp, relative = _TIME_ENTRY.unpack(f.read(_TIME_ENTRY.size))
+                fd = fs.open(self.path, os.O_RDONLY)
             except FileNotFoundError:
                 return None
+            try:
+                size = fs.fsize(fd)
+                size -= size % _TIME_ENTRY.size
+                if size == 0:
+                    return None
+                data = fs.pread(fd, _TIME_ENTRY.size, size - _TIME_ENTRY.size)
+            finally:
+                fs.close(fd)
+            if len(data) < _TIME_ENTRY.size:
+                return None
+            timestamp, relative = _TIME_ENTRY.unpack(data)
             return TimestampOffset(timestamp, self.base_offset + relative)
-        if not self._keys:
+        keys, values = self._columns()
+        if not keys:
             return None
-        return TimestampOffset(self._keys[-1], self.base_offset + self._values[-1])
+        return TimestampOffset(keys[-1], self.base_offset + values[-1])
 
     def truncate_to(self, offset: int) -> None:
         """Drop entries whose offset is >= `offset`."""
-        self._ensure_loaded()
+        keys, values = self._columns()
         relative = offset - self.base_offset
-        keep = len(self._values)
-        while keep and self._values[keep - 1] >= relative:
+        keep = len(values)
+        while keep and values[keep - 1] >= relative:
             keep -= 1
-        if keep < len(self._keys):
-            del self._keys[keep:]
-            del self._values[keep:]
+        if keep < len(keys):
+            del keys[keep:]
+            del values[keep:]
             self.rewrite()
 
     def sanity_check(self, next_offset: int) -> str | None:
-        self._ensure_loaded()
-        keys, values = self._keys, self._values
+        keys, values = self._columns()
         name = os.path.basename(self.path)
         if any(a >= b for a, b in zip(keys, keys[1:])):
             return f"{name}: timestamps not strictly increasing"

@@ -46,10 +46,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from minilog.protocol import LOG_OVERHEAD, CorruptBatchError, batch_size_at, check_batch
+from typing import Any
 
-from ._checkpoint import fsync_dir
+from minilog.protocol import LOG_OVERHEAD, BatchHeader, CorruptBatchError, batch_size_at, check_batch
+
 from ._epoch_cache import LeaderEpochCache
+from ._fs import Buffer, FileSystem
 from ._segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment, parse_segment_file_name
 
 __all__ = [
@@ -111,10 +113,11 @@ class RecoveryReport:
     truncated_detail: str | None = None
     deleted_segments: tuple[int, ...] = ()      # base offsets of segments removed
     rebuilt_indexes: tuple[int, ...] = ()       # base offsets whose indexes were rebuilt
-    segment_labels: dict = field(default_factory=dict)   # base offset -> segment label
+    segment_labels: dict[int, str] = field(default_factory=dict)   # base offset -> segment label
 
 
-def classify_batch(buf, pos: int, file_remaining: int, expected_offset: int):
+def classify_batch(buf: Buffer, pos: int, file_remaining: int, expected_offset: int,
+                   ) -> tuple[str, BatchHeader | None, str]:
     """Label the batch at `buf[pos:]`.
 
     `buf[pos:]` holds the whole batch, or everything left in the file when
@@ -137,16 +140,17 @@ def classify_batch(buf, pos: int, file_remaining: int, expected_offset: int):
     return "whole-batch", header, ""
 
 
-def _bytes_needed(buf, pos: int, remaining: int) -> int:
+def _bytes_needed(buf: Buffer, pos: int, remaining: int) -> int:
     """Bytes to have in memory before classifying the batch at `pos`.
 
     The claimed size is clamped to what the file holds, so a garbage length
     can never make us read (or allocate) more than the file's real bytes.
     """
-    if len(buf) - pos < LOG_OVERHEAD:
-        return min(LOG_OVERHEAD, remaining)
-    claimed = int.from_bytes(buf[pos + 8 : pos + 12], "big", signed=True) + LOG_OVERHEAD
-    return min(max(claimed, LOG_OVERHEAD), remaining)
+    overhead: int = LOG_OVERHEAD
+    if len(buf) - pos < overhead:
+        return min(overhead, remaining)
+    claimed = int.from_bytes(buf[pos + 8 : pos + 12], "big", signed=True) + overhead
+    return min(max(claimed, overhead), remaining)
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ def scan_segment(segment: LogSegment, file_bytes: int, epoch_cache: LeaderEpochC
     """
     segment.reset_tracking()
     fd = segment.fd()
+    pread = segment.fs.pread
     position = 0
     chunk, chunk_start = b"", 0
     while position < file_bytes:
@@ -173,15 +178,15 @@ def scan_segment(segment: LogSegment, file_bytes: int, epoch_cache: LeaderEpochC
         in_chunk = position - chunk_start
         need = _bytes_needed(chunk, in_chunk, remaining)
         if len(chunk) - in_chunk < need:
-            chunk = os.pread(fd, min(max(_CHUNK_BYTES, need), remaining), position)
+            chunk = pread(fd, min(max(_CHUNK_BYTES, need), remaining), position)
             chunk_start, in_chunk = position, 0
             need = _bytes_needed(chunk, 0, remaining)
             if len(chunk) < need:       # one batch larger than a chunk: read exactly it
-                chunk = os.pread(fd, need, position)
+                chunk = pread(fd, need, position)
         label, header, detail = classify_batch(chunk, in_chunk, remaining, segment.next_offset)
         if BATCH_CASES[label] is Action.TRUNCATE:
             return SegmentScan(segment.base_offset, position, file_bytes, label, detail)
-        assert BATCH_CASES[label] is Action.KEEP
+        assert BATCH_CASES[label] is Action.KEEP and header is not None
         epoch = header.partition_leader_epoch
         if epoch > epoch_cache.latest_epoch:
             epoch_cache.assign(epoch, header.base_offset)
@@ -191,35 +196,34 @@ def scan_segment(segment: LogSegment, file_bytes: int, epoch_cache: LeaderEpochC
     return SegmentScan(segment.base_offset, position, file_bytes, "whole-batch", "")
 
 
-def scan_directory(dir_path: str) -> dict[int, int]:
+def scan_directory(dir_path: str, fs: FileSystem) -> dict[int, int]:
     """Sizes of the .log files by base offset; removes leftovers of interrupted work.
 
     Reads only directory entries and sizes: no file is opened.
     """
     sizes: dict[int, int] = {}
     index_files: list[tuple[int, str]] = []
-    with os.scandir(dir_path) as entries:
-        for entry in entries:
-            name = entry.name
-            if name.endswith((DELETED_SUFFIX, ".tmp")):
-                os.unlink(entry.path)          # deletion was due, or a write never completed
-                continue
-            parsed = parse_segment_file_name(name)
-            if parsed is None:
-                continue
-            base, suffix = parsed
-            if suffix == LOG_SUFFIX:
-                sizes[base] = entry.stat().st_size
-            else:
-                index_files.append((base, entry.path))
+    for name, size in fs.list_dir(dir_path):
+        path = os.path.join(dir_path, name)
+        if name.endswith((DELETED_SUFFIX, ".tmp")):
+            fs.unlink(path)                    # deletion was due, or a write never completed
+            continue
+        parsed = parse_segment_file_name(name)
+        if parsed is None:
+            continue
+        base, suffix = parsed
+        if suffix == LOG_SUFFIX:
+            sizes[base] = size
+        else:
+            index_files.append((base, path))
     for base, path in index_files:
         if base not in sizes:                  # an index without its log: derived data, drop it
-            os.unlink(path)
+            fs.unlink(path)
     return sizes
 
 
 def recover_segments(dir_path: str, segments: list[LogSegment], *, clean: bool,
-                     recovery_point: int, epoch_cache: LeaderEpochCache,
+                     recovery_point: int, epoch_cache: LeaderEpochCache, fs: FileSystem,
                      ) -> tuple[list[LogSegment], RecoveryReport]:
     """Label every segment (SEGMENT_CASES) and act on the label.
 
@@ -235,7 +239,7 @@ def recover_segments(dir_path: str, segments: list[LogSegment], *, clean: bool,
         OSError: from the file system.
     """
     labels: dict[int, str] = {}
-    cut: dict = {}
+    cut: dict[str, Any] = {}
     scanned: list[SegmentScan] = []
     deleted: list[int] = []
     keep: list[LogSegment] = []
@@ -264,7 +268,7 @@ def recover_segments(dir_path: str, segments: list[LogSegment], *, clean: bool,
                            truncated_segment=following.base_offset, truncated_label="offset-gap",
                            truncated_detail=f"next segment starts at {following.base_offset}")
     if deleted:
-        fsync_dir(dir_path)
+        fs.fsync_dir(dir_path)
     report = RecoveryReport(
         clean_shutdown=clean, recovery_point=recovery_point, log_end_offset=keep[-1].next_offset,
         segments_scanned=len(scanned), bytes_scanned=sum(s.file_bytes for s in scanned),
@@ -302,7 +306,7 @@ def _scan_and_cut(segment: LogSegment, epoch_cache: LeaderEpochCache, *, is_last
     scan = scan_segment(segment, segment.size_bytes, epoch_cache)
     if scan.valid_bytes < scan.file_bytes:
         segment.truncate_to_position(scan.valid_bytes)
-        os.fsync(segment.writable_fd())
+        segment.fs.fsync(segment.writable_fd())
     if not is_last:
         segment.seal()                      # closed: last time index entry = max timestamp
     segment.index.rewrite(fsync=True)

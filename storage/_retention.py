@@ -100,7 +100,6 @@ class RollReason:
 
 
 def should_roll(
-    *,
     segment_size_bytes: int,
     batch_size_bytes: int,
     segment_bytes: int,
@@ -109,7 +108,9 @@ def should_roll(
     index_full: bool,
     relative_last_offset: int,
 ) -> str | None:
-    """Why the active segment must roll before this append, or None.
+    """Why the active segment must roll before this append, or None: the one roll predicate.
+
+    Called by every append (positionally: it is on the hot path).
 
     An empty segment never rolls (a batch larger than segment.bytes still
     gets a segment of its own, as in Kafka). `waited_ms` is the segment's

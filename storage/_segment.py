@@ -10,8 +10,8 @@ The partition directory is `<topic>-<partition>` (Kafka's naming; the topic
 may itself contain dashes, the partition is after the last one).
 
 Theory of operation: a segment appends with one positional write per batch
-(`os.pwritev` of the 16 stamped header bytes and the rest of the caller's
-buffer, so nothing is copied) and reads with `os.pread`. Every batch that
+(`pwritev` of the 16 stamped header bytes and the rest of the caller's
+buffer, so nothing is copied) and reads with `pread`, through the `FileSystem` seam (`_fs.py`). Every batch that
 enters the segment, by append or by a recovery scan, goes through
 `_track()`, which advances the size, the next offset and the max timestamp
 and adds sparse index entries. Closed segments learn their next offset from
@@ -35,6 +35,7 @@ from minilog.protocol import (
 )
 
 from ._config import LogConfig
+from ._fs import OS_FS, Buffer, FileSystem
 from ._index import OffsetIndex, OffsetPosition, TimeIndex
 
 __all__ = [
@@ -100,14 +101,16 @@ class LogSegment:
     """A `.log` file and its indexes. Created by `create` or `open_existing`."""
 
     def __init__(self, dir_path: str, base_offset: int, config: LogConfig, *,
-                 size_bytes: int, created_ms: int) -> None:
+                 size_bytes: int, created_ms: int, fs: FileSystem = OS_FS) -> None:
         self.dir_path = dir_path
+        self.fs = fs
         self.base_offset = base_offset
         self.config = config
         stem = os.path.join(dir_path, segment_file_name(base_offset, ""))   # one join: opening
         self.log_path = stem + LOG_SUFFIX                                       # 1,000 segments
-        self.index = OffsetIndex(stem + INDEX_SUFFIX, base_offset, config.offset_index_entries_max)
-        self.time_index = TimeIndex(stem + TIME_INDEX_SUFFIX, base_offset, config.time_index_entries_max)
+        self.index = OffsetIndex(stem + INDEX_SUFFIX, base_offset, config.offset_index_entries_max, fs=fs)
+        self.time_index = TimeIndex(stem + TIME_INDEX_SUFFIX, base_offset, config.time_index_entries_max,
+                                    fs=fs)
         self.size_bytes = size_bytes
         self.next_offset = base_offset          # exact once tracked or told by the Log
         self.created_ms = created_ms
@@ -122,10 +125,11 @@ class LogSegment:
     # -- lifecycle -------------------------------------------------------------
 
     @classmethod
-    def create(cls, dir_path: str, base_offset: int, config: LogConfig, now_ms: int) -> LogSegment:
+    def create(cls, dir_path: str, base_offset: int, config: LogConfig, now_ms: int, *,
+               fs: FileSystem = OS_FS) -> LogSegment:
         """Create an empty segment (truncating stale files of the same name)."""
-        segment = cls(dir_path, base_offset, config, size_bytes=0, created_ms=now_ms)
-        fd = os.open(segment.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        segment = cls(dir_path, base_offset, config, size_bytes=0, created_ms=now_ms, fs=fs)
+        fd = fs.open(segment.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         segment._fd, segment._writable = fd, True
         segment.index.reset()
         segment.time_index.reset()
@@ -138,27 +142,27 @@ class LogSegment:
 
     @classmethod
     def open_existing(cls, dir_path: str, base_offset: int, config: LogConfig, *,
-                      size_bytes: int, now_ms: int) -> LogSegment:
+                      size_bytes: int, now_ms: int, fs: FileSystem = OS_FS) -> LogSegment:
         """Wrap an existing segment without reading it."""
-        return cls(dir_path, base_offset, config, size_bytes=size_bytes, created_ms=now_ms)
+        return cls(dir_path, base_offset, config, size_bytes=size_bytes, created_ms=now_ms, fs=fs)
 
     def fd(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.log_path, os.O_RDONLY)
+            self._fd = self.fs.open(self.log_path, os.O_RDONLY)
         return self._fd
 
     def writable_fd(self) -> int:
         if not self._writable:
             self.close_fd()
-            self._fd = os.open(self.log_path, os.O_RDWR)
+            self._fd = self.fs.open(self.log_path, os.O_RDWR)
             self._writable = True
+        assert self._fd is not None
         return self._fd
 
     def close_fd(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            self._writable = False
+            fd, self._fd, self._writable = self._fd, None, False
+            self.fs.close(fd)
 
     @property
     def has_open_fd(self) -> bool:
@@ -174,11 +178,11 @@ class LogSegment:
         self.index.flush(fsync=fsync)
         self.time_index.flush(fsync=fsync)
         if fsync:
-            fd = os.open(self.log_path, os.O_RDONLY)
+            fd = self.fs.open(self.log_path, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                self.fs.fsync(fd)
             finally:
-                os.close(fd)
+                self.fs.close(fd)
 
     def seal(self) -> None:
         """The segment stops being active: record its final max timestamp."""
@@ -194,10 +198,10 @@ class LogSegment:
         for path in (self.log_path, self.index.path, self.time_index.path):
             try:
                 if rename_only:
-                    os.replace(path, path + DELETED_SUFFIX)
+                    self.fs.replace(path, path + DELETED_SUFFIX)
                     renamed.append(path + DELETED_SUFFIX)
                 else:
-                    os.unlink(path)
+                    self.fs.unlink(path)
             except FileNotFoundError:
                 pass
         return renamed
@@ -282,7 +286,7 @@ class LogSegment:
 
     # -- writing ---------------------------------------------------------------
 
-    def append(self, parts: list, size: int, base_offset: int, next_offset: int,
+    def append(self, parts: list[Buffer], size: int, base_offset: int, next_offset: int,
                max_timestamp: int) -> int:
         """Write one batch (given as buffers) at the end, with one call. Returns its position.
 
@@ -290,8 +294,10 @@ class LogSegment:
             OSError: the write failed or was short; the caller poisons the log.
         """
         position = self.size_bytes
-        fd = self._fd if self._writable else self.writable_fd()
-        written = os.pwritev(fd, parts, position)
+        fd = self._fd
+        if fd is None or not self._writable:
+            fd = self.writable_fd()
+        written = self.fs.pwritev(fd, parts, position)
         if written != size:
             raise OSError(f"short write: {written} of {size} bytes at {position} in {self.log_path}")
         self._track(position, base_offset, next_offset, max_timestamp, size)
@@ -299,28 +305,22 @@ class LogSegment:
 
     def truncate_to_position(self, position: int) -> None:
         """Cut the log file at `position` (a batch boundary) and keep indexes consistent."""
-        os.ftruncate(self.writable_fd(), position)
+        self.fs.ftruncate(self.writable_fd(), position)
         self.size_bytes = position
 
     def restore_after_truncate(self, cut_offset: int) -> None:
-        """After cutting the file, rebuild tracking from the last surviving index entry."""
+        """After cutting the file, drop index entries past the cut and reload the tail."""
         self.index.truncate_to(cut_offset)
         self.time_index.truncate_to(cut_offset)
-        size = self.size_bytes
-        last = self.index.last_entry()
-        last_time = self.time_index.last_entry()
-        self._max_timestamp = (last_time.timestamp, last_time.offset) if last_time else (-1, self.base_offset)
-        self.first_batch_timestamp_ms = None
-        self.size_bytes = last.position
-        self.next_offset = last.offset
-        self.refresh_index_room()
-        self._replay_tail(last, size)
+        self.load_tail()
 
     def load_tail(self) -> None:
-        """Learn next offset and max timestamp of an existing segment from its tail.
+        """Learn next offset and max timestamp of the segment from its tail.
 
-        Reads only the last index entries and the headers after the last
-        offset index entry (at most about index.interval.bytes of headers).
+        The one tail reload, used at open (trusted active segment) and after
+        a truncation: it starts from the last index entries and reads only
+        the headers after the last offset index entry (at most about
+        index.interval.bytes of headers).
 
         Raises:
             CorruptBatchError: a header in the tail is unreadable.
@@ -329,6 +329,7 @@ class LogSegment:
         last = self.index.last_entry()
         last_time = self.time_index.last_entry()
         self._max_timestamp = (last_time.timestamp, last_time.offset) if last_time else (-1, self.base_offset)
+        self.first_batch_timestamp_ms = None
         self.size_bytes = last.position
         self.next_offset = last.offset
         self.refresh_index_room()
@@ -362,13 +363,13 @@ class LogSegment:
 
     def read(self, position: int, size: int) -> bytes:
         assert 0 <= position and position + size <= self.size_bytes, (position, size, self.size_bytes)
-        return os.pread(self.fd(), size, position)
+        return self.fs.pread(self.fd(), size, position)
 
     def header_at(self, position: int) -> BatchHeader:
         """Parse the batch header at `position`. Raises CorruptBatchError."""
         if position + HEADER_SIZE > self.size_bytes:
             raise CorruptBatchError(f"{self.log_path}: no header at {position}")
-        return parse_header(os.pread(self.fd(), HEADER_SIZE, position))
+        return parse_header(self.fs.pread(self.fd(), HEADER_SIZE, position))
 
     def iter_headers(self, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
         """Yield (position, header) for batches starting in [start, end).
@@ -382,7 +383,7 @@ class LogSegment:
         while position < end:
             offset_in_chunk = position - chunk_start
             if offset_in_chunk < 0 or offset_in_chunk + HEADER_SIZE > len(chunk):
-                chunk = os.pread(fd, max(_SCAN_CHUNK_BYTES, HEADER_SIZE), position)
+                chunk = self.fs.pread(fd, max(_SCAN_CHUNK_BYTES, HEADER_SIZE), position)
                 chunk_start, offset_in_chunk = position, 0
                 if len(chunk) < HEADER_SIZE:
                     raise CorruptBatchError(f"{self.log_path}: truncated header at {position}")

@@ -543,7 +543,7 @@ def test_close_writes_marker_and_reopen_is_clean(tmp_path):
     log = open_log(tmp_path, **{"segment.bytes": 500})
     assert not (tmp_path / ".clean-shutdown").exists()
     assert log.last_recovery.clean_shutdown and log.last_recovery.bytes_scanned == 0
-    closed = log._segments[:-1]
+    closed = log._segments.segments[:-1]
     assert all(not s.index.loaded for s in closed)   # closed segments untouched
     assert all_records(log) == records
     assert log.append(batch_for(log.log_end_offset)).base_offset == records[-1][0] + 1
@@ -630,7 +630,7 @@ def test_flush_in_worker_thread_while_appending(tmp_path):
     records = all_records(log)
     log.close()
     log = open_log(tmp_path, **{"segment.bytes": 2000, "index.interval.bytes": 50})
-    for seg in log._segments[:-1]:
+    for seg in log._segments.segments[:-1]:
         assert seg.check_indexes() is None
     assert all_records(log) == records
 
