@@ -29,16 +29,23 @@ worker thread concurrently with appends and rolls on the owner thread
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ._checkpoint import write_log_checkpoint
 from ._fs import FileSystem
-
-if TYPE_CHECKING:
-    from ._segment import LogSegment
-    from ._segments import LogSegments
+from ._segment import LogSegment
 
 __all__ = ["Durability"]
+
+
+class SegmentList(Protocol):
+    """What a flush needs of the segment list (`LogSegments`, which imports this module)."""
+
+    @property
+    def log_end_offset(self) -> int: ...
+
+    @property
+    def active(self) -> LogSegment: ...
 
 
 class Durability:
@@ -67,7 +74,7 @@ class Durability:
             write_log_checkpoint(self.dir_path, min(self.recovery_point, log_end_offset),
                                  self.log_start_offset, fs=self.fs)
 
-    def flush_all(self, segments: LogSegments, now_ms: int) -> None:
+    def flush_all(self, segments: SegmentList, now_ms: int) -> None:
         """fsync every segment holding offsets below the current log end; move the recovery point.
 
         Raises:
@@ -87,7 +94,7 @@ class Durability:
         self.last_flush_ms = now_ms
         self.flushes_total += 1
 
-    def flush_rolled(self, segments: LogSegments) -> bool:
+    def flush_rolled(self, segments: SegmentList) -> bool:
         """fsync the segments closed by rolls; move the recovery point to their end.
 
         Returns whether anything was flushed. Raises OSError like `flush_all`.
