@@ -114,10 +114,11 @@ class BrokerError(MinilogError):
         if code is None:
             code = self.default_code
         try:
-            code = ErrorCode(code)
-            name = code.name
+            known = ErrorCode(code)
         except ValueError:
             name = f"ERROR_{code}"
+        else:
+            code, name = known, known.name
         self.code = code
         self.message = message or error_message(code)
         self.retriable = is_retriable(code)
@@ -135,9 +136,14 @@ def _subclass(name: str, code: ErrorCode, doc: str) -> type[BrokerError]:
 
 UnknownServerError = _subclass("UnknownServerError", ErrorCode.UNKNOWN_SERVER_ERROR,
                                "Unexpected error on the broker.")
-UnknownTopicOrPartitionError = _subclass(
-    "UnknownTopicOrPartitionError", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-    "The topic or partition does not exist.")
+
+
+class UnknownTopicOrPartitionError(BrokerError):   # a class statement: UnknownPartitionError derives from it
+    """The topic or partition does not exist."""
+
+    default_code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
 TopicAlreadyExistsError = _subclass("TopicAlreadyExistsError", ErrorCode.TOPIC_ALREADY_EXISTS,
                                     "A topic of that name already exists.")
 RecordTooLargeError = _subclass("RecordTooLargeError", ErrorCode.MESSAGE_TOO_LARGE,

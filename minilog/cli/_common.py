@@ -130,6 +130,10 @@ def topic_name_problem(name: str) -> str | None:
     return None
 
 
+class _BadTopicName(click.BadParameter):
+    exit_code = EXIT_INVALID_CONFIG
+
+
 class TopicName(click.ParamType):
     """A click type for topic names; a bad one exits EXIT_INVALID_CONFIG (as the
     broker's INVALID_TOPIC_EXCEPTION does) before anything connects."""
@@ -139,10 +143,8 @@ class TopicName(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         problem = topic_name_problem(value)
         if problem is not None:
-            exc = click.BadParameter(problem, ctx=ctx, param=param)
-            exc.exit_code = EXIT_INVALID_CONFIG
-            raise exc
-        return value
+            raise _BadTopicName(problem, ctx=ctx, param=param)
+        return str(value)
 
 
 TOPIC = TopicName()
@@ -307,7 +309,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         base, _ = _error_classes()
-        expected: tuple[type, ...] = (CliError, OSError)
+        expected: tuple[type[BaseException], ...] = (CliError, OSError)
         if base is not None:
             expected += (base,)
         try:

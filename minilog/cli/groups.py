@@ -13,6 +13,7 @@ stderr and a named exit code (`_common.py`); no traceback reaches the user.
 from __future__ import annotations
 
 import datetime as _dt
+from typing import Any
 
 import click
 
@@ -156,7 +157,7 @@ def reset_offsets(group: str, topic: str, to_earliest: bool, to_latest: bool,
     if sum(chosen) != 1:
         fail("give exactly one of --to-earliest, --to-latest, --to-offset, --to-datetime, "
              "--shift-by", EXIT_USAGE)
-    target = {}
+    target: dict[str, Any] = {}
     if to_earliest:
         target["to_earliest"] = True
     elif to_latest:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import tomllib
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -32,7 +32,7 @@ class _OneLineErrorCommand(click.Command):
             _fail(exc.format_message(), EXIT_USAGE)
 
 
-def _fail(message: str, code: int):
+def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"minilog serve: error: {message}", err=True)
     sys.exit(code)
 

@@ -10,7 +10,7 @@ line and a named exit code (see `_common.py` and docs/cli.md).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -52,7 +52,7 @@ def _table(*headers: str, title: str | None = None):
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False,
                   show_edge=False)
     for header in headers:
-        justify = "right" if header in _NUMERIC else "left"
+        justify: Literal["right", "left"] = "right" if header in _NUMERIC else "left"
         table.add_column(header, justify=justify, no_wrap=True)
     return table
 

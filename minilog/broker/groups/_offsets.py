@@ -262,6 +262,8 @@ class OffsetStore:
             kind, group_id = self._key(key)
             v = msgpack.unpackb(value, use_list=True) if value is not None else None
             if kind == KIND_COMMIT:
+                if v is None:
+                    raise ValueError("an offset commit record without a value")
                 rows = v[1]
                 group = self.offsets.get(group_id)
                 if group is None:
