@@ -82,7 +82,6 @@ def test_join_commit_fetch_and_fencing(gbroker):
 def test_session_timeout_frees_partitions_for_the_other_member(gbroker):
     """A member that stops heartbeating is removed after its session timeout;
     the other member then gets all partitions; the silent one is told UNKNOWN_MEMBER_ID."""
-    import time
     from conftest import wait_until
     c = gbroker.client()
     c.create_topic("t", 4)
@@ -98,9 +97,9 @@ def test_session_timeout_frees_partitions_for_the_other_member(gbroker):
         b = {**r, "assignment": r["assignment"] if r["assignment"] is not None else b["assignment"]}
         return b["assignment"] == [{"topic": "t", "partitions": [0, 1, 2, 3]}]
 
-    t0 = time.monotonic()
-    wait_until(b_owns_all, "b owns all 4 partitions", timeout_s=5)
-    assert time.monotonic() - t0 < 2.0
+    wait_until(b_owns_all, "b owns all 4 partitions", timeout_s=10)
+    # ...because a's session timed out (the coordinator's log says why; timing is not asserted)
+    assert f"group g: removed member {a['member_id']} (session timeout)" in gbroker.logs()
     r = heartbeat(c, "g", a["member_id"], a["member_epoch"], topics=None, owned=owned_a)
     assert r["error_code"] == ErrorCode.UNKNOWN_MEMBER_ID
 
