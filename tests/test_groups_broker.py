@@ -160,3 +160,32 @@ def test_topic_gaining_partitions_is_assigned(gbroker):
     assert hb2["error_code"] == 0
     assert hb2["assignment"] == [{"topic": "t", "partitions": [0, 1, 2, 3, 4]}]
     assert hb2["member_epoch"] > hb["member_epoch"]
+
+
+def test_commit_with_a_stale_member_epoch_is_refused(gbroker):
+    """A member's commit carrying an epoch older than its previous one (a zombie's
+    in-flight commit from two assignments ago) gets STALE_MEMBER_EPOCH and changes
+    nothing; the current and the previous epoch may commit (Kafka allows the previous
+    one, for commits in flight while a new assignment arrives)."""
+    c = gbroker.client()
+    c.create_topic("t", 1)
+    hb = heartbeat(c, "g")
+    member, epochs, owned = hb["member_id"], [hb["member_epoch"]], hb["assignment"]
+    for count in (2, 3):       # each new partition is a new assignment: a new member epoch
+        r = c.request(ApiKey.CREATE_PARTITIONS, {"topics": [{"name": "t", "count": count}],
+                                                 "timeout_ms": 5000, "validate_only": False})
+        assert r.payload["results"][0]["error_code"] == 0
+        hb = heartbeat(c, "g", member, epochs[-1], topics=None, owned=owned)
+        assert hb["error_code"] == 0, hb
+        assert hb["assignment"] == [{"topic": "t", "partitions": list(range(count))}]
+        epochs.append(hb["member_epoch"])
+        owned = hb["assignment"]
+    oldest, previous, current = epochs
+    assert oldest < previous < current, epochs
+    assert commit(c, "g", member, current, {0: 10}) == {0: 0}
+    assert commit(c, "g", member, oldest, {0: 3, 1: 3}) == {0: ErrorCode.STALE_MEMBER_EPOCH,
+                                                           1: ErrorCode.STALE_MEMBER_EPOCH}
+    assert fetch_offsets(c, "g") == {("t", 0): 10}
+    assert commit(c, "g", member, previous, {1: 7}) == {1: 0}
+    assert commit(c, "g", member, current + 1, {0: 1}) == {0: ErrorCode.FENCED_MEMBER_EPOCH}
+    assert fetch_offsets(c, "g") == {("t", 0): 10, ("t", 1): 7}
