@@ -54,7 +54,7 @@ class ConfigKey:
 
     name: str                  # Kafka key, e.g. "segment.bytes"
     field: str                 # Python field, e.g. "segment_bytes"
-    type: type                 # int, str or bool
+    type: type                 # int, float, str or bool
     default: Any
     validator: Validator | None = None
     unit: str = ""             # "bytes", "ms", "messages", "" for enums
@@ -71,6 +71,17 @@ def between(low: int, high: int) -> Validator:
 
 def one_of(*choices: str) -> Validator:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+
+
+def _cleanup_policy(value: str) -> str | None:
+    parts = [p.strip() for p in value.split(",")]
+    if parts and len(set(parts)) == len(parts) and set(parts) <= {"delete", "compact"}:
+        return None
+    return f"must be delete, compact or compact,delete, got {value!r}"
+
+
+def _ratio(value: float) -> str | None:
+    return None if 0.0 <= value <= 1.0 else f"must be in [0, 1], got {value}"
 
 
 def _minus_one_or_at_least(low: int) -> Validator:
@@ -100,6 +111,15 @@ def _coerce(key: ConfigKey, value: Any) -> Any:
         if isinstance(value, str):
             return value.strip()
         raise ConfigError(key.name, f"expected a string, got {value!r}")
+    if key.type is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(key.name, f"expected a number, got {value!r}")
     raise AssertionError(f"unsupported config type {key.type!r} for {key.name}")
 
 
@@ -157,11 +177,17 @@ LOG_CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "fsync when the last flush is this old (checked on append); default never"),
     ConfigKey("file.delete.delay.ms", "file_delete_delay_ms", int, 60_000, at_least(0), "ms",
               "keep deleted segment files renamed to *.deleted this long"),
-    ConfigKey("cleanup.policy", "cleanup_policy", str, "delete",
-              lambda v: None if v == "delete" else (
-                  "compaction is not supported yet; use delete" if "compact" in v
-                  else f"must be delete, got {v!r}"),
-              "", "only delete is supported"),
+    ConfigKey("cleanup.policy", "cleanup_policy", str, "delete", _cleanup_policy, "",
+              "delete (time/size retention), compact (keep the latest record per key) "
+              "or compact,delete (both)"),
+    ConfigKey("delete.retention.ms", "delete_retention_ms", int, _DAY_MS, at_least(0), "ms",
+              "compacted topics: keep a tombstone this long after its segment was first cleaned"),
+    ConfigKey("min.cleanable.dirty.ratio", "min_cleanable_dirty_ratio", float, 0.5,
+              _ratio, "ratio", "compacted topics: clean when dirty bytes / log bytes reaches this"),
+    ConfigKey("min.compaction.lag.ms", "min_compaction_lag_ms", int, 0, at_least(0), "ms",
+              "compacted topics: records younger than this are not compacted"),
+    ConfigKey("max.compaction.lag.ms", "max_compaction_lag_ms", int, LONG_MAX, at_least(1), "ms",
+              "compacted topics: records older than this are compacted regardless of the ratio"),
     ConfigKey("message.timestamp.type", "message_timestamp_type", str, "CreateTime",
               one_of("CreateTime", "LogAppendTime"), "",
               "keep the producer's timestamps or stamp the broker's clock"),
@@ -182,8 +208,12 @@ class LogConfig:
     flush_messages: int = LONG_MAX               # records between fsyncs; never by default
     flush_ms: int = LONG_MAX                     # ms between fsyncs; never by default
     file_delete_delay_ms: int = 60_000           # ms a deleted segment lingers as *.deleted
-    cleanup_policy: str = "delete"               # only "delete" is supported
+    cleanup_policy: str = "delete"               # "delete", "compact" or "compact,delete"
     message_timestamp_type: str = "CreateTime"   # or "LogAppendTime"
+    delete_retention_ms: int = _DAY_MS           # ms a cleaned tombstone is kept (compact)
+    min_cleanable_dirty_ratio: float = 0.5       # dirty share of the log that triggers a clean
+    min_compaction_lag_ms: int = 0               # ms before a record may be compacted
+    max_compaction_lag_ms: int = LONG_MAX        # ms after which a record must be compacted
 
     def __post_init__(self) -> None:
         # Validate direct construction too, through the same table.
@@ -200,6 +230,16 @@ class LogConfig:
 
     def replace(self, **changes: Any) -> LogConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def compact(self) -> bool:
+        """cleanup.policy includes compact: the log cleaner keeps the latest record per key."""
+        return "compact" in {p.strip() for p in self.cleanup_policy.split(",")}
+
+    @property
+    def delete(self) -> bool:
+        """cleanup.policy includes delete: retention.ms / retention.bytes apply."""
+        return "delete" in {p.strip() for p in self.cleanup_policy.split(",")}
 
     @property
     def offset_index_entries_max(self) -> int:

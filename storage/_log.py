@@ -59,6 +59,7 @@ from types import TracebackType
 from minilog.protocol import LOG_OVERHEAD, CorruptBatchError, check_batch_fields, stamp_batch
 
 from ._checkpoint import CLEAN_SHUTDOWN, atomic_write, read_log_checkpoint
+from ._cleaner_files import finish_swaps
 from ._config import LONG_MAX, LogConfig
 from ._durability import Durability
 from ._epoch_cache import LeaderEpochCache
@@ -160,6 +161,7 @@ class Log:
 
     def _load(self) -> None:
         now, fs, dir_path = self._clock(), self.fs, self.dir_path
+        finish_swaps(dir_path, fs)            # a cleaner swap cut short: complete or roll back
         sizes = scan_directory(dir_path, fs)
         marker = os.path.join(dir_path, CLEAN_SHUTDOWN)
         clean = marker_found = fs.exists(marker)
@@ -548,8 +550,12 @@ class Log:
         with self._mutation("apply_retention"):
             now = self._clock()
             self._segments.purge_deleted(now)
+            # cleanup.policy=compact alone keeps every segment the cleaner leaves (Kafka's).
+            config = self.config
+            retention_bytes, retention_ms = ((config.retention_bytes, config.retention_ms)
+                                             if config.delete else (-1, -1))
             deletions = segments_to_delete(
-                self.segments(), now, self.config.retention_bytes, self.config.retention_ms,
+                self.segments(), now, retention_bytes, retention_ms,
                 log_start_offset=self.log_start_offset, high_watermark=high_watermark)
             if not deletions:
                 return []

@@ -15,9 +15,9 @@ label decides the action. Nothing is decided anywhere else.
     tail-unreadable        SCAN     a trusted active segment whose index or tail
                                     did not pass the sanity check
     after-cut              DELETE   an earlier segment was cut (a bad batch, or it
-                                    does not end where the next one starts:
-                                    "offset-gap"): later offsets would not continue
-                                    the log
+                                    ends after the next one starts: "offset-gap"):
+                                    later offsets would not continue the log (a gap
+                                    between segments is legal: compaction leaves them)
 
     batch label            action    when
     ---------------------  --------  ---------------------------------------------
@@ -26,7 +26,8 @@ label decides the action. Nothing is decided anywhere else.
     garbage-length         TRUNCATE  length field below a header's size
     torn-tail              TRUNCATE  length runs past the end of the file
     corrupt-batch          TRUNCATE  magic, header fields or CRC are wrong
-    offset-mismatch        TRUNCATE  base offset does not continue the log
+    offset-mismatch        TRUNCATE  base offset below the previous batch's end (a gap
+                                     above it is legal: compaction leaves gaps, as in Kafka)
 
 SCAN checks batches one by one from the segment's start, rebuilding both
 indexes and re-learning leader epochs as it goes, and cuts the file at the
@@ -135,7 +136,7 @@ def classify_batch(buf: Buffer, pos: int, file_remaining: int, expected_offset: 
         header = check_batch(buf, pos)
     except CorruptBatchError as e:
         return "corrupt-batch", None, str(e)
-    if header.base_offset != expected_offset:
+    if header.base_offset < expected_offset:     # above it: a gap left by compaction
         return "offset-mismatch", header, f"base offset {header.base_offset}, expected {expected_offset}"
     return "whole-batch", header, ""
 
@@ -263,7 +264,7 @@ def recover_segments(dir_path: str, segments: list[LogSegment], *, clean: bool,
                            truncated_at_position=scan.valid_bytes,
                            truncated_segment=segment.base_offset,
                            truncated_label=scan.label, truncated_detail=scan.detail)
-            elif following is not None and following.base_offset != segment.next_offset:
+            elif following is not None and following.base_offset < segment.next_offset:
                 cut = dict(truncated_bytes=0, truncated_at_offset=segment.next_offset,
                            truncated_segment=following.base_offset, truncated_label="offset-gap",
                            truncated_detail=f"next segment starts at {following.base_offset}")

@@ -265,7 +265,7 @@ class LogSegment:
 
         Hot path (every append): plain attribute access only.
         """
-        assert position == self.size_bytes and base_offset == self.next_offset, (
+        assert position == self.size_bytes and base_offset >= self.next_offset, (
             position, self.size_bytes, base_offset, self.next_offset)
         if position == 0:
             self.first_batch_timestamp_ms = max_timestamp
@@ -339,7 +339,7 @@ class LogSegment:
         # The batch at an index entry already has its entry: do not add another.
         self._bytes_since_index_entry = 0
         for position, header in self.iter_headers(start.position, end_position):
-            if header.base_offset != self.next_offset:
+            if header.base_offset < self.next_offset:          # compacted segments have gaps
                 raise CorruptBatchError(
                     f"{self.log_path}: batch at {position} has offset {header.base_offset}, "
                     f"expected {self.next_offset}")
@@ -402,7 +402,10 @@ class LogSegment:
         first = next(headers, None)
         if first is None:
             return
-        if first[1].base_offset != entry.offset:
+        # Without an entry the scan starts at position 0 with the segment's base
+        # offset, where a compacted segment may hold a later first batch.
+        if first[1].base_offset != entry.offset and not (
+                entry.position == 0 and first[1].base_offset > entry.offset):
             raise CorruptBatchError(
                 f"{self.index.path}: entry ({entry.offset}, {entry.position}) points at a batch "
                 f"with base offset {first[1].base_offset}")

@@ -165,9 +165,11 @@ class LogSegments:
             scan = scan_segment(segment, size, self.epoch_cache)
         except OSError as e:        # the segment's tracking is half rebuilt: as bad as corrupt
             raise CorruptBatchError(f"segment {segment.base_offset}: index rebuild failed: {e}") from e
-        if scan.valid_bytes != size or segment.next_offset != expected_next:
+        # A compacted segment may end before the next one starts (an offset gap).
+        if scan.valid_bytes != size or segment.next_offset > expected_next:
             raise CorruptBatchError(
                 f"segment {segment.base_offset} holds a bad batch at {scan.valid_bytes}: {scan.detail}")
+        segment.next_offset = expected_next
         if segment is not self.segments[-1]:
             segment.seal()
         segment.index.rewrite()

@@ -49,8 +49,10 @@ def test_from_kafka_parses_strings_and_ignores_other_layers():
     ("index.interval.bytes", -1),
     ("max.message.bytes", True),
     ("flush.messages", 0),
-    ("cleanup.policy", "compact"),
-    ("cleanup.policy", "delete,compact"),
+    ("cleanup.policy", "shred"),
+    ("cleanup.policy", "compact,compact"),
+    ("min.cleanable.dirty.ratio", "1.5"),
+    ("delete.retention.ms", -1),
     ("message.timestamp.type", "WallTime"),
     ("segment.index.bytes", 4),
 ])
@@ -61,10 +63,13 @@ def test_bad_values_name_the_key(key, value):
     assert e.value.key == key and key in str(e.value)
 
 
-def test_compact_refused_clearly():
-    """cleanup.policy=compact is refused with a message saying it is unsupported."""
-    with pytest.raises(ConfigError, match="not supported"):
-        LogConfig.from_kafka({"cleanup.policy": "compact"})
+@pytest.mark.parametrize("policy, compact, delete", [
+    ("delete", False, True), ("compact", True, False), ("compact,delete", True, True),
+    ("delete,compact", True, True)])
+def test_cleanup_policies(policy, compact, delete):
+    """cleanup.policy takes Kafka's delete, compact and both (issue 12)."""
+    config = LogConfig.from_kafka({"cleanup.policy": policy, "min.cleanable.dirty.ratio": "0.25"})
+    assert (config.compact, config.delete, config.min_cleanable_dirty_ratio) == (compact, delete, 0.25)
 
 
 def test_direct_construction_is_validated():
