@@ -118,10 +118,13 @@ def member_main(address, group, topic, idle_s, session_ms=3000, forever=False, g
     from minilog.client.consumer import AsyncConsumer
 
     async def run():
-        c = AsyncConsumer(address, group_id=group, auto_offset_reset="earliest",
-                          auto_commit_interval_ms=1000, session_timeout_ms=session_ms,
-                          partition_assignment_strategy="sticky", max_poll_records=5000)
-        await c.start()
+        async with AsyncConsumer(address, group_id=group, auto_offset_reset="earliest",
+                                 auto_commit_interval_ms=1000, session_timeout_ms=session_ms,
+                                 partition_assignment_strategy="sticky",
+                                 max_poll_records=5000) as c:
+            await consume(c)
+
+    async def consume(c):
         await c.subscribe([topic])
         while go_file and not os.path.exists(go_file):
             await c.poll(timeout_ms=20, max_records=0)
@@ -138,7 +141,7 @@ def member_main(address, group, topic, idle_s, session_ms=3000, forever=False, g
             elif count == 0 and not forever and time.monotonic() - idle_since > 60:
                 break
         print(json.dumps({"count": count, "first": first, "last": last}), flush=True)
-        os._exit(0)   # skip close(): the measurement is done
+        os._exit(0)   # skip leaving the group: the measurement is done
 
     trio.run(run)
 
@@ -207,13 +210,12 @@ def bench_rebalance(address, members=10, partitions=100, session_ms=3000):
         return g["groups"][0]
 
     async def member(name, consumers, stop):
-        c = AsyncConsumer(address, group_id="rb", auto_offset_reset="earliest",
-                          session_timeout_ms=session_ms, auto_commit_interval_ms=1000)
-        await c.start()
-        consumers[name] = c
-        await c.subscribe([topic], on_assign=on_assign(name), on_revoke=on_revoke(name))
-        while not stop.is_set():
-            await c.poll(timeout_ms=20)
+        async with AsyncConsumer(address, group_id="rb", auto_offset_reset="earliest",
+                                 session_timeout_ms=session_ms, auto_commit_interval_ms=1000) as c:
+            consumers[name] = c
+            await c.subscribe([topic], on_assign=on_assign(name), on_revoke=on_revoke(name))
+            while not stop.is_set():
+                await c.poll(timeout_ms=20)
 
     async def complete(expected_members):
         if len(owner) != partitions - len(victim_parts):

@@ -70,7 +70,6 @@ async def main(args) -> None:
         session_timeout_ms=args.session_ms, auto_commit_interval_ms=args.auto_commit_ms,
         max_poll_interval_ms=args.max_poll_interval_ms,
         partition_assignment_strategy=args.assignor, client_id=args.client_id)
-    await consumer.start()
     stop = trio.Event()
 
     async def signals():
@@ -79,7 +78,7 @@ async def main(args) -> None:
                 stop.set()
                 return
 
-    async with trio.open_nursery() as nursery:
+    async with consumer, trio.open_nursery() as nursery:
         nursery.start_soon(signals)
         await consumer.subscribe(
             [args.topic],
@@ -100,11 +99,7 @@ async def main(args) -> None:
             if args.process_ms and records:
                 await trio.sleep(args.process_ms / 1000)
         nursery.cancel_scope.cancel()
-    try:
-        await consumer.close()
-    except trio.Cancelled:
-        pass  # see the final report: AsyncConsumer.close cancels its caller's scope
-    out("closed")
+    out("closed")   # the consumer left its group when its block ended
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The connection layer against a scripted in-process broker: pipelining, timeouts, failures.
 
-The fake broker is a trio TCP server in the same run; with pytest-trio's
-autojump_clock, request timeouts elapse instantly once every task waits.
+The fake broker speaks the real frames over `trio.testing.memory_stream_pair`:
+the client's injected `connect` function hands it one end of a pair. No
+socket is involved, so pytest-trio's autojump_clock makes request timeouts
+elapse instantly and deterministically once every task waits.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from minilog.client._cluster import Cluster
 from minilog.client._connection import BrokerConnection
@@ -34,11 +37,30 @@ class FakeBroker:
         self.apis = apis
         self.requests: list = []
         self.script = lambda req: {"echo": req.payload}
-        self.port = 0
+        self.port = 9092
+        self.connects = 0
+        self.refuse = False
+        self._nursery: trio.Nursery | None = None
 
     async def serve(self, nursery) -> None:
+        self._nursery = nursery
+
+    async def serve_tcp(self, nursery) -> None:
+        """Also listen on a real loopback port (for the socket's own write paths)."""
+        self._nursery = nursery
         listeners = await nursery.start(partial(trio.serve_tcp, self.handle, 0, host="127.0.0.1"))
         self.port = listeners[0].socket.getsockname()[1]
+
+    async def connect(self, host: str, port: int, timeout_s: float) -> trio.abc.Stream:
+        """The client's `connect` seam: one end of a memory stream pair, the other served here."""
+        await trio.lowlevel.checkpoint()
+        if self.refuse:
+            raise BrokerUnavailableError(f"could not connect to broker {host}:{port}: connection refused")
+        self.connects += 1
+        client, server = trio.testing.memory_stream_pair()
+        assert self._nursery is not None
+        self._nursery.start_soon(self.handle, server)
+        return client
 
     async def handle(self, stream) -> None:
         dec = FrameDecoder("server")
@@ -46,7 +68,7 @@ class FakeBroker:
             while True:
                 try:
                     data = await stream.receive_some(65536)
-                except trio.BrokenResourceError:
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
                 if not data:
                     return
@@ -65,8 +87,11 @@ class FakeBroker:
                     if answer == "close":
                         return
                     if answer is not None:
-                        await stream.send_all(b"".join(encode_response(req.correlation_id,
-                                                                       answer)))
+                        try:
+                            await stream.send_all(b"".join(encode_response(req.correlation_id,
+                                                                           answer)))
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            return
 
 
 @pytest.fixture
@@ -76,9 +101,17 @@ async def fake(nursery):
     return broker
 
 
+def connection(broker: FakeBroker, **kwargs) -> BrokerConnection:
+    return BrokerConnection("127.0.0.1", broker.port, connect=broker.connect, **kwargs)
+
+
+def cluster(broker: FakeBroker, **kwargs) -> Cluster:
+    return Cluster([("127.0.0.1", broker.port)], client_id="t", connect=broker.connect, **kwargs)
+
+
 async def test_pipelined_requests_match_responses_in_order(fake, nursery):
     """Many concurrent requests share one connection; each gets its own answer."""
-    conn = BrokerConnection("127.0.0.1", fake.port)
+    conn = connection(fake)
     await conn.open(nursery)
     results = {}
 
@@ -100,7 +133,7 @@ async def test_silent_broker_gives_request_timeout_and_poisons_connection(fake, 
                                                                           autojump_clock):
     """No answer within request_timeout_ms -> RequestTimeoutError; later calls fail fast."""
     fake.script = lambda req: None
-    conn = BrokerConnection("127.0.0.1", fake.port, request_timeout_ms=2000)
+    conn = connection(fake, request_timeout_ms=2000)
     await conn.open(nursery)
     start = trio.current_time()
     with pytest.raises(RequestTimeoutError, match="no response within 2000 ms"):
@@ -114,7 +147,7 @@ async def test_silent_broker_gives_request_timeout_and_poisons_connection(fake, 
 async def test_broker_closing_mid_request_fails_every_pending_request(fake, nursery):
     """EOF with requests in flight -> BrokerUnavailableError for each, never a hang."""
     fake.script = lambda req: "close" if req.payload.get("i") == 3 else None
-    conn = BrokerConnection("127.0.0.1", fake.port, request_timeout_ms=60000)
+    conn = connection(fake, request_timeout_ms=60000)
     await conn.open(nursery)
     errors = []
 
@@ -124,10 +157,9 @@ async def test_broker_closing_mid_request_fails_every_pending_request(fake, nurs
         except BrokerUnavailableError as exc:
             errors.append(exc)
 
-    with trio.fail_after(10):
-        async with trio.open_nursery() as n:
-            for i in range(5):
-                n.start_soon(one, i)
+    async with trio.open_nursery() as n:
+        for i in range(5):
+            n.start_soon(one, i)
     assert len(errors) == 5
     assert "closed the connection" in str(errors[0])
 
@@ -136,7 +168,7 @@ async def test_missing_api_fails_handshake_with_clear_message(nursery):
     """A broker lacking METADATA v0 is refused at connect with UnsupportedVersionError."""
     broker = FakeBroker(apis=[[int(ApiKey.API_VERSIONS), 0, 3]])
     await broker.serve(nursery)
-    conn = BrokerConnection("127.0.0.1", broker.port)
+    conn = connection(broker)
     with pytest.raises(UnsupportedVersionError, match="does not support METADATA v0"):
         await conn.open(nursery)
 
@@ -145,51 +177,51 @@ async def test_api_checked_before_use(nursery):
     """An API the broker lacks fails when first used, before anything is sent."""
     broker = FakeBroker(apis=[[int(ApiKey.API_VERSIONS), 0, 0], [int(ApiKey.METADATA), 0, 0]])
     await broker.serve(nursery)
-    conn = BrokerConnection("127.0.0.1", broker.port)
+    conn = connection(broker)
     await conn.open(nursery)
     with pytest.raises(UnsupportedVersionError, match="PRODUCE"):
         await conn.request(ApiKey.PRODUCE, {})
 
 
-async def test_refused_connection_is_broker_unavailable(nursery):
-    """Nothing listening -> BrokerUnavailableError naming the address."""
+async def test_refused_connection_is_broker_unavailable_and_says_refused(nursery):
+    """Nothing listening (a real socket) -> BrokerUnavailableError naming the address and the refusal."""
     with trio.socket.socket() as s:
         await s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     conn = BrokerConnection("127.0.0.1", port)
-    with pytest.raises(BrokerUnavailableError, match=f"127.0.0.1:{port}"):
+    with pytest.raises(BrokerUnavailableError, match=f"127.0.0.1:{port}: connection refused"):
         await conn.open(nursery)
 
 
-async def test_cluster_bootstrap_retries_until_timeout(nursery, autojump_clock):
-    """No bootstrap server reachable: BrokerUnavailableError after request_timeout_ms."""
-    with trio.socket.socket() as s:
-        await s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cluster = Cluster([("127.0.0.1", port)], client_id="t", request_timeout_ms=3000)
+async def test_cluster_bootstrap_gives_up_after_the_connect_timeout(fake, nursery, autojump_clock):
+    """Refused bootstrap servers: BrokerUnavailableError after the connect timeout, not the request timeout."""
+    fake.refuse = True
+    c = cluster(fake, request_timeout_ms=30000, connect_timeout_ms=3000)
     start = trio.current_time()
-    with pytest.raises(BrokerUnavailableError, match="no broker reachable"):
-        await cluster.start(nursery)
-    assert 2.0 <= trio.current_time() - start <= 3.5
+    with pytest.raises(BrokerUnavailableError, match="connection refused"):
+        await c.start(nursery)
+    assert 2.0 <= trio.current_time() - start <= 3.0
 
 
 async def test_cluster_reconnects_after_a_broken_connection(fake, nursery):
     """After the broker drops a connection, the next request opens a new one."""
-    cluster = Cluster([("127.0.0.1", fake.port)], client_id="t", request_timeout_ms=5000)
-    await cluster.start(nursery)
+    c = cluster(fake, request_timeout_ms=5000)
+    await c.start(nursery)
     fake.script = lambda req: "close"
     with pytest.raises(BrokerUnavailableError):
-        await cluster.request(0, ApiKey.LIST_GROUPS, {})
+        await c.request(0, ApiKey.LIST_GROUPS, {})
     fake.script = lambda req: {"ok": 1}
-    resp = await cluster.request(0, ApiKey.LIST_GROUPS, {})
-    assert resp.payload == {"ok": 1}
-    await cluster.aclose()
+    resp = await c.request(0, ApiKey.LIST_GROUPS, {})
+    assert resp.payload == {"ok": 1} and fake.connects == 2
+    await c.aclose()
     with pytest.raises(ClosedError):
-        await cluster.request(0, ApiKey.LIST_GROUPS, {})
+        await c.request(0, ApiKey.LIST_GROUPS, {})
 
 
-async def test_large_and_small_frames_interleave_safely(fake, nursery):
-    """Big frames take the locked send path, small ones the direct write; none interleave."""
+async def test_large_and_small_frames_interleave_safely(nursery):
+    """Over a real socket, big frames take the locked send path, small ones the direct write; none interleave."""
+    fake = FakeBroker()
+    await fake.serve_tcp(nursery)
     conn = BrokerConnection("127.0.0.1", fake.port)
     await conn.open(nursery)
     results = {}

@@ -145,3 +145,22 @@ def test_produce_to_out_of_range_partition_raises_unknown_partition_error():
     with pytest.raises(ValueError):       # existing `except ValueError` still catches it
         acc.append("t", b"x", partition=5)
     acc.append("t", b"x", partition=0)
+
+
+def test_error_action_table_agrees_with_kafkas_retriable_flags():
+    """Producer and consumer share one table: a retriable code is never fatal, a fatal one never
+    retried; a lost connection refreshes metadata; a closed client is fatal."""
+    from minilog.client._error_actions import ACTIONS, Action, action_for
+
+    for code in ErrorCode:
+        if code == ErrorCode.NONE:
+            continue
+        action = action_for(errors.error_for_code(code))
+        assert (action is not Action.FATAL) == is_retriable(code), code
+        if code in ACTIONS:
+            assert ACTIONS[code] is action
+    assert action_for(errors.error_for_code(ErrorCode.NOT_LEADER_OR_FOLLOWER)) is Action.REFRESH_METADATA
+    assert action_for(errors.error_for_code(ErrorCode.NOT_ENOUGH_REPLICAS)) is Action.RETRY
+    assert action_for(errors.BrokerUnavailableError("lost")) is Action.REFRESH_METADATA
+    assert action_for(errors.RequestTimeoutError("slow")) is Action.REFRESH_METADATA
+    assert action_for(errors.ClosedError("closed")) is Action.FATAL

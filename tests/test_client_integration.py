@@ -236,10 +236,8 @@ def test_unknown_topic_fails_after_max_block_ms(broker_factory):
     """Producing to a topic that never appears raises after max_block_ms, not a hang."""
     broker = broker_factory("--set", "auto.create.topics.enable=false")
     with minilog.Producer(bs(broker), max_block_ms=500) as p:
-        start = time.monotonic()
-        with pytest.raises(errors.UnknownTopicOrPartitionError, match="not present"):
+        with pytest.raises(errors.UnknownTopicOrPartitionError, match="not present in metadata after 500 ms"):
             p.produce("never", b"x")
-        assert time.monotonic() - start < 5
 
 
 def test_auto_created_topic_on_first_produce(broker):
@@ -250,14 +248,12 @@ def test_auto_created_topic_on_first_produce(broker):
         assert p.partitions_for("auto") == [0]
 
 
-def test_broker_down_at_construction_is_broker_unavailable(broker):
-    """No broker at the address: BrokerUnavailableError within request_timeout_ms."""
+def test_broker_down_at_construction_is_broker_unavailable_saying_refused(broker):
+    """No broker at the address: BrokerUnavailableError saying "connection refused"."""
     broker.kill()
     for cls in (minilog.Producer, minilog.Consumer, minilog.Admin):
-        start = time.monotonic()
-        with pytest.raises(errors.BrokerUnavailableError):
-            cls(bs(broker), request_timeout_ms=1000)
-        assert time.monotonic() - start < 5
+        with pytest.raises(errors.BrokerUnavailableError, match="connection refused"):
+            cls(bs(broker), request_timeout_ms=600_000, socket_connection_setup_timeout_ms=1000)
 
 
 def test_broker_killed_mid_request_gives_typed_errors_not_a_hang(broker, admin):
@@ -273,7 +269,6 @@ def test_broker_killed_mid_request_gives_typed_errors_not_a_hang(broker, admin):
     assert [r.value for r in consume_n(c, 1)] == [b"before"]
     errs = []
     broker.stop(signal.SIGKILL)
-    start = time.monotonic()
     with pytest.raises((errors.BrokerUnavailableError, errors.RequestTimeoutError)):
         admin.list_topics()
     with pytest.raises((errors.BrokerUnavailableError, errors.RequestTimeoutError)):
@@ -283,11 +278,40 @@ def test_broker_killed_mid_request_gives_typed_errors_not_a_hang(broker, admin):
     assert len(errs) == 1 and isinstance(errs[0], (errors.BrokerUnavailableError,
                                                    errors.RequestTimeoutError))
     assert c.poll(timeout_ms=300) == []    # the fetcher retries quietly
-    assert time.monotonic() - start < 15
     p.close()
     p.close()
     c.close()
     c.close()
+
+
+def test_issue_8_idempotent_producer_delivers_callbacks_within_delivery_timeout_after_sigkill(
+        broker, admin, caplog):
+    """Broker killed with SIGKILL under an idempotent producer: every callback comes within
+    delivery_timeout_ms (flush bounded by it returns 0), and the failed epoch bump warns once."""
+    admin.create_topic("idem-kill", partitions=2)
+    p = minilog.Producer(bs(broker), enable_idempotence=True, acks="all", linger_ms=5,
+                         delivery_timeout_ms=4000, retry_backoff_ms=100)
+    try:
+        for i in range(200):
+            p.produce("idem-kill", b"before-%d" % i, key=b"%d" % (i % 7))
+        assert p.flush(WAIT_S) == 0
+        errs = []
+        for i in range(100):          # some are in flight or queued at the kill
+            p.produce("idem-kill", b"at-%d" % i, key=b"%d" % (i % 7),
+                      on_delivery=lambda e, r: errs.append(e))
+        broker.stop(signal.SIGKILL)
+        for i in range(100):          # produced after it: metadata is known, the leader is gone
+            p.produce("idem-kill", b"after-%d" % i, key=b"%d" % (i % 7),
+                      on_delivery=lambda e, r: errs.append(e))
+        assert p.flush(4.0 + 2.0) == 0        # delivery_timeout_ms, plus scheduling slack
+        assert 100 <= len(errs) <= 200
+        assert all(isinstance(e, (errors.BrokerUnavailableError, errors.RequestTimeoutError))
+                   for e in errs if e is not None)
+        warnings = [r for r in caplog.records if "could not bump" in r.getMessage()
+                    and r.levelname == "WARNING"]
+        assert len(warnings) <= 1
+    finally:
+        p.close(0)
 
 
 def test_close_is_idempotent_and_closed_clients_refuse(broker):
@@ -431,23 +455,43 @@ def test_produce_to_missing_partition_raises_unknown_partition_error(broker):
 
 
 async def test_async_clients_lifecycle(broker):
-    """start twice raises; a failed start leaves "closed"; close() twice is safe."""
+    """`async with` once; a failed entry leaves "closed"; the block's own error comes out bare."""
     addr = bs(broker)
     with trio.fail_after(WAIT_S):
         for cls in (minilog.AsyncAdmin, minilog.AsyncProducer, minilog.AsyncConsumer):
             c = cls(addr)
-            await c.start()
-            with pytest.raises(errors.MinilogError, match=rf"{cls.__name__}\.start\(\) called twice"):
-                await c.start()
-            await c.close()
-            await c.close()
+            async with c:
+                assert c._state == "running"
+                with pytest.raises(errors.MinilogError, match="once"):
+                    async with c:
+                        pass
             assert c._state == "closed"
+            with pytest.raises(errors.MinilogError, match="closed"):
+                async with c:
+                    pass
             extra = {"fetch_max_wait_ms": 100} if cls is minilog.AsyncConsumer else {}
             dead = cls("127.0.0.1:1", request_timeout_ms=300, **extra)
             with pytest.raises(errors.BrokerUnavailableError):
-                await dead.start()
+                async with dead:
+                    pass
             assert dead._state == "closed"
-            await dead.close()
-            with pytest.raises(errors.MinilogError):
-                await dead.start()
-            await cls(addr).close()       # close() before start() is fine
+            with pytest.raises(KeyError, match="mine"):   # not an ExceptionGroup
+                async with cls(addr):
+                    raise KeyError("mine")
+
+
+async def test_a_crashed_background_task_ends_the_async_with_block(broker):
+    """A bug in the fetcher cancels the caller's block and comes out of `async with`."""
+    with trio.fail_after(WAIT_S):
+        async with minilog.AsyncAdmin(bs(broker)) as admin:
+            await admin.create_topic("crash-async", partitions=1)
+        c = minilog.AsyncConsumer(bs(broker), auto_offset_reset="earliest")
+
+        def boom(*args):
+            raise RuntimeError("injected bug")
+
+        c._fetchable = boom
+        with pytest.raises(RuntimeError, match="injected bug"):
+            async with c:
+                c.assign([("crash-async", 0)])
+                await trio.sleep_forever()

@@ -9,6 +9,10 @@ than `linger_ms` or a flush is asked for (on the sender's thread, in
 `drain()`). Sealed batches move whole to the sender: the only thing that
 crosses threads is a batch, never a record.
 
+A record that can never be sent (larger than `max_request_size` or
+`buffer_memory`) is refused at once with RecordTooLargeError, as Kafka's
+producer does, before it takes any buffer space.
+
 Keyless records stick to one partition per topic until its batch is sealed,
 then move to another (KIP-480, `StickyPartitioner`).
 
@@ -50,7 +54,7 @@ from collections.abc import Callable
 
 from ._partitioner import StickyPartitioner, partition_for_key
 
-__all__ = ["ProducerBatch", "Accumulator", "DeliveryReport", "RECORD_OVERHEAD_BYTES"]
+__all__ = ["ProducerBatch", "Accumulator", "DeliveryReport", "RECORD_OVERHEAD_BYTES", "record_size"]
 
 RECORD_OVERHEAD_BYTES = 22   # per-record framing estimate (Kafka's worst case is 21)
 BATCH_OVERHEAD_BYTES = 61    # RecordBatch v2 header
@@ -78,7 +82,8 @@ class ProducerBatch:
                  "size", "created", "timestamp_ms", "sealed", "plain", "value_len", "cap",
                  "detached", "paired",
                  # sender-side
-                 "count", "data", "base_sequence", "attempts", "deadline", "retry_at")
+                 "count", "data", "base_sequence", "attempts", "deadline", "retry_at", "alone",
+                 "last_error")
 
     def __init__(self, topic: str, partition: int, created: float, timestamp_ms: int) -> None:
         self.topic = topic
@@ -103,6 +108,8 @@ class ProducerBatch:
         self.attempts = 0
         self.deadline = 0.0
         self.retry_at = 0.0
+        self.alone = False   # sent as the only batch of its partition in a request
+        self.last_error: BaseException | None = None   # why its last attempt failed
 
     def __repr__(self) -> str:
         return (f"<ProducerBatch {self.topic}-{self.partition} records={len(self.values)} "
@@ -113,12 +120,15 @@ class Accumulator:
     """Caller-side batches of a producer. See the module docstring for the threading rules."""
 
     def __init__(self, *, batch_size: int, linger_ms: int, buffer_memory: int,
+                 max_request_size: int = 1 << 62,
                  clock: Callable[[], float] = time.monotonic,
                  wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
                  seed: int | None = None) -> None:
         self.batch_size = batch_size
         self.linger_s = linger_ms / 1000
         self.buffer_memory = buffer_memory
+        self.max_request_size = max_request_size
+        self.record_bytes_max = min(max_request_size, buffer_memory) - BATCH_OVERHEAD_BYTES
         self.clock = clock
         self.wall_ms = wall_ms
         self.lock = threading.Lock()
@@ -151,6 +161,19 @@ class Accumulator:
         with self.lock:
             open_records = sum(len(b.values) for b in self.open.values())
             return self.appended_records + open_records - self.done_records
+
+    def check_record_size(self, size: int) -> None:
+        """Raise RecordTooLargeError for a record that can never be sent (Kafka's ensureValidRecordSize).
+
+        `size` is the record's size estimate (value, key, headers and framing).
+        """
+        for limit, name in ((self.max_request_size, "max_request_size"),
+                            (self.buffer_memory, "buffer_memory")):
+            if size + BATCH_OVERHEAD_BYTES > limit:
+                from minilog.errors import RecordTooLargeError
+                raise RecordTooLargeError(message=(
+                    f"the record is {size} bytes with its framing, larger than "
+                    f"{name} ({limit} bytes)"))
 
     def wake(self) -> None:
         """Wake the sender (call with the lock held)."""
@@ -288,6 +311,8 @@ class Accumulator:
                 + (len(key) if key is not None else 0))
         if headers:
             size += sum(len(k) + 10 + (len(v) if v else 0) for k, v in headers)
+        if size > self.record_bytes_max:
+            self.check_record_size(size)
         with self.lock:
             if self.closed:
                 from minilog.errors import ClosedError
@@ -365,6 +390,8 @@ class Accumulator:
         sizes = [RECORD_OVERHEAD_BYTES + (len(v) if v is not None else 0) for v in values]
         if keys is not None:
             sizes = [s + (len(k) if k is not None else 0) for s, k in zip(sizes, keys)]
+        if sizes:
+            self.check_record_size(max(sizes))
         with self.lock:
             if self.closed:
                 from minilog.errors import ClosedError
@@ -473,6 +500,18 @@ class Accumulator:
                                          keys[i] if keys is not None else None, values[i],
                                          headers[i] if headers is not None else None))
         return served
+
+
+def record_size(value, key=None, headers=None) -> int:
+    """A record's size estimate in a batch (value, key, headers, framing); for limit checks."""
+    size = RECORD_OVERHEAD_BYTES
+    for part in (value, key):
+        if part is not None:
+            size += len(part.encode("utf-8")) if isinstance(part, str) else len(part)
+    if headers:
+        items = headers.items() if isinstance(headers, dict) else headers
+        size += sum(len(k) + 10 + (len(v) if v else 0) for k, v in items)
+    return size
 
 
 def _to_bytes(value, what: str) -> bytes:

@@ -1,9 +1,10 @@
 """The client's view of the cluster: bootstrap, connections per broker, metadata cache.
 
 Theory of operation. `Cluster.start(nursery)` connects to the first
-bootstrap server that answers (retrying the list with backoff until
-`request_timeout_ms` has passed, then `BrokerUnavailableError`) and loads
-metadata. Later, `connection(node_id)` returns an open connection to a
+bootstrap server that answers (retrying the list with backoff until the
+connect timeout, `socket_connection_setup_timeout_ms`, has passed, then
+`BrokerUnavailableError`: a refused connection is reported within seconds,
+not after a request timeout) and loads metadata. Later, `connection(node_id)` returns an open connection to a
 broker, reconnecting lazily when the previous one broke; concurrent callers
 share one connect attempt. The metadata cache maps topic -> partition
 leaders; it is refreshed when older than `metadata_max_age_ms`, on demand
@@ -31,7 +32,7 @@ from minilog.errors import (
 )
 from minilog.protocol import ApiKey, ErrorCode
 
-from ._connection import BrokerConnection
+from ._connection import CONNECT_TIMEOUT_MS, BrokerConnection, Connect, open_tcp
 
 __all__ = ["Cluster", "PartitionMeta", "TopicMeta", "check_error"]
 
@@ -68,8 +69,12 @@ def check_error(payload: dict, what: str = "") -> None:
 class Cluster:
     def __init__(self, bootstrap: list[tuple[str, int]], *, client_id: str,
                  request_timeout_ms: int, metadata_max_age_ms: int = 300000,
-                 retry_backoff_ms: int = 100, allow_auto_topic_creation: bool = False) -> None:
+                 retry_backoff_ms: int = 100, allow_auto_topic_creation: bool = False,
+                 connect: Connect = open_tcp,
+                 connect_timeout_ms: int = CONNECT_TIMEOUT_MS) -> None:
         self.bootstrap = bootstrap
+        self.connect = connect
+        self.connect_timeout_ms = connect_timeout_ms
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
         self.metadata_max_age_s = metadata_max_age_ms / 1000
@@ -81,7 +86,7 @@ class Cluster:
         self.controller_id: int = -1
         self._conns: dict[int, BrokerConnection] = {}
         self._connecting: dict[int, trio.Event] = {}
-        self._nursery = None   # anything with start_soon (a TaskGroup)
+        self._nursery: trio.Nursery | None = None   # where connection readers run
         self._metadata_time = -1e18
         self._refreshing: trio.Event | None = None
         self._wanted: set[str] = set()
@@ -90,7 +95,20 @@ class Cluster:
 
     # -- lifecycle -----------------------------------------------------
 
-    async def start(self, nursery) -> None:
+    def _connection(self, host: str, port: int, node_id: int, request_timeout_ms: int) -> BrokerConnection:
+        """A new, unopened connection using this cluster's connect function and timeouts."""
+        return BrokerConnection(host, port, client_id=self.client_id,
+                                request_timeout_ms=request_timeout_ms, node_id=node_id,
+                                connect=self.connect, connect_timeout_ms=self.connect_timeout_ms)
+
+    async def open_connection(self, host: str, port: int, node_id: int = -1) -> BrokerConnection:
+        """A connection of the caller's own (not shared, not cached), e.g. to a group coordinator."""
+        assert self._nursery is not None, "Cluster.start() first"
+        conn = self._connection(host, port, node_id, self.request_timeout_ms)
+        await conn.open(self._nursery)
+        return conn
+
+    async def start(self, nursery: trio.Nursery) -> None:
         """Connect to a bootstrap server and load cluster metadata.
 
         Raises:
@@ -98,7 +116,7 @@ class Cluster:
             UnsupportedVersionError: the broker is too old for this client.
         """
         self._nursery = nursery
-        deadline = trio.current_time() + self.request_timeout_ms / 1000
+        deadline = trio.current_time() + min(self.request_timeout_ms, self.connect_timeout_ms) / 1000
         backoff = min(self.retry_backoff_s, 0.05) or 0.01
         last: MinilogError | None = None
         while True:
@@ -106,8 +124,7 @@ class Cluster:
                 remaining = deadline - trio.current_time()
                 if remaining <= 0:
                     break
-                conn = BrokerConnection(host, port, client_id=self.client_id,
-                                        request_timeout_ms=max(1, int(remaining * 1000)))
+                conn = self._connection(host, port, -1, max(1, int(remaining * 1000)))
                 try:
                     await conn.open(nursery)
                 except (BrokerUnavailableError, RequestTimeoutError) as exc:
@@ -122,8 +139,7 @@ class Cluster:
             if trio.current_time() + backoff >= deadline:
                 servers = ",".join(f"{h}:{p}" for h, p in self.bootstrap)
                 raise BrokerUnavailableError(
-                    f"no broker reachable at {servers} within {self.request_timeout_ms} ms"
-                    + (f" (last error: {last})" if last else ""))
+                    f"no broker reachable at {servers}" + (f": {last}" if last else ""))
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
@@ -165,8 +181,8 @@ class Cluster:
                 raise BrokerUnavailableError(f"broker {node_id} is not in the cluster metadata")
         done = self._connecting[node_id] = trio.Event()
         try:
-            conn = BrokerConnection(addr[0], addr[1], client_id=self.client_id,
-                                    request_timeout_ms=self.request_timeout_ms, node_id=node_id)
+            conn = self._connection(addr[0], addr[1], node_id, self.request_timeout_ms)
+            assert self._nursery is not None, "Cluster.start() first"
             await conn.open(self._nursery)
             self._conns[node_id] = conn
             return conn
@@ -187,15 +203,15 @@ class Cluster:
     async def request_any(self, api_key: int, payload: dict, attachments=(), *,
                           timeout_s: float | None = None, retries: int = 2):
         """Like request() to any broker, retrying once per known broker on connection errors."""
-        last = None
         for attempt in range(retries + 1):
             try:
                 return await self.request(None, api_key, payload, attachments,
                                           timeout_s=timeout_s)
-            except BrokerUnavailableError as exc:
-                last = exc
+            except BrokerUnavailableError:
+                if attempt == retries:
+                    raise
                 await trio.sleep(min(self.retry_backoff_s * (attempt + 1), 1.0))
-        raise last
+        raise AssertionError("unreachable")
 
     # -- metadata ------------------------------------------------------
 

@@ -83,7 +83,8 @@ class ProducerConfig:
     enable_idempotence: bool = False       # producer id + sequence numbers
     client_id: str = "minilog"
     metadata_max_age_ms: int = 300000      # refresh metadata at least this often
-    max_request_size: int = 1048576        # bytes; queued batches of a partition merge up to this
+    max_request_size: int = 1048576        # bytes; a produce request's size, and a record's limit
+    socket_connection_setup_timeout_ms: int = 5000   # connect timeout (refused: at once)
 
     @property
     def codec(self) -> int:
@@ -113,6 +114,7 @@ class ProducerConfig:
         _client_id(c.client_id)
         _int("metadata_max_age_ms", c.metadata_max_age_ms, 0)
         _int("max_request_size", c.max_request_size, 1024, 100 * 1024 * 1024)
+        _int("socket_connection_setup_timeout_ms", c.socket_connection_setup_timeout_ms, 1, _INT32_MAX)
         if c.enable_idempotence and acks != -1:
             raise ConfigError("acks", "enable_idempotence requires acks='all' (as in Kafka)")
         if c.enable_idempotence and c.max_in_flight > 5:
@@ -139,6 +141,7 @@ class ConsumerConfig:
     client_id: str = "minilog"
     check_crcs: bool = True
     metadata_max_age_ms: int = 300000
+    socket_connection_setup_timeout_ms: int = 5000   # connect timeout (refused: at once)
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> ConsumerConfig:
@@ -163,6 +166,7 @@ class ConsumerConfig:
         _client_id(c.client_id)
         _bool("check_crcs", c.check_crcs)
         _int("metadata_max_age_ms", c.metadata_max_age_ms, 0)
+        _int("socket_connection_setup_timeout_ms", c.socket_connection_setup_timeout_ms, 1, _INT32_MAX)
         if c.request_timeout_ms <= c.fetch_max_wait_ms:
             raise ConfigError("request_timeout_ms", "must be larger than fetch_max_wait_ms")
         return c
@@ -173,6 +177,7 @@ class AdminConfig:
     request_timeout_ms: int = 30000
     client_id: str = "minilog"
     metadata_max_age_ms: int = 300000
+    socket_connection_setup_timeout_ms: int = 5000   # connect timeout (refused: at once)
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> AdminConfig:
@@ -181,6 +186,7 @@ class AdminConfig:
         _int("request_timeout_ms", c.request_timeout_ms, 1, _INT32_MAX)
         _client_id(c.client_id)
         _int("metadata_max_age_ms", c.metadata_max_age_ms, 0)
+        _int("socket_connection_setup_timeout_ms", c.socket_connection_setup_timeout_ms, 1, _INT32_MAX)
         return c
 
 

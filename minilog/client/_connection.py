@@ -21,6 +21,14 @@ failure, connection lost), `RequestTimeoutError` (no response within
 `request_timeout_ms`), `UnsupportedVersionError` (handshake) or
 `ClosedError`. Error codes inside a response are the caller's business.
 
+Connecting: `connect(host, port)` returns a `trio.abc.Stream`. The default,
+`open_tcp`, opens a TCP socket within `connect_timeout_s` (the client option
+`socket_connection_setup_timeout_ms`, as Kafka's
+`socket.connection.setup.timeout.ms`) and says "connection refused" when
+nothing listens. Tests inject a function that returns one end of
+`trio.testing.memory_stream_pair()`: the same code then runs on trio's
+virtual clock with no socket at all.
+
 Resource handling: the reader task lives in the nursery given to `open()`
 and ends when the connection closes; `aclose()` is idempotent.
 """
@@ -28,9 +36,11 @@ and ends when the connection closes; `aclose()` is idempotent.
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -50,7 +60,7 @@ from minilog.protocol import (
     encode_request,
 )
 
-__all__ = ["BrokerConnection", "REQUIRED_APIS"]
+__all__ = ["BrokerConnection", "REQUIRED_APIS", "Connect", "open_tcp", "CONNECT_TIMEOUT_MS"]
 
 log = logging.getLogger("minilog.client")
 
@@ -60,6 +70,63 @@ CLIENT_VERSIONS: dict[int, int] = {int(k): 0 for k in ApiKey}
 REQUIRED_APIS = (ApiKey.API_VERSIONS, ApiKey.METADATA)
 _RECV_BYTES = 1 << 20
 _WRITE_NOWAIT_BYTES_MAX = 256 * 1024
+CONNECT_TIMEOUT_MS = 5000   # default socket_connection_setup_timeout_ms
+
+Connect = Callable[[str, int, float], Awaitable[trio.abc.Stream]]
+"""`connect(host, port, timeout_s)`: a connected stream, or BrokerUnavailableError."""
+
+
+async def open_tcp(host: str, port: int, timeout_s: float) -> trio.abc.Stream:
+    """The default `Connect`: a TCP stream with TCP_NODELAY, within `timeout_s`.
+
+    Raises:
+        BrokerUnavailableError: refused ("connection refused"), unreachable,
+            unresolvable, or no answer within `timeout_s`.
+    """
+    where = f"{host}:{port}"
+    try:
+        with trio.fail_after(timeout_s):
+            stream = await trio.open_tcp_stream(host, port)
+    except trio.TooSlowError:
+        raise BrokerUnavailableError(
+            f"could not connect to broker {where}: no answer within {timeout_s * 1000:g} ms "
+            f"(socket_connection_setup_timeout_ms)") from None
+    except OSError as exc:
+        if _refused(exc):
+            raise BrokerUnavailableError(
+                f"could not connect to broker {where}: connection refused") from None
+        raise BrokerUnavailableError(f"could not connect to broker {where}: {exc}") from None
+    try:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # pragma: no cover - not a TCP socket
+        pass
+    return stream
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether every attempt behind `exc` (trio groups them in __cause__) was refused."""
+    if exc is None:
+        return False
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_refused(e) for e in exc.exceptions)
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return True
+    return _refused(exc.__cause__)
+
+
+def _close_now(stream: trio.abc.Stream) -> None:
+    """Close `stream` without a checkpoint (from sync code), waking a blocked reader."""
+    sock = getattr(stream, "socket", None)
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:  # pragma: no cover
+            pass
+        return
+    for half in (getattr(stream, "send_stream", None), getattr(stream, "receive_stream", None)):
+        close = getattr(half, "close", None)   # trio.testing's memory streams
+        if close is not None:
+            close()
 
 
 class _Slot:
@@ -81,15 +148,19 @@ class BrokerConnection:
     """A pipelined connection to one broker. Task-safe within one trio run."""
 
     def __init__(self, host: str, port: int, *, client_id: str = "minilog",
-                 request_timeout_ms: int = 30000, node_id: int = -1) -> None:
+                 request_timeout_ms: int = 30000, node_id: int = -1,
+                 connect: Connect = open_tcp,
+                 connect_timeout_ms: int = CONNECT_TIMEOUT_MS) -> None:
         self.host = host
         self.port = port
         self.node_id = node_id
         self.client_id = client_id
         self.request_timeout_s = request_timeout_ms / 1000
+        self.connect_timeout_s = connect_timeout_ms / 1000
+        self._connect = connect
         self.api_versions: dict[int, tuple[int, int]] = {}
         self.broker_id: int = -1
-        self._stream: trio.SocketStream | None = None
+        self._stream: trio.abc.Stream | None = None
         self._decoder = FrameDecoder("client")
         self._send_lock = trio.Lock()
         self._pending: collections.OrderedDict[int, _Slot] = collections.OrderedDict()
@@ -114,23 +185,14 @@ class BrokerConnection:
         """Connect, start the reader in `nursery`, and check API versions.
 
         Raises:
-            BrokerUnavailableError: cannot connect within request_timeout_ms.
+            BrokerUnavailableError: cannot connect (refused, or no answer within
+                the connect timeout).
+            RequestTimeoutError: no ApiVersions answer within request_timeout_ms.
             UnsupportedVersionError: the broker lacks an API this client needs.
         """
-        where = f"{self.host}:{self.port}"
-        try:
-            with trio.fail_after(self.request_timeout_s):
-                self._stream = await trio.open_tcp_stream(self.host, self.port)
-        except trio.TooSlowError:
-            raise BrokerUnavailableError(
-                f"could not connect to broker {where} within {self.request_timeout_s:g}s") from None
-        except OSError as exc:
-            raise BrokerUnavailableError(f"could not connect to broker {where}: {exc}") from None
-        try:
-            self._stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # pragma: no cover - not a TCP socket
-            pass
-        self._fd = self._stream.socket.fileno()
+        self._stream = await self._connect(self.host, self.port, self.connect_timeout_s)
+        sock = getattr(self._stream, "socket", None)
+        self._fd = sock.fileno() if sock is not None else -1   # -1: no direct-write path
         nursery.start_soon(self._reader)
         try:
             await self._handshake()
@@ -256,7 +318,7 @@ class BrokerConnection:
         Saves the scheduler rounds of trio's send path on the latency-critical
         case: a small request on an idle connection.
         """
-        if self._error is not None or self._stream is None:
+        if self._error is not None or self._fd < 0:
             return False
         size = sum(map(len, pieces))
         if size > _WRITE_NOWAIT_BYTES_MAX:
@@ -279,6 +341,7 @@ class BrokerConnection:
 
     async def _send(self, pieces) -> None:
         stream = self._stream
+        assert stream is not None
         try:
             if self._partial is not None:
                 rest, self._partial = self._partial, None
@@ -297,10 +360,12 @@ class BrokerConnection:
     async def _reader(self) -> None:
         decoder = self._decoder
         where = f"{self.host}:{self.port}"
+        stream = self._stream
+        assert stream is not None
         try:
             while self._error is None:
                 try:
-                    data = await self._stream.receive_some(_RECV_BYTES)
+                    data = await stream.receive_some(_RECV_BYTES)
                 except (trio.BrokenResourceError, OSError) as exc:
                     self._fail(BrokerUnavailableError(f"connection to broker {where} lost: {exc}"))
                     return
@@ -357,10 +422,8 @@ class BrokerConnection:
         self._pending.clear()
         if self._stream is not None:
             stream, self._stream = self._stream, None
-            try:
-                stream.socket.close()
-            except OSError:  # pragma: no cover
-                pass
+            self._fd = -1
+            _close_now(stream)
 
     async def aclose(self) -> None:
         """Close the connection; pending requests fail with ClosedError. Idempotent."""

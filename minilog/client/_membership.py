@@ -38,8 +38,8 @@ plain attributes; everything else runs on the trio thread.
 from __future__ import annotations
 
 import logging
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -52,7 +52,9 @@ from minilog.errors import (
 )
 from minilog.protocol import ApiKey, ErrorCode
 
-__all__ = ["GroupMembership"]
+from ._cluster import Cluster
+
+__all__ = ["GroupMembership", "GroupHooks"]
 
 log = logging.getLogger("minilog.consumer.group")
 
@@ -192,12 +194,8 @@ class GroupMembership:
         entry = resp.payload["coordinators"][0]
         if entry["error_code"]:
             raise error_for_code(entry["error_code"], entry.get("error_message"))
-        from ._connection import BrokerConnection
-
-        conn = BrokerConnection(entry["host"], entry["port"], client_id=self._config.client_id,
-                                request_timeout_ms=getattr(self._config, "request_timeout_ms", 30000),
-                                node_id=entry["node_id"])
-        await conn.open(self._hooks.nursery)
+        conn = await self._hooks.cluster.open_connection(entry["host"], entry["port"],
+                                                         entry["node_id"])
         self._conn = conn
         self._coordinator = entry["node_id"]
         return conn
@@ -482,3 +480,70 @@ class GroupMembership:
                 if q["error_code"] == 0 and q["committed_offset"] >= 0:
                     out[(t["topic"], q["partition"])] = q["committed_offset"]
         return out
+
+
+class GroupHooks:
+    """The consumer's side of the group-membership interface (for `_membership.py`).
+
+    `GroupMembership(hooks: GroupHooks, config: ConsumerConfig)` is created on
+    the first subscribe()/commit()/committed() and must provide:
+
+    * `async subscribe(topics, on_assign, on_revoke)`, `async unsubscribe()`
+    * `async commit(offsets: dict | None, asynchronous: bool)` (None: positions)
+    * `async committed(partitions: list[(topic, partition)]) -> dict`
+    * `async committed_for_reset(partitions) -> dict` offsets to start from
+      for newly assigned partitions without a position (None/-1: use
+      auto_offset_reset)
+    * `on_poll()` (sync, caller's thread: every poll; for max_poll_interval_ms
+      and auto-commit timing)
+    * `async close()` (leave the group; commits first if auto-commit is on)
+    * attribute `subscribed: bool`
+
+    It drives the consumer only through these hooks, all called on the trio
+    thread.
+    """
+
+    def __init__(self, consumer: Any) -> None:
+        self._c = consumer   # an AsyncConsumer (not imported: consumer.py imports this module)
+
+    @property
+    def cluster(self) -> Cluster:
+        """Connections and metadata (`request(node, api, payload)`, `request_any`)."""
+        return self._c._cluster
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """Where the membership starts its tasks: the consumer's, cancelled when it closes."""
+        assert self._c._nursery is not None, "the consumer is not running"
+        return self._c._nursery
+
+    def assigned(self) -> set[tuple[str, int]]:
+        return set(self._c._states)
+
+    def assign(self, partitions: list[tuple[str, int]]) -> None:
+        """Add partitions to the assignment (positions resolved by committed_for_reset)."""
+        c = self._c
+        keep = [(t, p) for (t, p) in c._states]
+        c._set_assignment(keep + [tp for tp in partitions if tp not in c._states])
+
+    def revoke(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Remove partitions; return their last positions (to commit)."""
+        c = self._c
+        gone = set(partitions)
+        positions = {tp: st.position for tp, st in c._states.items()
+                     if tp in gone and st.position is not None}
+        c._states = {tp: st for tp, st in c._states.items() if tp not in gone}
+        return positions
+
+    def statistics(self) -> Any:
+        """The consumer's statistics snapshot (any thread)."""
+        return self._c.statistics()
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """Positions to commit: next offset per assigned partition."""
+        return self._c.positions()
+
+    def call_on_caller(self, fn, *args) -> None:
+        """Run fn(*args) on the caller's thread at its next poll() (for on_assign/on_revoke)."""
+        self._c._caller_calls.append((fn, args))
+        self._c._signal_data()

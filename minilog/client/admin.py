@@ -15,6 +15,8 @@ methods are mixed into `AsyncAdmin` (they use `self._cluster` and
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from minilog.errors import ClosedError, UnknownTopicOrPartitionError, error_for_code
@@ -27,9 +29,10 @@ from minilog.protocol import (
     ApiKey,
 )
 
-from ._lifecycle import Lifecycle
 from ._cluster import Cluster, check_error
 from ._config import AdminConfig, parse_bootstrap
+from ._connection import Connect, open_tcp
+from ._lifecycle import ClientLifecycle, background
 
 try:  # the group engineer's mixin (next issue)
     from ._group_admin import GroupAdminMixin as _GroupMixin
@@ -83,35 +86,22 @@ def _check_name(name) -> str:
     return name
 
 
-class AsyncAdmin(_GroupMixin, Lifecycle):
+class AsyncAdmin(_GroupMixin, ClientLifecycle):
     """`async with AsyncAdmin("localhost:9092") as admin: await admin.create_topic("t", 3)`."""
 
-    def __init__(self, bootstrap_servers="localhost:9092", **options) -> None:
+    def __init__(self, bootstrap_servers="localhost:9092", *, connect: Connect = open_tcp,
+                 **options) -> None:
         self.config = cfg = AdminConfig.from_kwargs(**options)
         self._cluster = Cluster(parse_bootstrap(bootstrap_servers), client_id=cfg.client_id,
                                 request_timeout_ms=cfg.request_timeout_ms,
-                                metadata_max_age_ms=cfg.metadata_max_age_ms)
+                                metadata_max_age_ms=cfg.metadata_max_age_ms, connect=connect,
+                                connect_timeout_ms=cfg.socket_connection_setup_timeout_ms)
         self._timeout_ms = cfg.request_timeout_ms
-        self._state = "new"
 
-    async def __aenter__(self) -> AsyncAdmin:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        await self._open("AsyncAdmin", lambda: self._cluster.start(self._tasks))
-        self._state = "running"
-
-    async def close(self) -> None:
-        """Close connections. Safe to call twice."""
-        if self._state != "running":
-            self._state = "closed"
-            return
-        self._state = "closed"
-        await self._shutdown()
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[AsyncAdmin]:
+        async with background(self._cluster):
+            yield self
 
     async def _request(self, api_key: int, payload: dict, node: int | None = None):
         if self._state != "running":

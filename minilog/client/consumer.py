@@ -23,8 +23,12 @@ Theory of operation.
   with auto_offset_reset="error", a corrupt batch) are queued in `_buffer`
   as exceptions and raised by the next poll().
 
-Consumer groups (the next issue) plug in through `minilog.client._membership`:
-see `GroupHooks` below for the interface the membership may use.
+* Lifetime: `async with AsyncConsumer(...) as c:` (see `_lifecycle.py`);
+  the fetcher and the group's tasks live in the consumer's nursery; leaving
+  the block leaves the group (bounded by request_timeout_ms) and stops them.
+
+Consumer groups plug in through `minilog.client._membership`: see
+`GroupHooks` there for the interface the membership may use.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ import collections
 import logging
 import math
 import threading
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from collections.abc import Iterable
 
 import trio
 
@@ -61,10 +66,11 @@ from minilog.protocol import (
     iter_batches,
 )
 
-from ._lifecycle import Lifecycle
-from ._tasks import TaskGroup
 from ._cluster import Cluster
 from ._config import ConsumerConfig, parse_bootstrap
+from ._connection import Connect, open_tcp
+from ._error_actions import Action, action_for
+from ._lifecycle import ClientLifecycle, background
 
 __all__ = ["AsyncConsumer", "Record", "ConsumerStatistics"]
 
@@ -106,7 +112,7 @@ def _tp_list(partitions) -> list[tuple]:
     return out
 
 
-class AsyncConsumer(Lifecycle):
+class AsyncConsumer(ClientLifecycle):
     """Trio consumer. `async with AsyncConsumer("localhost:9092") as c: c.assign([("t", 0)])`.
 
     Task-safe within one trio run. The sync facade (`minilog.Consumer`)
@@ -115,11 +121,13 @@ class AsyncConsumer(Lifecycle):
     thread-safe structures.
     """
 
-    def __init__(self, bootstrap_servers="localhost:9092", **options) -> None:
+    def __init__(self, bootstrap_servers="localhost:9092", *, connect: Connect = open_tcp,
+                 **options) -> None:
         self.config = cfg = ConsumerConfig.from_kwargs(**options)
         self._cluster = Cluster(parse_bootstrap(bootstrap_servers), client_id=cfg.client_id,
                                 request_timeout_ms=cfg.request_timeout_ms,
-                                metadata_max_age_ms=cfg.metadata_max_age_ms)
+                                metadata_max_age_ms=cfg.metadata_max_age_ms, connect=connect,
+                                connect_timeout_ms=cfg.socket_connection_setup_timeout_ms)
         self._states: dict[tuple[str, int], _PartitionState] = {}
         self._buffer: collections.deque = collections.deque()
         self._fetched_bytes = 0        # written by the fetcher only
@@ -132,42 +140,31 @@ class AsyncConsumer(Lifecycle):
         self._notify = lambda: None
         self._fetcher_paused = False
         self._membership = None
+        self._nursery: trio.Nursery | None = None
         self._caller_calls: collections.deque = collections.deque()
-        self._state = "new"
 
     # -- lifecycle -----------------------------------------------------
 
-    async def __aenter__(self) -> AsyncConsumer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        """Connect and start the fetcher. Raises BrokerUnavailableError, UnsupportedVersionError."""
-        await self._open("AsyncConsumer", lambda: self._cluster.start(self._tasks))
-        self._data_event = trio.Event()
-        self._fetch_wake = trio.Event()
-        token = trio.lowlevel.current_trio_token()
-        self._notify = partial(token.run_sync_soon, self._wake_fetcher)
-        self._state = "running"
-        self._tasks.start_soon(self._fetcher_loop)
-
-    async def close(self) -> None:
-        """Leave the group (if any), stop fetching, close connections. Safe to call twice."""
-        if self._state in ("closed", "new"):
-            self._state = "closed"
-            return
-        self._state = "closed"
-        try:
-            if self._membership is not None:
-                with trio.move_on_after(self.config.request_timeout_ms / 1000):
-                    await self._membership.close()
-        finally:
-            await self._shutdown()
-            with self.data_cond:
-                self.data_cond.notify_all()
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[AsyncConsumer]:
+        async with background(self._cluster) as nursery:
+            self._nursery = nursery
+            self._data_event = trio.Event()
+            self._fetch_wake = trio.Event()
+            token = trio.lowlevel.current_trio_token()
+            self._notify = partial(token.run_sync_soon, self._wake_fetcher)
+            nursery.start_soon(self._fetcher_loop)
+            try:
+                yield self
+            finally:
+                self._state = "closed"
+                try:
+                    if self._membership is not None:
+                        with trio.move_on_after(self.config.request_timeout_ms / 1000):
+                            await self._membership.close()
+                finally:
+                    with self.data_cond:
+                        self.data_cond.notify_all()
 
     def _check_open(self) -> None:
         if self._state != "running":
@@ -422,7 +419,8 @@ class AsyncConsumer(Lifecycle):
                 with trio.move_on_after(backoff):
                     await self._fetch_wake.wait()
                 backoff = min(backoff * 2, 1.0)
-                await self._refresh([st.topic for st in states.values()])
+                if action_for(exc) is Action.REFRESH_METADATA:
+                    await self._refresh([st.topic for st in states.values()])
 
     def _fetchable(self, states) -> dict[int, list[_PartitionState]]:
         by_node: dict[int, list[_PartitionState]] = {}
@@ -440,7 +438,8 @@ class AsyncConsumer(Lifecycle):
                 continue
             by_node.setdefault(node, []).append(st)
         if missing:
-            self._tasks.start_soon(self._refresh, [st.topic for st in states.values()])
+            assert self._nursery is not None
+            self._nursery.start_soon(self._refresh, [st.topic for st in states.values()])
         return by_node
 
     async def _refresh(self, topics) -> None:
@@ -529,8 +528,9 @@ class AsyncConsumer(Lifecycle):
             st.epoch += 1
             return False
         err = error_for_code(code)
-        if err.retriable:
-            return True
+        action = action_for(err)
+        if action is not Action.FATAL:
+            return action is Action.REFRESH_METADATA   # fetched again at once, or after a refresh
         self._buffer.append(err)
         st.paused = True
         self._signal_data()
@@ -627,10 +627,8 @@ class AsyncConsumer(Lifecycle):
         if self._membership is None:
             if self.config.group_id is None:
                 raise MinilogError("this needs group_id: create the consumer with group_id=...")
-            try:
-                from ._membership import GroupMembership
-            except ImportError:
-                raise MinilogError("consumer groups not available yet") from None
+            from ._membership import GroupHooks, GroupMembership
+
             self._membership = GroupMembership(GroupHooks(self), self.config)
         return self._membership
 
@@ -654,69 +652,3 @@ class AsyncConsumer(Lifecycle):
         """{(topic, partition): committed offset or None}."""
         self._check_open()
         return await self._group().committed([tuple(tp[:2]) for tp in partitions])
-
-
-class GroupHooks:
-    """The consumer's side of the group-membership interface (for `_membership.py`).
-
-    `GroupMembership(hooks: GroupHooks, config: ConsumerConfig)` is created on
-    the first subscribe()/commit()/committed() and must provide:
-
-    * `async subscribe(topics, on_assign, on_revoke)`, `async unsubscribe()`
-    * `async commit(offsets: dict | None, asynchronous: bool)` (None: positions)
-    * `async committed(partitions: list[(topic, partition)]) -> dict`
-    * `async committed_for_reset(partitions) -> dict` offsets to start from
-      for newly assigned partitions without a position (None/-1: use
-      auto_offset_reset)
-    * `on_poll()` (sync, caller's thread: every poll; for max_poll_interval_ms
-      and auto-commit timing)
-    * `async close()` (leave the group; commits first if auto-commit is on)
-    * attribute `subscribed: bool`
-
-    It drives the consumer only through these hooks, all called on the trio
-    thread.
-    """
-
-    def __init__(self, consumer: AsyncConsumer) -> None:
-        self._c = consumer
-
-    @property
-    def cluster(self) -> Cluster:
-        """Connections and metadata (`request(node, api, payload)`, `request_any`)."""
-        return self._c._cluster
-
-    @property
-    def nursery(self) -> TaskGroup:
-        """Where the membership starts its tasks (`start_soon`); stopped by close()."""
-        return self._c._tasks
-
-    def assigned(self) -> set[tuple[str, int]]:
-        return set(self._c._states)
-
-    def assign(self, partitions: list[tuple[str, int]]) -> None:
-        """Add partitions to the assignment (positions resolved by committed_for_reset)."""
-        c = self._c
-        keep = [(t, p) for (t, p) in c._states]
-        c._set_assignment(keep + [tp for tp in partitions if tp not in c._states])
-
-    def revoke(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """Remove partitions; return their last positions (to commit)."""
-        c = self._c
-        gone = set(partitions)
-        positions = {tp: st.position for tp, st in c._states.items()
-                     if tp in gone and st.position is not None}
-        c._states = {tp: st for tp, st in c._states.items() if tp not in gone}
-        return positions
-
-    def statistics(self) -> ConsumerStatistics:
-        """The consumer's statistics snapshot (any thread)."""
-        return self._c.statistics()
-
-    def positions(self) -> dict[tuple[str, int], int]:
-        """Positions to commit: next offset per assigned partition."""
-        return self._c.positions()
-
-    def call_on_caller(self, fn, *args) -> None:
-        """Run fn(*args) on the caller's thread at its next poll() (for on_assign/on_revoke)."""
-        self._c._caller_calls.append((fn, args))
-        self._c._signal_data()

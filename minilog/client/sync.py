@@ -2,7 +2,8 @@
 
 Theory of operation. Each facade object owns one `_LoopThread`: a daemon
 thread running `trio.run`, inside which the async twin (`AsyncProducer`,
-`AsyncConsumer`, `AsyncAdmin`) is started and lives until close(). Calls
+`AsyncConsumer`, `AsyncAdmin`) lives in one block,
+`async with client: await stop.wait()`, until close() sets `stop`. Calls
 that must wait for the network (metadata, admin requests, flush, commit)
 cross with `trio.from_thread.run`. The hot paths do not cross per record:
 
@@ -39,7 +40,7 @@ import trio
 from minilog.errors import ClosedError, RequestTimeoutError
 from minilog.protocol import Record
 
-from ._accumulator import DeliveryReport
+from ._accumulator import DeliveryReport, record_size
 from .admin import AsyncAdmin, ClusterMetadata, PartitionInfo, TopicDescription
 from .consumer import AsyncConsumer
 from .producer import AsyncProducer
@@ -58,7 +59,6 @@ class _LoopThread:
         self._error: BaseException | None = None
         self._stop: trio.Event | None = None
         self._closed = False
-        self.close_args: tuple = ()
         self.crash: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
@@ -84,21 +84,12 @@ class _LoopThread:
     async def _amain(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
-        try:
-            await self.client.start()
-        except BaseException as exc:
-            self._error = exc
+        # The client's whole life is this block: entering connects (a failure
+        # goes to start()), leaving delivers/leaves the group and closes. A
+        # background task's crash ends the block and is kept in `crash`.
+        async with self.client:
             self._ready.set()
-            return
-        self._ready.set()
-        try:
             await self._stop.wait()
-        finally:
-            # close() must run in the task that ran start(), at the same
-            # cancel-scope depth: the client's nursery was opened here. If a
-            # background task crashed, the nursery is cancelled and close()
-            # re-raises the crash (kept in `crash`).
-            await self.client.close(*self.close_args)
 
     def run(self, afn: Callable, *args) -> Any:
         """Run `await afn(*args)` on the loop thread and return its result."""
@@ -110,6 +101,9 @@ class _LoopThread:
             raise self.closed_error() from self.crash
 
     def closed_error(self) -> ClosedError:
+        """The error for a call on a stopped client, naming a crash when there was one."""
+        if self.crash is None and threading.current_thread() is not self._thread:
+            self._thread.join(5.0)   # the block is ending: let it record how
         if self.crash is not None:
             return ClosedError(f"client's background thread crashed: {self.crash!r}")
         return ClosedError("client's background thread has stopped")
@@ -196,13 +190,15 @@ class Producer:
         acc = self._acc
         if topic not in acc.num_partitions:
             self._loop.run(self._async.ensure_topic, topic)
-        self._wait_for_space()
+        self._wait_for_space(record_size(value, key, headers))
         acc.append(topic, value, key, partition, headers, timestamp_ms, on_delivery)
 
-    def _wait_for_space(self) -> None:
+    def _wait_for_space(self, size: int) -> None:
+        """Wait (up to max_block_ms) for buffer space; RecordTooLargeError at once if it never fits."""
         acc = self._acc
         if acc.buffered_bytes + acc.batch_size <= acc.buffer_memory:
             return
+        acc.check_record_size(size)
         deadline = time.monotonic() + self.config.max_block_ms / 1000
         cond = self._async.done_cond
         while True:
@@ -226,10 +222,11 @@ class Producer:
         acc = self._acc
         if acc.completed:
             acc.serve_completed()
+        values = list(values)
         if topic not in acc.num_partitions:
             self._loop.run(self._async.ensure_topic, topic)
-        self._wait_for_space()
-        acc.append_many(topic, list(values), None if keys is None else list(keys), partition,
+        self._wait_for_space(max((record_size(v) for v in values), default=0))
+        acc.append_many(topic, values, None if keys is None else list(keys), partition,
                         on_delivery)
 
     def poll(self, timeout: float | None = 0) -> int:
@@ -291,7 +288,8 @@ class Producer:
             self.flush(timeout)
         finally:
             self._closed = True
-            self._loop.close_args = (0 if timeout is not None else None,)
+            if timeout is not None:
+                self._async.close_timeout = 0   # flush() above already waited `timeout`
             self._loop.stop()
             self._acc.serve_completed()
 
