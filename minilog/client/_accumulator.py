@@ -100,7 +100,7 @@ class ProducerBatch:
         self.plain = False   # produce()'s lock-free fast path may append (see Accumulator)
         self.value_len = -1  # plain batches: every value has this length
         self.cap = 0         # plain batches: records that fill batch_size
-        self.detached = None # (list, n): the values list racing fast appends may still hit
+        self.detached: tuple[list, int] | None = None   # (list, n): the values list racing fast appends may still hit
         self.paired = False  # plain batches: `values` holds (value, on_delivery) pairs
         self.count = 0
         self.data: bytes | None = None

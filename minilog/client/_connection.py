@@ -279,10 +279,9 @@ class BrokerConnection:
                         await self._send(pieces)
                         sent = True
             if not sent:
-                self._fail(RequestTimeoutError(
+                raise self._fail(RequestTimeoutError(
                     f"could not send {ApiKey(api_key).name} to {self.host}:{self.port} "
                     f"within {timeout_s * 1000:g} ms"))
-                raise self._error
         except BaseException:
             if slot is not None:
                 self._pending.pop(corr, None)
@@ -329,9 +328,8 @@ class BrokerConnection:
         except BlockingIOError:
             return False
         except OSError as exc:
-            self._fail(BrokerUnavailableError(
-                f"connection to broker {self.host}:{self.port} lost while sending: {exc}"))
-            raise self._error from None
+            raise self._fail(BrokerUnavailableError(
+                f"connection to broker {self.host}:{self.port} lost while sending: {exc}")) from None
         if n == size:
             return True
         # Partial write: the rest must follow before anything else. Holding
@@ -353,9 +351,8 @@ class BrokerConnection:
                 for piece in pieces:
                     await stream.send_all(piece)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._fail(BrokerUnavailableError(
-                f"connection to broker {self.host}:{self.port} lost while sending: {exc}"))
-            raise self._error from None
+            raise self._fail(BrokerUnavailableError(
+                f"connection to broker {self.host}:{self.port} lost while sending: {exc}")) from None
 
     async def _reader(self) -> None:
         decoder = self._decoder
@@ -410,11 +407,12 @@ class BrokerConnection:
         slot.response = frame
         slot.event.set()
 
-    def _fail(self, error: MinilogError) -> None:
-        """Poison the connection: fail everything pending, close the socket."""
+    def _fail(self, error: MinilogError) -> MinilogError:
+        """Poison the connection: fail everything pending, close the socket; return the sticky error."""
         if self._error is None:
             self._error = error
             log.debug("%r failed: %s", self, error)
+        sticky = self._error
         for slot in self._pending.values():
             if not slot.event.is_set():
                 slot.error = self._error
@@ -424,6 +422,7 @@ class BrokerConnection:
             stream, self._stream = self._stream, None
             self._fd = -1
             _close_now(stream)
+        return sticky
 
     async def aclose(self) -> None:
         """Close the connection; pending requests fail with ClosedError. Idempotent."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from minilog.errors import (
     ConfigError,
@@ -128,6 +129,11 @@ def _to_ms(when) -> int:
 
 class GroupAdminMixin:
     """Group methods for AsyncAdmin. Uses `self._cluster`, `self._request`, `self.list_offsets`."""
+
+    if TYPE_CHECKING:   # provided by AsyncAdmin
+        async def _request(self, api_key: int, payload: dict, node: int | None = None) -> dict: ...
+        async def list_offsets(self, query: dict) -> dict: ...
+        async def metadata(self) -> Any: ...
 
     async def _coordinator_request(self, group_id: str, api_key: int, payload: dict) -> dict:
         found = await self._request(ApiKey.FIND_COORDINATOR, {"key_type": 0, "keys": [group_id]})
@@ -282,7 +288,7 @@ class GroupAdminMixin:
             elif to_datetime is not None:
                 want = at_time[tp] if at_time[tp] >= 0 else hi
             else:
-                want = (cur if cur is not None else lo) + shift_by
+                want = (cur if cur is not None else lo) + (shift_by or 0)
             target = min(max(want, lo), hi)
             warning = None
             if target != want:

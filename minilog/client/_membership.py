@@ -104,7 +104,7 @@ class GroupMembership:
         self._wake = trio.Event()
         self._started = False
         self._closing = False
-        self._token = None
+        self._token: trio.lowlevel.TrioToken | None = None
         self._polls = 0                    # written on the caller's thread
         self._poll_seen = (0, 0.0)         # (polls, trio time when that count was first seen)
         self._poll_expired = False
@@ -329,10 +329,10 @@ class GroupMembership:
             owned = self._owned - self._revoking
             offsets = {tp: o for tp, o in self._hooks.positions().items() if tp in owned}
             await self._commit_quietly(offsets)
-        owned = sorted(self._owned)
-        self._hooks.revoke(owned)
+        owned_list = sorted(self._owned)
+        self._hooks.revoke(owned_list)
         self._owned.clear()
-        self._unannounce(owned)      # the caller is in close()/unsubscribe(): it is not polling
+        self._unannounce(owned_list)      # the caller is in close()/unsubscribe(): it is not polling
         await self._send_leave()
 
     # ------------------------------------------------------------------ reconciliation
@@ -356,6 +356,7 @@ class GroupMembership:
         done = trio.Event()
         box: dict = {}
         token = self._token
+        assert token is not None
         generation = self._generation
 
         def on_caller() -> None:

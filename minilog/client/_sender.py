@@ -309,14 +309,14 @@ class Sender:
             self._request_done(node, entries)
             return
         topics: dict[str, list] = {}
-        attachments = []
+        attachments: list[bytes] = []
         for entry in good:
             for b in entry:
                 b.attempts += 1
             topics.setdefault(entry[0].topic, []).append(
                 {"partition": entry[0].partition, "records": len(attachments)})
-            attachments.append(entry[0].data if len(entry) == 1
-                               else b"".join(b.data for b in entry))   # type: ignore[misc]
+            datas = [b.data for b in entry if b.data is not None]
+            attachments.append(datas[0] if len(datas) == 1 else b"".join(datas))
         payload = {"acks": cfg.acks, "timeout_ms": cfg.request_timeout_ms,
                    "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()]}
         # Never wait past the earliest batch's delivery deadline (to connect or for the answer).
@@ -401,7 +401,7 @@ class Sender:
         self._wake.set()
 
     def _handle_response(self, entries: list[Entry], payload: dict) -> None:
-        by_tp = {(e[0].topic, e[0].partition): e for e in entries}
+        by_tp: dict[tuple[str, int], Entry] = {(e[0].topic, e[0].partition): e for e in entries}
         code = payload.get("error_code", 0)
         if code:
             err = error_for_code(code, payload.get("error_message"))
@@ -410,24 +410,24 @@ class Sender:
             return
         for t in payload.get("topics", ()):
             for p in t.get("partitions", ()):
-                entry = by_tp.pop((t["topic"], p["partition"]), None)
-                if entry is None:
+                found = by_tp.pop((t["topic"], p["partition"]), None)
+                if found is None:
                     continue
                 code = p["error_code"]
                 if code == 0 or code == ErrorCode.DUPLICATE_SEQUENCE_NUMBER:
                     offset = p["base_offset"]
-                    for b in entry:       # the broker appended them back to back
+                    for b in found:       # the broker appended them back to back
                         self._finish(b, offset, p.get("log_append_time", -1), None)
                         offset += b.count
                 else:
-                    self._entry_failed(entry, error_for_code(code, p.get("error_message")))
-        for entry in by_tp.values():
-            self._entry_failed(entry, BrokerUnavailableError(
-                f"broker answered without partition {entry[0].topic}-{entry[0].partition}"))
+                    self._entry_failed(found, error_for_code(code, p.get("error_message")))
+        for rest in by_tp.values():
+            self._entry_failed(rest, BrokerUnavailableError(
+                f"broker answered without partition {rest[0].topic}-{rest[0].partition}"))
 
     def _entry_failed(self, entry: Entry, err: MinilogError) -> None:
         """Retry, split or fail one partition's batches of a failed request (in order)."""
-        if getattr(err, "code", None) == ErrorCode.MESSAGE_TOO_LARGE and entry[0].values is not None:
+        if getattr(err, "code", None) == ErrorCode.MESSAGE_TOO_LARGE:
             if len(entry) > 1:
                 self._requeue(entry, alone=True)   # find out which batch is too large
                 return
@@ -476,7 +476,8 @@ class Sender:
                 log.warning("%d record(s) for %s-%d failed: %s", b.count, b.topic,
                             b.partition, err)
         if b.callbacks is None:   # the reports need no values: free them now
-            b.values = b.keys = b.headers = b.timestamps = None
+            b.values = []
+            b.keys = b.headers = b.timestamps = None
         self._acc.completed.append((b, base_offset, timestamp, err))
         self._progress_pending = True
 

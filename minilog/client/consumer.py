@@ -71,6 +71,7 @@ from ._config import ConsumerConfig, parse_bootstrap
 from ._connection import Connect, open_tcp
 from ._error_actions import Action, action_for
 from ._lifecycle import ClientLifecycle, background
+from ._membership import GroupHooks, GroupMembership
 
 __all__ = ["AsyncConsumer", "Record", "ConsumerStatistics"]
 
@@ -135,11 +136,11 @@ class AsyncConsumer(ClientLifecycle):
         # Prefetch bound: about two fetch responses' worth of undecoded bytes.
         self._buffer_bytes_max = max(4 * 1024 * 1024, 2 * cfg.max_partition_fetch_bytes)
         self.data_cond = threading.Condition()   # sync facade waits here
-        self._data_event: trio.Event | None = None
-        self._fetch_wake: trio.Event | None = None
+        self._data_event = trio.Event()
+        self._fetch_wake = trio.Event()
         self._notify = lambda: None
         self._fetcher_paused = False
-        self._membership = None
+        self._membership: GroupMembership | None = None
         self._nursery: trio.Nursery | None = None
         self._caller_calls: collections.deque = collections.deque()
 
@@ -149,8 +150,6 @@ class AsyncConsumer(ClientLifecycle):
     async def _running(self) -> AsyncIterator[AsyncConsumer]:
         async with background(self._cluster) as nursery:
             self._nursery = nursery
-            self._data_event = trio.Event()
-            self._fetch_wake = trio.Event()
             token = trio.lowlevel.current_trio_token()
             self._notify = partial(token.run_sync_soon, self._wake_fetcher)
             nursery.start_soon(self._fetcher_loop)
@@ -627,8 +626,6 @@ class AsyncConsumer(ClientLifecycle):
         if self._membership is None:
             if self.config.group_id is None:
                 raise MinilogError("this needs group_id: create the consumer with group_id=...")
-            from ._membership import GroupHooks, GroupMembership
-
             self._membership = GroupMembership(GroupHooks(self), self.config)
         return self._membership
 

@@ -112,6 +112,7 @@ class _LoopThread:
         if self._closed:
             return
         self._closed = True
+        assert self._stop is not None and self._token is not None, "start() first"
         try:
             trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
         except trio.RunFinishedError:
