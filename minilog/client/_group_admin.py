@@ -62,8 +62,9 @@ class PartitionOffsets:
     topic: str
     partition: int
     committed: int | None          # None: nothing committed
-    log_end_offset: int
-    lag: int | None                # log end - committed; None without a commit
+    log_end_offset: int            # -1: the partition does not exist (its topic was deleted)
+    lag: int | None                # log end - committed, negative when the commit is past the
+                                   # log end; None without a commit or without the partition
     member_id: str | None          # the member that owns the partition now
 
 
@@ -78,7 +79,8 @@ class GroupDescription:
 
     @property
     def total_lag(self) -> int:
-        return sum(o.lag for o in self.offsets if o.lag is not None)
+        """Records behind, summed over partitions (a negative lag does not offset another's)."""
+        return sum(o.lag for o in self.offsets if o.lag is not None and o.lag > 0)
 
 
 @dataclass(frozen=True)
@@ -182,16 +184,34 @@ class GroupAdminMixin:
         owner = {tp: m.member_id for m in members for tp in m.assignment}
         committed = await self.list_group_offsets(group_id)
         tps = sorted(set(committed) | set(owner))
-        ends = await self.list_offsets({tp: "latest" for tp in tps}) if tps else {}
+        ends = await self._log_ends(tps)
         offsets = []
         for tp in tps:
             c = committed.get(tp)
             end = ends.get(tp, -1)
             offsets.append(PartitionOffsets(tp[0], tp[1], c, end,
-                                            max(end - c, 0) if c is not None and end >= 0 else None,
+                                            end - c if c is not None and end >= 0 else None,
                                             owner.get(tp)))
         return GroupDescription(g["group_id"], g["group_state"], g["group_epoch"],
                                 g["assignor_name"], members, offsets)
+
+    async def _log_ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Log end offsets of the partitions that exist; a deleted topic's are left out
+        (committed offsets can outlive a topic for a moment, or on an older broker)."""
+        by_topic: dict[str, list[TopicPartition]] = {}
+        for tp in tps:
+            by_topic.setdefault(tp[0], []).append(tp)
+        ends: dict[TopicPartition, int] = {}
+        for topic_tps in by_topic.values():
+            try:
+                ends.update(await self.list_offsets({tp: "latest" for tp in topic_tps}))
+            except UnknownTopicOrPartitionError:
+                for tp in topic_tps:           # one partition may be gone: ask one by one
+                    try:
+                        ends.update(await self.list_offsets({tp: "latest"}))
+                    except UnknownTopicOrPartitionError:
+                        pass
+        return ends
 
     async def delete_group(self, group_id: str) -> None:
         """Delete an empty group and its committed offsets.

@@ -7,7 +7,8 @@ Rules:
   leader owns it. On a single broker that is every group.
 - Every commit, group-metadata change and deletion is appended to that
   partition through the broker's `Partition.append` and applied to memory
-  only after the append returned; the response goes out after that. One
+  only after the append returned; the response goes out after that. (The
+  one exception, the offsets of a deleted topic, is below.) One
   trio.Lock per offsets partition keeps "append order == apply order".
 - Group state (`_group.Group`) and offsets (`_offsets.OffsetStore`) are pure;
   this module adds time (trio's clock, so MockClock drives the tests), the
@@ -21,6 +22,15 @@ Theory of operation:
   group (a heartbeat that makes an earlier deadline wakes it), removes the
   members that are due, and every offsets.retention.check.interval.ms drops
   the offsets of groups empty for longer than offsets.retention.minutes.
+- Deleting a topic deletes its committed offsets in every group (as Kafka
+  does), so a re-created topic of the same name starts without them. The
+  broker's "deleted" topic callback drops them from memory at once and queues
+  one deletion record per group (a commit of offset -1 for each of the
+  topic's partitions the group had committed); the queue of an offsets
+  partition is appended before anything else is appended there (under the
+  same lock), and by a background task. After a crash between the topic's
+  deletion and those appends, the load finds offsets of topics that do not
+  exist and deletes them the same way (`forget_missing_topics_nowait`).
 - Members are not persisted: after a coordinator restart every member gets
   UNKNOWN_MEMBER_ID on its next heartbeat and rejoins with epoch 0; its
   committed offsets are where it resumes. Group epochs are persisted so they
@@ -35,12 +45,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
 import trio
 
+from minilog._logsafe import logsafe
 from minilog.protocol import ApiKey, CorruptBatchError, ErrorCode, Request, error_message
 
 from ._assignors import ASSIGNORS
@@ -154,6 +166,9 @@ class GroupCoordinator:
         self._wakeup = trio.Event()
         self._scheduled = math.inf
         self.records_loaded = 0
+        # Per offsets partition: deletion batches already applied in memory, not yet appended.
+        self._pending: dict[int, deque[bytes]] = {}
+        self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -171,9 +186,81 @@ class GroupCoordinator:
         if part is None:
             raise GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE, f"{OFFSETS_TOPIC}-{p} is not here")
         async with self._locks[p]:
+            await self._append_pending_locked(p, part)   # deletions first: they happened first
             await part.append(bytearray(batch), acks=-1)
             for _, key, value in iter_offset_records(batch):
                 self.store.apply(key, value)
+
+    async def _append_pending_locked(self, p: int, part: Any) -> None:
+        """Append offsets partition p's queued deletion batches (caller holds its lock)."""
+        queue = self._pending.get(p)
+        while queue:
+            await part.append(bytearray(queue[0]), acks=-1)
+            queue.popleft()
+
+    async def append_pending(self, p: int) -> None:
+        """Append the queued deletion batches of offsets partition p, if any.
+
+        Error handling: a failed append is logged and the batches stay queued; the
+        next commit to that partition tries again first (and fails if it fails), and
+        a restart deletes the offsets again from the topic metadata.
+        """
+        part = self.broker.partition(OFFSETS_TOPIC, p)
+        if part is None or not self._pending.get(p):
+            return
+        try:
+            async with self._locks[p]:
+                await self._append_pending_locked(p, part)
+        except Exception:
+            log.exception("%s-%d: appending offset deletions failed; retried on the next commit",
+                          OFFSETS_TOPIC, p)
+
+    # ------------------------------------------------------------------ topic deletion
+
+    def on_topic_change(self, event: str, topic: str) -> None:
+        """The broker's topic callback: a deleted topic's offsets go with it."""
+        if event == "deleted":
+            self.forget_topic_nowait(topic)
+
+    def forget_topic_nowait(self, topic: str) -> int:
+        """Delete every group's committed offsets of `topic`. Returns the groups changed.
+
+        Memory changes at once (a fetch right after the topic's deletion sees no
+        offsets); the records saying so are queued per offsets partition and
+        appended by a background task or before the partition's next append.
+        """
+        now_ms = self._wall_ms()
+        changed = []
+        for group_id, rows in self.store.offsets.items():
+            parts = sorted(p for (t, p), row in rows.items() if t == topic and row[2] >= 0)
+            if parts:
+                changed.append((group_id, parts))
+        touched = set()
+        for group_id, parts in changed:
+            batch = encode_commit(group_id, [(topic, p, -1, -1, None) for p in parts], now_ms)
+            for _, key, value in iter_offset_records(batch):
+                self.store.apply(key, value)
+            p = self.partition_for(group_id)
+            self._pending.setdefault(p, deque()).append(batch)
+            touched.add(p)
+            log.info("group %s: committed offsets of deleted topic %s removed (%d partitions)",
+                     logsafe(group_id), logsafe(topic), len(parts))
+        if self._nursery is not None:
+            for p in sorted(touched):
+                self._nursery.start_soon(self.append_pending, p)
+        return len(changed)
+
+    def forget_missing_topics_nowait(self) -> list[str]:
+        """Delete committed offsets of topics that do not exist (a crash came between a
+        topic's deletion and its offsets' deletion records). Returns those topics.
+
+        Needs the broker's topic metadata to be loaded (it is, before the coordinator).
+        """
+        missing = sorted({t for rows in self.store.offsets.values() for (t, _), row in rows.items()
+                          if row[2] >= 0 and self.broker.topic_metadata(t) is None})
+        for topic in missing:
+            self.forget_topic_nowait(topic)
+        return missing
 
     async def _write_metadata(self, group: Group) -> None:
         await self._append(group.group_id, encode_group_metadata(
@@ -216,6 +303,7 @@ class GroupCoordinator:
         t0 = time.perf_counter()
         for p in range(self.config.offsets_topic_num_partitions):
             self.load_partition_nowait(p)
+        self.forget_missing_topics_nowait()
         elapsed = time.perf_counter() - t0
         log.info("group coordinator loaded %d records of %s (%d groups) in %.3f s",
                  self.records_loaded, OFFSETS_TOPIC, len(self.store.groups()), elapsed)
@@ -226,8 +314,11 @@ class GroupCoordinator:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Expire members and offsets until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._member_timer_loop)
             nursery.start_soon(self._retention_loop)
+            for p in sorted(self._pending):            # deletions found while loading
+                nursery.start_soon(self.append_pending, p)
             task_status.started()
 
     def _poke(self, group: Group) -> None:
@@ -253,7 +344,8 @@ class GroupCoordinator:
                 continue
             before = group.group_epoch
             for member_id, reason in group.expire(now, self._partition_count):
-                log.info("group %s: removed member %s (%s)", group.group_id, member_id, reason)
+                log.info("group %s: removed member %s (%s)", logsafe(group.group_id),
+                         logsafe(member_id), reason)
                 removed.append((group.group_id, member_id, reason))
             if group.group_epoch != before:
                 await self._write_metadata(group)
@@ -275,7 +367,7 @@ class GroupCoordinator:
         for group_id in expired:
             await self._append(group_id, encode_group_tombstone(group_id, now_ms))
             self.groups.pop(group_id, None)
-            log.info("group %s: committed offsets expired", group_id)
+            log.info("group %s: committed offsets expired", logsafe(group_id))
         return expired
 
     # ------------------------------------------------------------------ handlers
@@ -431,7 +523,7 @@ class GroupCoordinator:
             except GroupError as exc:
                 return {tp: exc.code for tp in codes}
             except Exception:
-                log.exception("group %s: appending a commit failed", group_id)
+                log.exception("group %s: appending a commit failed", logsafe(group_id))
                 return {tp: (ErrorCode.KAFKA_STORAGE_ERROR if c == ErrorCode.NONE else c)
                         for tp, c in codes.items()}
         return codes
@@ -496,7 +588,7 @@ class GroupCoordinator:
         if group is not None:
             group.delete()
         self.groups.pop(group_id, None)
-        log.info("group %s deleted", group_id)
+        log.info("group %s deleted", logsafe(group_id))
         return ErrorCode.NONE
 
     def statistics(self) -> CoordinatorStatistics:
@@ -521,6 +613,7 @@ def install(broker: Any) -> GroupCoordinator:
     coordinator.load_nowait()      # before the broker listens: no request sees a half load
     for key, handler in coordinator.handlers().items():
         broker.register_handler(key, handler)
+    broker.on_topic_change(coordinator.on_topic_change)
     broker.groups = coordinator
     if broker.nursery is not None:
         broker.nursery.start_soon(coordinator.run)
