@@ -13,6 +13,13 @@ minilog, and `handle_errors` reports it as one `minilog: internal error:`
 line (exit 1); `MINILOG_DEBUG=1` prints its traceback too. Our code raises
 typed errors for bad input, so that line should never be seen.
 
+A closed stdout (`minilog groups list | head -1`: the reader exited) is not an
+error: the command stops quietly with EXIT_OK, as Unix tools do. A write to it
+raises BrokenPipeError (rich's console raises `StdoutClosed` instead of
+exiting 1); `handle_errors` checks that stdout really is the closed pipe (a
+broken pipe to the broker is a connection error, exit 3), points stdout at
+/dev/null so the interpreter's final flush stays quiet, and exits 0.
+
 Arguments are checked by click before a command runs: `TOPIC` (a click
 type: non-empty, at most 249 of Kafka's legal characters [a-zA-Z0-9._-])
 for every argument or option that names a topic, `non_empty` for ids.
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import string
 import sys
 import traceback
@@ -49,6 +57,10 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_CODES",
     "CliError",
+    "StdoutClosed",
+    "stdout_closed",
+    "silence_stdout",
+    "console",
     "DEFAULT_BOOTSTRAP_SERVER",
     "BOOTSTRAP_ENV",
     "bootstrap_option",
@@ -91,6 +103,45 @@ BOOTSTRAP_ENV = "MINILOG_BOOTSTRAP_SERVER"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class StdoutClosed(Exception):
+    """The reader of stdout has gone (`| head`): stop quietly with EXIT_OK."""
+
+
+def stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (Linux reports POLLERR on it)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # not a real file (CliRunner, an IDE console)
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
+    return any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
+               for _, event in poller.poll(0))
+
+
+def silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so later writes and the exit flush are quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def console(**options: Any) -> Any:
+    """A rich Console on stdout whose broken pipe raises StdoutClosed (rich's own
+    handler exits 1)."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise StdoutClosed()
+
+    return _Console(**options)
+
+
 class CliError(Exception):
     """A problem the CLI reports itself: one line, one exit code."""
 
@@ -109,7 +160,9 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 INT32_MAX = 2**31 - 1   # ms, counts and partition numbers travel as int32
 INT64_MAX = 2**63 - 1   # offsets travel as int64
-PARTITIONS_MAX = 100_000  # `topics create --partitions` (and so the largest partition number + 1)
+# `topics create --partitions` (and so the largest partition number + 1): the broker's limit
+# (PARTITIONS_MAX in minilog/broker/app.py; test_cli_broker checks that they agree).
+PARTITIONS_MAX = 10_000
 REPLICATION_FACTOR_MAX = 32_767  # int16 on the wire
 TOPIC_NAME_MAX = 249  # Kafka's limit (a partition directory is NAME-NNN)
 _TOPIC_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
@@ -322,6 +375,15 @@ def handle_errors(func: F) -> F:
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except StdoutClosed:
+            silence_stdout()
+            sys.exit(EXIT_OK)
+        except BrokenPipeError as exc:
+            if stdout_closed():
+                silence_stdout()
+                sys.exit(EXIT_OK)
+            report(error_message(exc))           # a pipe to the broker: a connection error
+            sys.exit(exit_code_for(exc))
         except expected as exc:
             report(error_message(exc))
             sys.exit(exit_code_for(exc))

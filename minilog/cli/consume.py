@@ -13,7 +13,11 @@ Theory of operation: like kafka-console-consumer.
 * With `--group G` the consumer joins the group through `subscribe` and
   commits what it printed after each poll, so a second run goes on where
   this one stopped; `--from-beginning` only matters for a group with no
-  committed offset (auto_offset_reset=earliest), as in Kafka.
+  committed offset (auto_offset_reset=earliest), as in Kafka. A member whose
+  broker is gone only retries its heartbeats (poll stays empty), so after
+  each idle second the command asks the broker for a log end offset: with no
+  broker for `--request-timeout-ms` that fails and the command exits 3
+  (EXIT_BROKER_UNAVAILABLE), as without `--group`.
 
 Each record is printed with `--format` (Python format fields topic,
 partition, offset, timestamp, key, value, headers; default `{value}`), and
@@ -29,10 +33,10 @@ exit 0. A closed stdout (`| head`) stops quietly too.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -46,16 +50,20 @@ from ._common import (
     PARTITIONS_MAX,
     TOPIC,
     RecordFormatter,
+    StdoutClosed,
     non_empty,
     bootstrap_option,
     client_options,
     fail,
     handle_errors,
+    silence_stdout,
+    stdout_closed,
 )
 from ._group import main
 
 _POLL_MS_MAX = 500           # ms: longest single poll, so stop conditions are checked often
 _POLL_RECORDS_MAX = 10_000   # records per poll
+_PROBE_IDLE_S = 1.0          # s: with --group, idle this long -> ask the broker for a log end
 
 
 def _parse_offset(text: str | None) -> int | str | None:
@@ -132,10 +140,22 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
         else:
             consumer = minilog.Consumer(bootstrap_server, **client_options())
             _assign(consumer, topic, numbers, partition, start)
-        _loop(consumer, formatter, max_messages, timeout_ms, commit=group is not None)
+        probe = None
+        if group is not None:
+            # A group member whose broker died only retries its heartbeats: poll() stays
+            # empty and says nothing. A cheap request while idle turns that into
+            # BrokerUnavailableError (exit 3) after the request timeout, as docs/cli.md says.
+            probe_tp = (topic, numbers[0])
+            probe = lambda: consumer.end_offsets([probe_tp])
+        _loop(consumer, formatter, max_messages, timeout_ms, commit=group is not None,
+              probe=probe)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    except (_Terminated, BrokenPipeError):
+    except (_Terminated, StdoutClosed):
+        code = EXIT_OK
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise                       # a pipe to the broker, not ours: handle_errors says so
         code = EXIT_OK
     finally:
         signal.signal(signal.SIGTERM, previous_term)
@@ -189,11 +209,15 @@ def _clamped(consumer: Any, topic: str, partition: int, offset: int) -> int:
 
 
 def _loop(consumer: Any, formatter: RecordFormatter, max_messages: int | None,
-          timeout_ms: int | None, commit: bool) -> None:
-    """Poll and print until a stop condition; commit after each printed poll."""
+          timeout_ms: int | None, commit: bool, probe: Callable[[], object] | None = None) -> None:
+    """Poll and print until a stop condition; commit after each printed poll.
+
+    `probe`, when given, runs after every _PROBE_IDLE_S without records; it raises
+    (BrokerUnavailableError) when the broker is gone.
+    """
     out = sys.stdout
     printed = 0
-    idle_since = time.monotonic()
+    idle_since = probed_at = time.monotonic()
     while max_messages is None or printed < max_messages:
         wait_ms = _POLL_MS_MAX
         if timeout_ms is not None:
@@ -206,27 +230,18 @@ def _loop(consumer: Any, formatter: RecordFormatter, max_messages: int | None,
             limit = min(limit, max_messages - printed)
         records = consumer.poll(timeout_ms=wait_ms, max_records=limit)
         if not records:
-            if _stdout_closed():
-                raise BrokenPipeError  # `| head` exited: stop now, not at the next record
+            if stdout_closed():
+                raise StdoutClosed()   # `| head` exited: stop now, not at the next record
+            if probe is not None and time.monotonic() - probed_at >= _PROBE_IDLE_S:
+                probe()
+                probed_at = time.monotonic()
             continue
-        idle_since = time.monotonic()
+        idle_since = probed_at = time.monotonic()
         out.write("".join(formatter(r) + "\n" for r in records))
         out.flush()
         printed += len(records)
         if commit:
             consumer.commit()
-
-
-def _stdout_closed() -> bool:
-    """True when stdout is a pipe whose reader has gone (Linux reports POLLERR on it)."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        return False  # not a real file (CliRunner, an IDE console)
-    poller = select.poll()
-    poller.register(fd, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
-    return any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
-               for _, event in poller.poll(0))
 
 
 def _close_quietly(consumer: Any) -> None:
@@ -243,9 +258,4 @@ def _flush_stdout() -> None:
     try:
         sys.stdout.flush()
     except (BrokenPipeError, ValueError):
-        # Point stdout at devnull so the interpreter's exit flush stays quiet.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        silence_stdout()    # so the interpreter's exit flush stays quiet

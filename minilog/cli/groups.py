@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from minilog._logsafe import logsafe
+
 from ._common import (
     EXIT_USAGE,
     INT64_MAX,
@@ -57,8 +59,12 @@ def _group_errors(func):
 
 
 def _rows(headers: list[str], rows: list[list]) -> None:
-    """A plain aligned table (numbers right-aligned), one line per row."""
-    text = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    """A plain aligned table (numbers right-aligned), one line per row.
+
+    Cells go through `logsafe`: group, member and client ids are chosen by clients, and
+    a newline or an escape sequence in one must not forge a row or drive the terminal.
+    """
+    text = [[("-" if v is None else logsafe(v)) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
     numeric = [all(r[i].lstrip("-").isdigit() or r[i] == "-" for r in text) and bool(text)
                for i in range(len(headers))]
@@ -101,7 +107,7 @@ def describe(group: str, show_members: bool, bootstrap_server: str) -> None:
     """Committed offsets, log end offsets and lag of GROUP, per partition."""
     with _admin(bootstrap_server) as admin:
         d = admin.describe_group(group)
-    click.echo(f"Group: {d.group_id}  State: {d.state}  Members: {len(d.members)}  "
+    click.echo(f"Group: {logsafe(d.group_id)}  State: {d.state}  Members: {len(d.members)}  "
                f"Epoch: {d.group_epoch}  Assignor: {d.assignor}  Total lag: {d.total_lag}")
     client_of = {m.member_id: m.client_id for m in d.members}
     rows = [[o.topic, o.partition, o.committed, o.log_end_offset, o.lag,
@@ -184,7 +190,7 @@ def reset_offsets(group: str, topic: str, to_earliest: bool, to_latest: bool,
     _rows(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"],
           [[group, r.topic, r.partition, r.current, r.target] for r in plan.rows])
     if execute:
-        click.echo(f"\nReset {len(plan.rows)} partition(s) of {topic} for group {group}.")
+        click.echo(f"\nReset {len(plan.rows)} partition(s) of {topic} for group {logsafe(group)}.")
     else:
         note = (f" (the group has {plan.active_members} active member(s): --execute will be "
                 "refused until they stop)") if plan.active_members else ""
@@ -203,4 +209,4 @@ def delete(group: str, bootstrap_server: str) -> None:
     """Delete GROUP and its committed offsets (refused while it has members)."""
     with _admin(bootstrap_server) as admin:
         admin.delete_group(group)
-    click.echo(f"Deleted group {group}.")
+    click.echo(f"Deleted group {logsafe(group)}.")

@@ -21,6 +21,7 @@ from ._common import (
     TOPIC,
     bootstrap_option,
     client_options,
+    console,
     fail,
     handle_errors,
     parse_config_pairs,
@@ -38,11 +39,9 @@ def _admin(bootstrap_server: str):
 
 
 def _console():
-    from rich.console import Console
-
     if stdout_is_terminal():
-        return Console(highlight=False)
-    return Console(highlight=False, width=_WIDE_COLUMNS, color_system=None, soft_wrap=False)
+        return console(highlight=False)
+    return console(highlight=False, width=_WIDE_COLUMNS, color_system=None, soft_wrap=False)
 
 
 def _table(*headers: str, title: str | None = None):
