@@ -150,6 +150,10 @@ def _check(block: Block, out: str, state: dict, env: dict) -> None:
         listed = subprocess.run(["minilog", "topics", "list"], env=env, capture_output=True,
                                 text=True, check=True).stdout.split()
         assert "order-events" not in listed
+        # `groups describe` after the delete works (exit 0, checked by _run) and shows
+        # the group without the deleted topic's offsets.
+        described = out[out.index("Group: fulfillment-service"):]
+        assert "order-events" not in described, out
     else:
         raise AssertionError(f"no check for quickstart block {block.name!r}")
 
