@@ -40,6 +40,7 @@ from ._errors import (
     StorageError,
 )
 from ._fs import OS_FS, FileSystem, OsFileSystem
+from ._simfs import FaultRule, SimulatedFileSystem
 from ._index import OffsetIndex, OffsetPosition, TimeIndex, TimestampOffset
 from ._log import AppendInfo, Log, LogStatistics
 from ._recovery import BATCH_CASES, SEGMENT_CASES, RecoveryReport
@@ -104,4 +105,6 @@ __all__ = [
     "FileSystem",
     "OsFileSystem",
     "OS_FS",
+    "SimulatedFileSystem",
+    "FaultRule",
 ]

@@ -1,0 +1,212 @@
+"""Disk faults under the partition Log, injected through the FileSystem seam
+(`SimulatedFileSystem`): failed and torn writes, failed fsyncs, crashes that keep only
+fsynced bytes, a full disk. No root, no tmpfs, no sleeping; a fake clock and seeded Randoms."""
+
+from __future__ import annotations
+
+import errno
+import random
+
+import pytest
+
+from minilog.storage import (
+    Log,
+    LogConfig,
+    LogCorruptedError,
+    SimulatedFileSystem,
+    StorageError,
+    segment_file_name,
+)
+from storage_writer import batch_for, records_of
+
+DIR = "/data/t-0"
+SMALL = {"segment.bytes": 600, "index.interval.bytes": 100}
+
+
+class FakeClock:
+    def __init__(self, now_ms: int = 1_000_000) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def open_log(fs, **kafka):
+    return Log(DIR, LogConfig.from_kafka({**SMALL, **kafka}), clock=FakeClock(), fs=fs)
+
+
+def all_records(log) -> list[tuple[int, bytes]]:
+    out, offset = [], log.log_start_offset
+    while offset < log.log_end_offset:
+        data = log.read(offset, 1 << 20)
+        records = [r for r in records_of(data) if r[0] >= offset]
+        assert records, offset
+        out.extend(records)
+        offset = records[-1][0] + 1
+    return out
+
+
+def expected(offsets) -> list[tuple[int, bytes]]:
+    """What batch_for(o) stores: record values b"v<offset>" (padding stripped by the check)."""
+    return [(o, f"v{o}".encode()) for o in offsets]
+
+
+def check_dense(log) -> None:
+    """Offsets dense from the log start, each record the one the writer appended there."""
+    got = [(o, v.rstrip(b".")) for o, v in all_records(log)]
+    assert got == expected(range(log.log_start_offset, log.log_end_offset))
+
+
+def fill(log, count, *, pad=20):
+    for _ in range(count):
+        log.append(batch_for(log.log_end_offset, pad=pad))
+
+
+def test_log_round_trip_and_clean_reopen_on_the_simulated_fs():
+    fs = SimulatedFileSystem(random.Random(1))
+    log = open_log(fs)
+    fill(log, 40)
+    assert log.segment_count > 3
+    end = log.log_end_offset
+    log.close()
+    log = open_log(fs)
+    assert log.last_recovery.clean_shutdown and log.log_end_offset == end
+    check_dense(log)
+    log.close()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_crash_keeps_every_flushed_record_and_offsets_stay_dense(seed):
+    """Power loss at a random moment: whatever the torn tail, flushed records survive,
+    offsets are dense, and the log takes appends again."""
+    rng = random.Random(seed)
+    fs = SimulatedFileSystem(random.Random(seed))
+    log = open_log(fs)
+    flushed_end = 0
+    for _ in range(rng.randrange(5, 80)):
+        log.append(batch_for(log.log_end_offset, pad=rng.randrange(0, 120)))
+        if rng.random() < 0.15:
+            log.flush()
+            flushed_end = log.log_end_offset
+        if rng.random() < 0.05:
+            log.flush_rolled()
+    fs.crash(torn=rng.random() < 0.7)
+    log = open_log(fs)
+    assert log.log_end_offset >= flushed_end
+    check_dense(log)
+    log.append(batch_for(log.log_end_offset))
+    check_dense(log)
+    log.close()
+
+
+def test_torn_append_poisons_the_log_and_reopen_cuts_the_torn_bytes():
+    fs = SimulatedFileSystem()
+    log = open_log(fs)
+    fill(log, 3)
+    fs.fail("pwritev", errno.EIO, torn_bytes=5)
+    with pytest.raises(LogCorruptedError, match="append failed half-way"):
+        log.append(batch_for(log.log_end_offset))
+    with pytest.raises(LogCorruptedError):
+        log.read(0, 100)
+    with pytest.raises(LogCorruptedError):
+        log.append(batch_for(log.log_end_offset))
+    log.close()                                   # no clean-shutdown marker for a poisoned log
+    log = open_log(fs)
+    assert log.last_recovery.truncated_bytes == 5 and not log.last_recovery.clean_shutdown
+    check_dense(log)
+    log.close()
+
+
+def test_failed_fsync_poisons_the_log():
+    """After a failed fsync nothing is known about the page cache (fsyncgate): poison."""
+    fs = SimulatedFileSystem()
+    log = open_log(fs)
+    fill(log, 3)
+    fs.fail("fsync", errno.EIO, path_contains=".log")
+    with pytest.raises(LogCorruptedError, match="flush failed"):
+        log.flush()
+    with pytest.raises(LogCorruptedError):
+        log.append(batch_for(log.log_end_offset))
+
+
+@pytest.mark.parametrize("op,path", [("open", ".log"), ("open", ".timeindex"), ("fsync_dir", "")])
+def test_failed_roll_poisons_and_a_crash_then_recovers(op, path):
+    """A roll that fails half-way (new segment file, index write, directory fsync)."""
+    fs = SimulatedFileSystem(random.Random(3))
+    log = open_log(fs, **{"segment.bytes": 10_000})
+    fill(log, 10)
+    log.flush()
+    end = log.log_end_offset
+    fs.fail(op, errno.EIO, path_contains=path)
+    with pytest.raises(LogCorruptedError):
+        log.roll()
+        log.flush()                               # the directory fsync happens on flush
+    fs.crash()
+    log = open_log(fs)
+    assert log.log_end_offset == end
+    check_dense(log)
+    log.close()
+
+
+def test_truncation_is_durable_before_it_returns():
+    """truncate_to fsyncs the cut: a crash right after cannot bring the batches back."""
+    fs = SimulatedFileSystem(random.Random(4))
+    log = open_log(fs)
+    fill(log, 30)
+    log.flush()
+    log.truncate_to(12)
+    assert log.log_end_offset == 12
+    fs.crash()
+    log = open_log(fs)
+    assert log.log_end_offset == 12
+    check_dense(log)
+
+
+def test_failed_checkpoint_write_during_retention_poisons_and_leaves_no_tmp_file():
+    fs = SimulatedFileSystem()
+    log = open_log(fs)
+    fill(log, 30)
+    fs.fail("replace", errno.EIO, path_contains="log.checkpoint")
+    with pytest.raises(LogCorruptedError, match="delete_records_before"):
+        log.delete_records_before(20)
+    assert "log.checkpoint.tmp" not in [name for name, _ in fs.list_dir(DIR)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_write_and_fsync_faults_then_crash_and_reopen(seed):
+    """A seeded run with random EIO on writes and fsyncs: every failure poisons the log,
+    reopening after a crash always gives a dense log holding every flushed record."""
+    rng = random.Random(seed)
+    fs = SimulatedFileSystem(random.Random(seed))
+    flushed_end = 0
+    log = open_log(fs)
+    for _ in range(200):
+        fs.random_faults(0.02, ops={"pwrite", "pwritev", "fsync", "open", "replace"})
+        try:
+            log.append(batch_for(log.log_end_offset, pad=rng.randrange(0, 80)))
+            if rng.random() < 0.2:
+                log.flush()
+                flushed_end = log.log_end_offset
+        except LogCorruptedError:
+            fs.clear_faults()
+            log.close()
+            fs.crash(torn=True)
+            log = open_log(fs)
+            assert log.log_end_offset >= flushed_end
+            check_dense(log)
+            flushed_end = log.recovery_point
+    fs.clear_faults()
+    check_dense(log)
+    assert fs.faults_injected > 0
+
+
+def test_open_on_a_failing_disk_raises_storage_error():
+    fs = SimulatedFileSystem()
+    log = open_log(fs)
+    fill(log, 5)
+    log.close()
+    fs.fail("list_dir", errno.EIO)
+    with pytest.raises(StorageError, match="cannot open log"):
+        open_log(fs)
+    assert fs.exists(f"{DIR}/{segment_file_name(0, '.log')}")
+
