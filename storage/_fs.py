@@ -140,10 +140,13 @@ OS_FS: FileSystem = OsFileSystem()
 
 
 def read_file(fs: FileSystem, path: str, size_max: int) -> bytes:
-    """At most `size_max` bytes of a small file. Raises FileNotFoundError when absent."""
+    """The first `size_max` bytes of a file (all of a small one). FileNotFoundError when absent.
+
+    Reads `min(size, size_max)` bytes: `os.pread` allocates what it is asked for.
+    """
     fd = fs.open(path, os.O_RDONLY)
     try:
-        return fs.pread(fd, size_max, 0)
+        return fs.pread(fd, min(fs.fsize(fd), size_max), 0)
     finally:
         fs.close(fd)
 
