@@ -29,10 +29,12 @@ from ._errors import (
     CorruptRecordError,
     InvalidOffset,
     InvalidOffsetError,
+    InvalidProducerEpochError,
     LogCorrupted,
     LogCorruptedError,
     OffsetOutOfRange,
     OffsetOutOfRangeError,
+    OutOfOrderSequenceError,
     RecordTooLarge,
     RecordTooLargeError,
     StaleLeaderEpoch,
@@ -42,8 +44,10 @@ from ._errors import (
 from ._fs import OS_FS, FileSystem, OsFileSystem
 from ._simfs import FaultRule, SimulatedFileSystem
 from ._index import OffsetIndex, OffsetPosition, TimeIndex, TimestampOffset
-from ._log import AppendInfo, Log, LogStatistics
+from ._log import Log
+from ._producer_state import BatchMetadata, ProducerEntry, ProducerStateManager
 from ._recovery import BATCH_CASES, SEGMENT_CASES, RecoveryReport
+from ._types import AppendInfo, LogStatistics
 from ._retention import Deletion, SegmentInfo, segments_to_delete, should_roll
 from ._segment import (
     parse_partition_dir_name,
@@ -95,6 +99,11 @@ __all__ = [
     "RecordTooLargeError",
     "CorruptRecordError",
     "LogCorruptedError",
+    "OutOfOrderSequenceError",
+    "InvalidProducerEpochError",
+    "ProducerStateManager",
+    "ProducerEntry",
+    "BatchMetadata",
     # old names, aliases of the ...Error classes while the broker moves over
     "OffsetOutOfRange",
     "InvalidOffset",

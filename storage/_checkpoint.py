@@ -43,8 +43,12 @@ def fsync_dir(path: str, *, fs: FileSystem = OS_FS) -> None:
     fs.fsync_dir(path)
 
 
-def atomic_write(path: str, data: bytes, *, fs: FileSystem = OS_FS) -> None:
+def atomic_write(path: str, data: bytes, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:
     """Replace `path` with `data`: temp file, fsync, rename, fsync the directory.
+
+    With `sync=False` both fsyncs are skipped: the rename is still atomic,
+    but the file may be missing or older after a crash (callers that use it
+    protect the contents with a CRC and fsync later).
 
     Raises:
         OSError: from the file system; `path` then still holds its old content
@@ -56,7 +60,8 @@ def atomic_write(path: str, data: bytes, *, fs: FileSystem = OS_FS) -> None:
     try:
         try:
             write_all(fs, fd, data, 0)
-            fs.fsync(fd)
+            if sync:
+                fs.fsync(fd)
         finally:
             fs.close(fd)
         fs.replace(tmp, path)
@@ -66,7 +71,8 @@ def atomic_write(path: str, data: bytes, *, fs: FileSystem = OS_FS) -> None:
         except OSError:
             pass
         raise
-    fs.fsync_dir(os.path.dirname(path) or ".")
+    if sync:
+        fs.fsync_dir(os.path.dirname(path) or ".")
 
 
 def write_log_checkpoint(dir_path: str, recovery_point: int, log_start_offset: int, *,

@@ -28,6 +28,7 @@ worker thread concurrently with appends and rolls on the owner thread
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Protocol
 
@@ -57,6 +58,7 @@ class Durability:
         self.recovery_point = 0
         self.log_start_offset = 0
         self.unflushed: list[LogSegment] = []      # closed by a roll, not yet fsynced
+        self.unsynced_files: list[str] = []        # written without fsync (producer snapshots)
         self.dir_dirty = False                     # directory entries changed since the last fsync
         self.unflushed_messages = 0                # records appended since the last flush
         self.last_flush_ms = now_ms
@@ -85,9 +87,11 @@ class Durability:
             todo = [*self.unflushed, segments.active]
             self.unflushed = []
             dir_dirty, self.dir_dirty = self.dir_dirty, False
+            files, self.unsynced_files = self.unsynced_files, []
         self.unflushed_messages = 0
         for segment in todo:
             segment.flush(fsync=True)
+        self._sync_files(files)
         if dir_dirty:
             self.fs.fsync_dir(self.dir_path)
         self._advance(end, segments.log_end_offset)
@@ -102,16 +106,30 @@ class Durability:
         with self.lock:
             todo, self.unflushed = self.unflushed, []
             dir_dirty, self.dir_dirty = self.dir_dirty, False
+            files, self.unsynced_files = self.unsynced_files, []
         if not todo:
             if dir_dirty:
                 self.dir_dirty = True
+            self.unsynced_files[:0] = files
             return False
         for segment in todo:
             segment.flush(fsync=True)
+        self._sync_files(files)
         if dir_dirty:
             self.fs.fsync_dir(self.dir_path)
         self._advance(todo[-1].next_offset, segments.log_end_offset)
         return True
+
+    def _sync_files(self, paths: list[str]) -> None:
+        for path in paths:
+            try:
+                fd = self.fs.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue                           # deleted since (truncation, retention)
+            try:
+                self.fs.fsync(fd)
+            finally:
+                self.fs.close(fd)
 
     def _advance(self, end: int, log_end_offset: int) -> None:
         with self.checkpoint_lock:

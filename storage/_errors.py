@@ -12,6 +12,8 @@ anything else is a bug in minilog.
     +-- StaleLeaderEpochError    an append with an epoch older than the log's latest
     +-- RecordTooLargeError      a batch above max.message.bytes (nothing written)
     +-- CorruptRecordError       a batch failing length/magic/CRC checks (nothing written)
+    +-- OutOfOrderSequenceError  an idempotent batch does not continue its producer's sequence
+    +-- InvalidProducerEpochError an idempotent batch carries an older producer epoch
     +-- LogCorruptedError        a half-finished operation poisoned this Log object;
                                  every later call raises it until the log is reopened
 
@@ -37,6 +39,8 @@ __all__ = [
     "RecordTooLargeError",
     "CorruptRecordError",
     "LogCorruptedError",
+    "OutOfOrderSequenceError",
+    "InvalidProducerEpochError",
     "OffsetOutOfRange",
     "InvalidOffset",
     "StaleLeaderEpoch",
@@ -84,6 +88,14 @@ class RecordTooLargeError(StorageError):
 
 class CorruptRecordError(StorageError):
     """A batch failed validation (length, magic, CRC). Nothing was written."""
+
+
+class OutOfOrderSequenceError(StorageError):
+    """An idempotent batch's sequence does not continue its producer's. Nothing was written."""
+
+
+class InvalidProducerEpochError(StorageError):
+    """An idempotent batch's producer epoch is older than the producer's. Nothing was written."""
 
 
 class LogCorruptedError(StorageError):

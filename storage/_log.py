@@ -76,6 +76,7 @@ from ._fs import OS_FS, Buffer, FileSystem
 from ._recovery import RecoveryReport, log_cut, recover_segments, scan_directory
 from ._retention import Deletion, SegmentInfo, segments_to_delete, should_roll
 from ._segment import LogSegment
+from ._producer_state import ProducerStateManager
 from ._segments import LogSegments
 from ._stamp import STAMP, STAMP_BYTES, stamp_log_append_time
 from ._types import AppendInfo, LogStatistics
@@ -147,6 +148,8 @@ class Log:
             self.epoch_cache = LeaderEpochCache(dir_path, fs=fs)
             self._durability = Durability(dir_path, fs, clock())
             self._segments = LogSegments(dir_path, self.config, fs, self._durability, self.epoch_cache)
+            self._segments.on_roll = self._snapshot_producer_state
+            self.producer_state = ProducerStateManager(dir_path, fs)
             self._load()
         except OSError as e:
             if hasattr(self, "_segments"):
@@ -187,6 +190,7 @@ class Log:
         durability.log_start_offset = min(max(log_start, kept[0].base_offset), self.log_end_offset)
         self.epoch_cache.truncate_from_end(self.log_end_offset)
         self.epoch_cache.truncate_from_start(durability.log_start_offset)
+        self._load_producer_state()
         if marker_found:
             fs.unlink(marker)                 # from now on, a crash is an unclean shutdown
             durability.dir_dirty = True
@@ -198,6 +202,36 @@ class Log:
             durability.flush_all(self._segments, self._clock())   # what recovery kept is durable
         self.last_recovery = report
         log_cut(dir_path, report)
+
+    def _load_producer_state(self) -> None:
+        """Producer state of the batches below the log end: newest snapshot plus the tail after it.
+
+        Without a usable snapshot, the tail is the last two segments (Kafka's upgrade path).
+        """
+        segments = self._segments.segments
+        fallback = max(segments[-2 if len(segments) > 1 else 0].base_offset, self.log_start_offset)
+        offset = max(self.producer_state.load(self.log_end_offset, fallback), self.log_start_offset)
+        state = self.producer_state
+        try:
+            for segment in segments[self._segments.floor(offset):]:
+                if segment.next_offset <= offset or segment.size_bytes == 0:
+                    continue
+                start = 0
+                if offset > segment.base_offset:
+                    start = self._segments.with_index(segment, lambda s: s.position_of(offset))
+                for _, h in segment.iter_headers(start, segment.size_bytes):
+                    if h.producer_id >= 0 and h.base_sequence >= 0:
+                        state.update(h.producer_id, h.producer_epoch, h.base_sequence, h.base_offset,
+                                     h.last_offset, h.max_timestamp)
+        except (CorruptBatchError, StorageError) as e:    # a damaged segment: serve what we know
+            _log.warning("%s: producer state rebuilt only up to a damaged batch: %s", self.dir_path, e)
+        state.end_offset = self.log_end_offset
+
+    def _snapshot_producer_state(self, offset: int) -> None:
+        """At a roll: snapshot the producer state, fsynced by the next flush."""
+        path = self.producer_state.take_snapshot(offset, sync=False)
+        with self._durability.lock:
+            self._durability.unsynced_files.append(path)
 
     # ------------------------------------------------------------- properties
 
@@ -305,7 +339,7 @@ class Log:
                                       f"{config.max_message_bytes}")
         try:
             (stored_base_offset, batch_length, stored_epoch, _magic, _crc, _attributes, last_offset_delta,
-             _base_timestamp, max_timestamp, _producer_id, _producer_epoch, _base_sequence,
+             _base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence,
              records_count) = check_batch_fields(view, 0)
         except CorruptBatchError as e:
             raise CorruptRecordError(str(e)) from e
@@ -326,6 +360,12 @@ class Log:
         if epoch < latest_epoch:
             raise StaleLeaderEpochError(f"leader epoch {epoch} is older than {latest_epoch}")
         next_offset = base_offset + last_offset_delta + 1
+        idempotent = producer_id >= 0 and base_sequence >= 0
+        if idempotent and assign_offsets:
+            duplicate = self.producer_state.check(producer_id, producer_epoch, base_sequence, last_offset_delta)
+            if duplicate is not None:
+                return AppendInfo(duplicate.first_offset, duplicate.last_offset, duplicate.max_timestamp,
+                                  NO_TIMESTAMP, -1, -1, True)
         # The clock is needed by LogAppendTime, by flush.ms, and by segment.ms
         # when the segment's first batch had no timestamp (timeWaitedForRoll).
         stamp_time = assign_offsets and config.message_timestamp_type == "LogAppendTime"
@@ -356,6 +396,9 @@ class Log:
             position = active.append(parts, size, base_offset, next_offset, max_timestamp)
             if epoch > latest_epoch:
                 epoch_cache.assign(epoch, base_offset)
+        if idempotent:
+            self.producer_state.update(producer_id, producer_epoch, base_sequence, base_offset,
+                                       next_offset - 1, max_timestamp)
         self._appends_total += 1
         self._bytes_appended_total += size
         durability = self._durability
@@ -364,7 +407,7 @@ class Log:
                 now is not None and now - durability.last_flush_ms >= config.flush_ms):
             self.flush()
         return _new_append_info(AppendInfo, (base_offset, next_offset - 1, max_timestamp, append_time,
-                                             position, active.base_offset))
+                                             position, active.base_offset, False))
 
     def roll(self) -> None:
         """Close the active segment and start a new one at the log end (no-op when empty).
@@ -486,6 +529,7 @@ class Log:
         with self._mutation("truncate_to"):
             self._segments.truncate_to(offset)
             self.epoch_cache.truncate_from_end(self.log_end_offset)
+            self._load_producer_state()             # drops the snapshots above the cut
             durability = self._durability
             durability.recovery_point = min(durability.recovery_point, self.log_end_offset)
             durability.checkpoint(self.log_end_offset)
@@ -506,6 +550,7 @@ class Log:
             durability = self._durability
             durability.log_start_offset = durability.recovery_point = offset
             self.epoch_cache.clear()
+            self.producer_state.clear(offset)
             durability.checkpoint(self.log_end_offset)
 
     # -------------------------------------------------------------- deletion
@@ -575,6 +620,7 @@ class Log:
         if first_base > durability.log_start_offset:
             durability.log_start_offset = first_base
             self.epoch_cache.truncate_from_start(first_base)
+        self.producer_state.delete_snapshots_below(segments.segments[0].base_offset)
         durability.recovery_point = max(durability.recovery_point, durability.log_start_offset)
         durability.checkpoint(self.log_end_offset)
 
@@ -640,6 +686,7 @@ class Log:
                     self._segments.active.seal()
                     self._durability.flush_all(self._segments, self._clock())
                     self._segments.purge_deleted(self._clock(), everything=True)
+                    self.producer_state.take_snapshot(self.log_end_offset, sync=True)
                     atomic_write(os.path.join(self.dir_path, CLEAN_SHUTDOWN), b"0\n", fs=self.fs)
         finally:
             self._closed = True

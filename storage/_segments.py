@@ -63,6 +63,7 @@ class LogSegments:
         self.bases: list[int] = []
         self._read_fds: OrderedDict[int, LogSegment] = OrderedDict()
         self._pending_deletes: list[tuple[int, list[str]]] = []    # (due ms, renamed paths)
+        self.on_roll: Callable[[int], None] | None = None    # called with the new segment's base
         self.rolls_total = 0
         self.deleted_total = 0
         self.index_rebuilds_total = 0
@@ -205,6 +206,8 @@ class LogSegments:
             durability.dir_dirty = True
         self.rolls_total += 1
         self.remember_fd(active)
+        if self.on_roll is not None:
+            self.on_roll(segment.base_offset)
         return segment
 
     def truncate_to(self, offset: int) -> None:

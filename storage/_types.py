@@ -14,7 +14,8 @@ class AppendInfo(NamedTuple):
     max_timestamp: int            # ms; the broker's time under LogAppendTime
     log_append_time: int          # ms under LogAppendTime, else -1 (Kafka's NO_TIMESTAMP)
     position: int                 # byte position in the segment (diagnostics)
-    segment_base_offset: int
+    segment_base_offset: int      # -1 for a duplicate
+    duplicate: bool = False       # an idempotent retry: nothing written, the original offsets
 
 
 @dataclass(frozen=True)

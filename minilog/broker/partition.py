@@ -17,11 +17,12 @@ Rules:
   timer.
 - min.insync.replicas is checked before anything is appended.
 
-Theory of operation: `append_nowait` is synchronous: it checks producer
-sequences (idempotence), calls `log.append` (which validates size and CRC
-and writes the batch with its offsets and leader epoch stamped; a rejected
-batch never reaches disk),
-records the producer state, advances the HW and wakes waiters. `append` is
+Theory of operation: `append_nowait` is synchronous: it calls `log.append`
+(which validates size and CRC, checks idempotent producers' sequences and
+epochs against the log's producer state, answers a retried batch with its
+original offsets, and writes the batch with its offsets and leader epoch
+stamped; a rejected batch never reaches disk), advances the HW and wakes
+waiters. `append` is
 the async acks-aware wrapper; with replication it will wait for the HW to
 pass the batch. A fetch registers one `trio.Event` with every partition it
 reads (`add_waiter`) and waits for any of them.
@@ -42,23 +43,19 @@ respect to other tasks.
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import trio
 
-from minilog.protocol import HEADER_SIZE, CorruptBatchError, ErrorCode, parse_header
-from minilog.storage import LONG_MAX, LogConfig
+from minilog.protocol import ErrorCode
+from minilog.storage import LONG_MAX, InvalidProducerEpochError, LogConfig, OutOfOrderSequenceError
 
-__all__ = ["Partition", "PartitionError", "PartitionStatistics", "ProducerAppend"]
+__all__ = ["Partition", "PartitionError", "PartitionStatistics"]
 
 _logger = logging.getLogger("minilog.broker.partition")
-
-_PRODUCER_BATCHES_KEPT = 5          # Kafka keeps the last 5 batch sequences per producer
-_INT32_MAX = 2**31 - 1
 
 
 class PartitionError(Exception):
@@ -68,31 +65,6 @@ class PartitionError(Exception):
         super().__init__(message or code.name)
         self.code = code
         self.message = message or code.name
-
-
-class ProducerAppend(NamedTuple):
-    """One remembered idempotent batch: its sequences and where it landed."""
-
-    first_seq: int
-    last_seq: int
-    info: Any          # the AppendInfo returned when it was appended
-
-
-class _RecoveredAppend(NamedTuple):
-    """AppendInfo's shape for a batch found in the log at start-up."""
-
-    base_offset: int
-    last_offset: int
-    max_timestamp: int
-    log_append_time: int
-    position: int
-    segment_base_offset: int
-
-
-@dataclass
-class _ProducerState:
-    epoch: int
-    batches: collections.deque
 
 
 @dataclass(frozen=True)
@@ -134,7 +106,6 @@ class Partition:
         self.min_insync_replicas = min_insync_replicas
         self.high_watermark = log.log_end_offset
         self._waiters: set[trio.Event] = set()
-        self._producers: dict[int, _ProducerState] = {}
         self.closed = False
         self.flush_messages = flush_messages       # records between fsyncs (topic flush.messages)
         self.flush_ms = flush_ms                   # ms between fsyncs (topic flush.ms)
@@ -182,12 +153,14 @@ class Partition:
         if self.closed:
             raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER, "partition is closed")
         epoch = self.leader_epoch if leader_epoch is None else leader_epoch
-        seq = self._check_sequence(batch)
-        if isinstance(seq, ProducerAppend):
-            return seq.info                     # duplicate: answer with the original offsets
-        info = self.log.append(batch, leader_epoch=epoch)
-        if seq is not None:
-            self._remember(seq, info)
+        try:
+            info = self.log.append(batch, leader_epoch=epoch)
+        except OutOfOrderSequenceError as e:
+            raise PartitionError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, str(e)) from e
+        except InvalidProducerEpochError as e:
+            raise PartitionError(ErrorCode.INVALID_PRODUCER_EPOCH, str(e)) from e
+        if info.duplicate:
+            return info                         # a retry: the original offsets, nothing written
         if info.segment_base_offset != self._segment_base:
             if self._segment_base >= 0:
                 _logger.info("%s-%d: rolled to a new segment at offset %d", self.topic,
@@ -261,81 +234,14 @@ class Partition:
                 raise PartitionError(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND)
         return info
 
-    def _check_sequence(self, batch):
-        """None (not idempotent / unknown), a duplicate's ProducerAppend, or (pid, epoch, first, last)."""
-        if len(batch) < HEADER_SIZE:
-            return None
-        try:
-            header = parse_header(batch)
-        except CorruptBatchError:
-            return None                          # the log rejects it with a precise error
-        if header.producer_id < 0 or header.base_sequence < 0:
-            return None
-        first = header.base_sequence
-        last = (first + header.last_offset_delta) % (_INT32_MAX + 1)
-        state = self._producers.get(header.producer_id)
-        if state is not None:
-            if header.producer_epoch < state.epoch:
-                raise PartitionError(ErrorCode.INVALID_PRODUCER_EPOCH,
-                                     f"producer epoch {header.producer_epoch} < {state.epoch}")
-            if header.producer_epoch == state.epoch:
-                for remembered in state.batches:
-                    if remembered.first_seq == first and remembered.last_seq == last:
-                        return remembered
-                expected = (state.batches[-1].last_seq + 1) % (_INT32_MAX + 1)
-                if first != expected:
-                    raise PartitionError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
-                                         f"expected sequence {expected}, got {first}")
-            elif first != 0:
-                raise PartitionError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
-                                     f"a new producer epoch must start at sequence 0, got {first}")
-        return (header.producer_id, header.producer_epoch, first, last)
-
-    def load_producer_state(self, *, tail_bytes: int = 1 << 20, tail_offsets: int = 10_000) -> int:
-        """Rebuild idempotent-producer state from the log's tail (after any restart).
-
-        Reads at most `tail_bytes` of batches from the last `tail_offsets`
-        offsets and remembers each idempotent batch's sequences, so a retry
-        of a batch written before the restart is still answered with its
-        original offset. Per-batch work only (headers, no records). Producers
-        whose batches are older than the tail are unknown again, and their
-        next batch is accepted at any sequence (as for a new producer).
+    def load_producer_state(self) -> int:
+        """The log rebuilds idempotent-producer state itself when it opens (from its newest
+        snapshot plus the batches after it, `minilog.storage.ProducerStateManager`).
 
         Returns:
-            The number of idempotent batches remembered.
+            The number of producers known.
         """
-        offset = max(self.log_start_offset, self.log_end_offset - tail_offsets)
-        remembered = 0
-        while offset < self.log_end_offset and tail_bytes > 0:
-            data = self.log.read(offset, min(tail_bytes, 1 << 20))
-            if not data:
-                break
-            tail_bytes -= len(data)
-            view, pos = memoryview(data), 0
-            while len(data) - pos >= HEADER_SIZE:
-                header = parse_header(view, pos)
-                if header.size > len(data) - pos:
-                    break
-                if header.producer_id >= 0 and header.base_sequence >= 0:
-                    last = (header.base_sequence + header.last_offset_delta) % (_INT32_MAX + 1)
-                    info = _RecoveredAppend(header.base_offset, header.last_offset,
-                                            header.max_timestamp, -1, -1, -1)
-                    self._remember((header.producer_id, header.producer_epoch,
-                                    header.base_sequence, last), info)
-                    remembered += 1
-                pos += header.size
-                offset = header.next_offset
-            if pos == 0:
-                break
-        return remembered
-
-    def _remember(self, seq: tuple, info) -> None:
-        pid, epoch, first, last = seq
-        state = self._producers.get(pid)
-        if state is None or state.epoch != epoch:
-            state = _ProducerState(epoch, collections.deque(maxlen=_PRODUCER_BATCHES_KEPT))
-            self._producers[pid] = state
-        state.batches.append(ProducerAppend(first, last, info))
+        return len(self.log.producer_state)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -418,4 +324,4 @@ class Partition:
         return PartitionStatistics(self.topic, self.partition, self.leader_epoch,
                                    self.log_start_offset, self.log_end_offset,
                                    self.high_watermark, self.size_bytes, len(self._waiters),
-                                   len(self._producers))
+                                   len(self.log.producer_state))
