@@ -25,6 +25,7 @@ from ._config import (
 from ._epoch_cache import UNDEFINED_EPOCH, EpochEntry, LeaderEpochCache
 from ._errors import (
     ConfigError,
+    CorruptLogError,
     CorruptRecord,
     CorruptRecordError,
     InvalidOffset,
@@ -98,6 +99,7 @@ __all__ = [
     "StaleLeaderEpochError",
     "RecordTooLargeError",
     "CorruptRecordError",
+    "CorruptLogError",
     "LogCorruptedError",
     "OutOfOrderSequenceError",
     "InvalidProducerEpochError",

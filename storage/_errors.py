@@ -12,6 +12,8 @@ anything else is a bug in minilog.
     +-- StaleLeaderEpochError    an append with an epoch older than the log's latest
     +-- RecordTooLargeError      a batch above max.message.bytes (nothing written)
     +-- CorruptRecordError       a batch failing length/magic/CRC checks (nothing written)
+    |   +-- CorruptLogError      a stored batch cannot be whole (its length runs past its
+    |                            segment or the next index entry): reads there fail
     +-- OutOfOrderSequenceError  an idempotent batch does not continue its producer's sequence
     +-- InvalidProducerEpochError an idempotent batch carries an older producer epoch
     +-- LogCorruptedError        a half-finished operation poisoned this Log object;
@@ -38,6 +40,7 @@ __all__ = [
     "StaleLeaderEpochError",
     "RecordTooLargeError",
     "CorruptRecordError",
+    "CorruptLogError",
     "LogCorruptedError",
     "OutOfOrderSequenceError",
     "InvalidProducerEpochError",
@@ -88,6 +91,20 @@ class RecordTooLargeError(StorageError):
 
 class CorruptRecordError(StorageError):
     """A batch failed validation (length, magic, CRC). Nothing was written."""
+
+
+class CorruptLogError(CorruptRecordError):
+    """Stored log data is unusable at `offset` (a damaged segment, found on read).
+
+    The log stays usable: other offsets read and appends work. The broker
+    answers CORRUPT_MESSAGE for the partition (it is a CorruptRecordError).
+    """
+
+    def __init__(self, message: str, *, path: str, position: int, offset: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.position = position
+        self.offset = offset
 
 
 class OutOfOrderSequenceError(StorageError):

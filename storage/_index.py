@@ -246,6 +246,14 @@ class OffsetIndex(_SparseIndex):
             return OffsetPosition(self.base_offset, 0)
         return OffsetPosition(self.base_offset + keys[i], values[i])
 
+    def next_after(self, position: int) -> OffsetPosition | None:
+        """The first entry with position > `position`, or None."""
+        keys, values = self._columns()
+        i = bisect_right(values, position)
+        if i == len(values):
+            return None
+        return OffsetPosition(self.base_offset + keys[i], values[i])
+
     def last_entry(self) -> OffsetPosition:
         keys, values = self._columns()
         if not keys:

@@ -64,6 +64,7 @@ from ._config import LONG_MAX, LogConfig
 from ._durability import Durability
 from ._epoch_cache import LeaderEpochCache
 from ._errors import (
+    CorruptLogError,
     CorruptRecordError,
     InvalidOffsetError,
     LogCorruptedError,
@@ -142,6 +143,7 @@ class Log:
         self._appends_total = 0
         self._bytes_appended_total = 0
         self._append_guard = _Mutation(self, "append")
+        self._corruptions_reported: set[tuple[str, int]] = set()
         self.last_recovery: RecoveryReport | None = None
         try:
             fs.makedirs(dir_path)
@@ -437,6 +439,8 @@ class Log:
 
         Raises:
             OffsetOutOfRangeError: offset < log_start_offset or > log_end_offset.
+            CorruptLogError: the stored batch at `offset` cannot be whole (a damaged
+                segment); logged once per batch, the log stays usable.
             LogCorruptedError: the log data under a valid index is unreadable.
             StorageError: the file system failed the read.
         """
@@ -448,6 +452,11 @@ class Log:
             return b""
         try:
             return self._read(offset, max_bytes, max_offset)
+        except CorruptLogError as e:
+            if (e.path, e.position) not in self._corruptions_reported:
+                self._corruptions_reported.add((e.path, e.position))
+                _log.error("%s: read at offset %d: %s", self.dir_path, offset, e)
+            raise
         except CorruptBatchError as e:
             raise self._poison("index lookup after rebuild", e) from e
         except OSError as e:
@@ -461,6 +470,7 @@ class Log:
         segment, position, header = found
         if max_offset is not None and header.base_offset >= max_offset:
             return b""
+        segment.check_whole(position, header)     # never hand out an unusable first batch
         limit = segment.size_bytes
         if max_offset is not None and max_offset < segment.next_offset:
             limit = segments.with_index(segment, lambda s: s.position_of(max_offset))

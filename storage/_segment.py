@@ -35,6 +35,7 @@ from minilog.protocol import (
 )
 
 from ._config import LogConfig
+from ._errors import CorruptLogError
 from ._fs import OS_FS, Buffer, FileSystem
 from ._index import OffsetIndex, OffsetPosition, TimeIndex
 
@@ -389,7 +390,26 @@ class LogSegment:
                     raise CorruptBatchError(f"{self.log_path}: truncated header at {position}")
             header = parse_header(chunk, offset_in_chunk)
             yield position, header
+            if header.size > end - position:       # skipping it would silently skip offsets
+                self._corrupt(position, header, f"claims {header.size} bytes, {end - position} left")
             position += header.size
+
+    def check_whole(self, position: int, header: BatchHeader) -> None:
+        """Raise CorruptLogError unless the batch at `position` can be whole: its length must
+        end within the segment and not run past the next offset index entry (a batch start)."""
+        end = position + header.size
+        if end > self.size_bytes:
+            self._corrupt(position, header, f"claims {header.size} bytes, {self.size_bytes - position} "
+                          "left in the segment")
+        following = self.index.next_after(position)
+        if following is not None and end > following.position:
+            self._corrupt(position, header, f"claims {header.size} bytes, running past the batch at "
+                          f"position {following.position} (offset {following.offset})")
+
+    def _corrupt(self, position: int, header: BatchHeader, detail: str) -> None:
+        raise CorruptLogError(f"{self.log_path}: corrupt batch at position {position} "
+                              f"(offset {header.base_offset}): {detail}",
+                              path=self.log_path, position=position, offset=header.base_offset)
 
     def _headers_from(self, entry: OffsetPosition, end: int) -> Iterator[tuple[int, BatchHeader]]:
         """Headers from an index entry on, checking the entry really names a batch start.

@@ -210,3 +210,62 @@ def test_open_on_a_failing_disk_raises_storage_error():
         open_log(fs)
     assert fs.exists(f"{DIR}/{segment_file_name(0, '.log')}")
 
+
+
+# -- a damaged closed segment (issue 8, item 9) -----------------------------------------------
+
+
+def _batch_positions(fs, base_offset):
+    """(position, base offset, size) of each batch in a segment file, from its bytes."""
+    data = fs.read_bytes(f"{DIR}/{segment_file_name(base_offset, '.log')}")
+    out, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos + 8:pos + 12], "big") + 12
+        out.append((pos, int.from_bytes(data[pos:pos + 8], "big"), size))
+        pos += size
+    return out
+
+
+def _batch_size(batches, position):
+    return next(size for pos, _, size in batches if pos == position)
+
+
+@pytest.mark.parametrize("bogus_length", [0x7FFF_FFF0, 2_000])
+def test_overwritten_batch_length_in_a_closed_segment_is_a_typed_error_logged_once(bogus_length, caplog):
+    """A batch_length overwritten after a clean close (so no recovery scan): a read at that
+    offset raises CorruptLogError (CORRUPT_MESSAGE for the broker) instead of handing out a
+    batch that claims 2 GB; other offsets, later segments and appends keep working."""
+    from minilog.storage import CorruptLogError, CorruptRecordError
+
+    fs = SimulatedFileSystem()
+    log = open_log(fs, **{"segment.bytes": 3000, "index.interval.bytes": 300})
+    fill(log, 60)
+    assert log.segment_count >= 3
+    log.close()
+    batches = _batch_positions(fs, 0)
+    position, victim, _ = batches[len(batches) // 2]
+    path = f"{DIR}/{segment_file_name(0, '.log')}"
+    data = bytearray(fs.read_bytes(path))
+    data[position + 8:position + 12] = bogus_length.to_bytes(4, "big")
+    fs.write_bytes(path, bytes(data))
+    log = open_log(fs, **{"segment.bytes": 3000, "index.interval.bytes": 300})
+    assert log.last_recovery.clean_shutdown
+    for _attempt in range(2):
+        with pytest.raises(CorruptLogError) as e:
+            log.read(victim, 1 << 20)
+        assert isinstance(e.value, CorruptRecordError) and e.value.offset == victim
+        assert "corrupt batch at position" in str(e.value) and path in str(e.value)
+    assert sum("corrupt batch" in r.getMessage() for r in caplog.records) == 1   # logged once
+    for _, base, _ in batches[batches.index((position, victim, _batch_size(batches, position))) + 1:]:
+        try:
+            first = records_of(log.read(base, 1))[0][0]
+        except CorruptLogError:
+            continue                              # its index lookup scans through the damage
+        assert first == base                      # never a later batch: offsets are not skipped
+    before = records_of(log.read(0, 1 << 20))
+    assert before and before[-1][0] < victim                 # reads stop before the damage
+    later = log.segments()[1].base_offset
+    assert records_of(log.read(later, 100))[0][0] == later   # other segments are fine
+    log.append(batch_for(log.log_end_offset))                 # and the log takes appends
+    log.close()
+
