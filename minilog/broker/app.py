@@ -492,7 +492,7 @@ class Broker:
                 root.start_soon(self._retention_loop)
                 root.start_soon(self._flush_loop)
                 if self._install_signals:
-                    root.start_soon(self._signal_loop)
+                    await root.start(self._signal_loop)    # before "listening": no SIGTERM race
                 self._install_plugins()
                 for callback in self._start_callbacks:
                     callback(self)
@@ -600,10 +600,11 @@ class Broker:
                 except StorageError as exc:
                     log.error("%s-%d: flush failed: %s", part.topic, part.partition, exc)
 
-    async def _signal_loop(self) -> None:
+    async def _signal_loop(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         import signal
 
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
                 self.request_shutdown()
