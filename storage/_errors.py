@@ -17,7 +17,10 @@ anything else is a bug in minilog.
     +-- OutOfOrderSequenceError  an idempotent batch does not continue its producer's sequence
     +-- InvalidProducerEpochError an idempotent batch carries an older producer epoch
     +-- LogCorruptedError        a half-finished operation poisoned this Log object;
-                                 every later call raises it until the log is reopened
+        |                        every later call raises it until the log is reopened
+        +-- DiskFullError        ... because the disk was full (ENOSPC): reads of what is
+                                 stored keep working, and the next write reloads the log
+                                 from disk and goes on once space is free (no restart)
 
 Rejected input (`RecordTooLargeError`, `CorruptRecordError`,
 `InvalidOffsetError`, `StaleLeaderEpochError`, `OffsetOutOfRangeError`)
@@ -42,6 +45,7 @@ __all__ = [
     "CorruptRecordError",
     "CorruptLogError",
     "LogCorruptedError",
+    "DiskFullError",
     "OutOfOrderSequenceError",
     "InvalidProducerEpochError",
     "OffsetOutOfRange",
@@ -117,6 +121,15 @@ class InvalidProducerEpochError(StorageError):
 
 class LogCorruptedError(StorageError):
     """An operation failed half-way; this Log object refuses further calls."""
+
+
+class DiskFullError(LogCorruptedError):
+    """A write failed with ENOSPC ("no space left on device"); the message names the file.
+
+    Reads of what is stored keep working. The next write first reloads the
+    log from disk (cutting the partial write), and succeeds once space is
+    free; `Log.recover_after_disk_full()` does the reload explicitly.
+    """
 
 
 # Old names, kept while minilog/broker still imports them (issue 7: remove after).

@@ -10,33 +10,28 @@ Rules:
   (base offset, length, leader epoch), outside the CRC. With
   message.timestamp.type=LogAppendTime the broker's time is also stamped
   and the CRC recomputed (`_stamp.py`; Kafka does the same).
-- Rejected input changes nothing on disk. A failure half-way through a
-  mutation poisons the Log: every later call raises `LogCorruptedError`
-  until the directory is reopened (and recovered). Every mutation runs
-  under the one guard that does this, `with self._mutation("what"):`
-  (Kafka's `maybeHandleIOException`).
+- Rejected input changes nothing on disk. Every mutation runs under one
+  guard, `with self._mutation("what"):`: a failure half-way poisons the Log
+  (`_poison.py`; a full disk is the one poison it recovers from in place).
+- Idempotent producers' batches are checked and remembered by the
+  producer state (`_producer_state.py`); a retry is answered, not written.
 
 Theory of operation: the work is split as in Kafka's storage module.
 
-    _log.py         Log: append, read, time lookup, truncation and retention
-                    decisions; argument checks; the poison guard
-    _segments.py    LogSegments: the segment list (lookup, roll, truncate,
-                    delete, read descriptors, index rebuilds)
-    _durability.py  Durability: fsync, the recovery point, log.checkpoint
-    _segment.py     LogSegment: one .log file and its two indexes
-    _recovery.py    what `open` does after an unclean shutdown
-    _fs.py          the FileSystem seam every file operation goes through
+    _log.py             Log: append, read, lookups, truncation and retention
+                        decisions, argument checks
+    _loader.py          opening: from the directory's files to the state (LogLoader)
+    _segments.py        LogSegments: the segment list (lookup, roll, truncate,
+                        delete, read descriptors, index rebuilds)
+    _durability.py      Durability: fsync, the recovery point, log.checkpoint
+    _producer_state.py  ProducerStateManager and its snapshots
+    _segment.py         LogSegment: one .log file and its two indexes
+    _recovery.py        the decision tables of an unclean open
+    _fs.py              the FileSystem seam every file operation goes through
 
-Lookups bisect segment base offsets, then the segment's sparse index, then
-scan a few KiB of batch headers. A read hands back whole stored batches
-with one `pread`, never parsing records. A segment rolls when the one roll
-predicate, `should_roll` (`_retention.py`), says so: segment.bytes,
-segment.ms, a full index or a relative-offset overflow. Retention asks the
-pure `segments_to_delete` policy and deletes whole segments from the head.
-
-The files of a partition directory are described in docs/on-disk-format.md
-(`.log`/`.index`/`.timeindex` per segment, `log.checkpoint`,
-`leader-epoch-checkpoint`, `.clean-shutdown`, `*.deleted`).
+A segment rolls when the one roll predicate, `should_roll`
+(`_retention.py`), says so; retention asks the pure `segments_to_delete`
+policy. The files are described in docs/on-disk-format.md.
 
 Task safety: the owner (the broker's partition) serialises calls, with one
 exception: `flush()` / `flush_rolled()` may run in a worker thread while
@@ -54,15 +49,11 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from types import TracebackType
 
 from minilog.protocol import LOG_OVERHEAD, CorruptBatchError, check_batch_fields, stamp_batch
 
-from ._checkpoint import CLEAN_SHUTDOWN, atomic_write, read_log_checkpoint
-from ._cleaner_files import finish_swaps
+from ._checkpoint import CLEAN_SHUTDOWN, atomic_write
 from ._config import LONG_MAX, LogConfig
-from ._durability import Durability
-from ._epoch_cache import LeaderEpochCache
 from ._errors import (
     CorruptLogError,
     CorruptRecordError,
@@ -74,11 +65,10 @@ from ._errors import (
     StorageError,
 )
 from ._fs import OS_FS, Buffer, FileSystem
-from ._recovery import RecoveryReport, log_cut, recover_segments, scan_directory
+from ._recovery import RecoveryReport
 from ._retention import Deletion, SegmentInfo, segments_to_delete, should_roll
-from ._segment import LogSegment
-from ._producer_state import ProducerStateManager
-from ._segments import LogSegments
+from ._loader import load_log, rebuild_producer_state
+from ._poison import Mutation, Poison
 from ._stamp import STAMP, STAMP_BYTES, stamp_log_append_time
 from ._types import AppendInfo, LogStatistics
 
@@ -92,26 +82,6 @@ _new_append_info = tuple.__new__            # AppendInfo without its Python-leve
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class _Mutation:
-    """The one guard for "a failed write poisons the log" (see `Log._mutation`)."""
-
-    __slots__ = ("_log", "_what")
-
-    def __init__(self, log: Log, what: str) -> None:
-        self._log = log
-        self._what = what
-
-    def __enter__(self) -> None:
-        log = self._log
-        if log._poisoned is not None or log._closed:
-            log._check_usable()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if isinstance(exc, (OSError, CorruptBatchError)):
-            raise self._log._poison(self._what, exc) from exc
 
 
 class Log:
@@ -138,24 +108,17 @@ class Log:
         self.config = config or LogConfig()
         self._clock = clock = clock or _wall_clock_ms
         self.fs = fs = fs or OS_FS
-        self._poisoned: str | None = None
+        self._poisoned = Poison(dir_path)
         self._closed = False
         self._appends_total = 0
         self._bytes_appended_total = 0
-        self._append_guard = _Mutation(self, "append")
+        self._append_guard = self._mutation("append")
         self._corruptions_reported: set[tuple[str, int]] = set()
         self.last_recovery: RecoveryReport | None = None
         try:
             fs.makedirs(dir_path)
-            self.epoch_cache = LeaderEpochCache(dir_path, fs=fs)
-            self._durability = Durability(dir_path, fs, clock())
-            self._segments = LogSegments(dir_path, self.config, fs, self._durability, self.epoch_cache)
-            self._segments.on_roll = self._snapshot_producer_state
-            self.producer_state = ProducerStateManager(dir_path, fs)
-            self._load()
+            self._open_state()
         except OSError as e:
-            if hasattr(self, "_segments"):
-                self._segments.close_fds()
             raise StorageError(f"{dir_path}: cannot open log: {e}") from e
 
     @classmethod
@@ -164,70 +127,17 @@ class Log:
         """Open (creating if needed) the partition log in directory `path`: `Log(...)`."""
         return cls(path, config, clock=clock, fs=fs)
 
-    def _load(self) -> None:
-        now, fs, dir_path = self._clock(), self.fs, self.dir_path
-        finish_swaps(dir_path, fs)            # a cleaner swap cut short: complete or roll back
-        sizes = scan_directory(dir_path, fs)
-        marker = os.path.join(dir_path, CLEAN_SHUTDOWN)
-        clean = marker_found = fs.exists(marker)
-        try:
-            checkpoint = read_log_checkpoint(dir_path, fs=fs)
-        except ValueError as e:
-            _log.warning("%s: %s; recovering the whole log", dir_path, e)
-            checkpoint, clean = None, False
-        recovery_point, log_start = checkpoint if checkpoint else (0, 0)
-        found = [LogSegment.open_existing(dir_path, base, self.config, size_bytes=sizes[base],
-                                          now_ms=now, fs=fs) for base in sorted(sizes)]
-        if not found:
-            found.append(LogSegment.create(dir_path, log_start, self.config, now, fs=fs))
-            self._durability.dir_dirty = True
-            clean = True                      # a brand-new log has nothing to recover
-        for segment, following in zip(found, found[1:]):
-            segment.next_offset = following.base_offset
-        kept, report = recover_segments(dir_path, found, clean=clean, recovery_point=recovery_point,
-                                        epoch_cache=self.epoch_cache, fs=fs)
-        self._segments.replace(kept)
-        kept[-1].writable_fd()
-        durability = self._durability
-        durability.log_start_offset = min(max(log_start, kept[0].base_offset), self.log_end_offset)
-        self.epoch_cache.truncate_from_end(self.log_end_offset)
-        self.epoch_cache.truncate_from_start(durability.log_start_offset)
-        self._load_producer_state()
-        if marker_found:
-            fs.unlink(marker)                 # from now on, a crash is an unclean shutdown
-            durability.dir_dirty = True
-        if clean:
-            durability.recovery_point = min(max(recovery_point, durability.log_start_offset),
-                                            self.log_end_offset)
-            fs.fsync_dir(dir_path)
-        else:
-            durability.flush_all(self._segments, self._clock())   # what recovery kept is durable
-        self.last_recovery = report
-        log_cut(dir_path, report)
+    def _open_state(self) -> None:
+        """Build the in-memory log from the directory (at open, and to recover from ENOSPC).
 
-    def _load_producer_state(self) -> None:
-        """Producer state of the batches below the log end: newest snapshot plus the tail after it.
-
-        Without a usable snapshot, the tail is the last two segments (Kafka's upgrade path).
+        Raises:
+            OSError: from the file system (every descriptor opened is closed again).
         """
-        segments = self._segments.segments
-        fallback = max(segments[-2 if len(segments) > 1 else 0].base_offset, self.log_start_offset)
-        offset = max(self.producer_state.load(self.log_end_offset, fallback), self.log_start_offset)
-        state = self.producer_state
-        try:
-            for segment in segments[self._segments.floor(offset):]:
-                if segment.next_offset <= offset or segment.size_bytes == 0:
-                    continue
-                start = 0
-                if offset > segment.base_offset:
-                    start = self._segments.with_index(segment, lambda s: s.position_of(offset))
-                for _, h in segment.iter_headers(start, segment.size_bytes):
-                    if h.producer_id >= 0 and h.base_sequence >= 0:
-                        state.update(h.producer_id, h.producer_epoch, h.base_sequence, h.base_offset,
-                                     h.last_offset, h.max_timestamp)
-        except (CorruptBatchError, StorageError) as e:    # a damaged segment: serve what we know
-            _log.warning("%s: producer state rebuilt only up to a damaged batch: %s", self.dir_path, e)
-        state.end_offset = self.log_end_offset
+        loaded = load_log(self.dir_path, self.config, self.fs, self._clock)
+        self.epoch_cache, self._durability = loaded.epoch_cache, loaded.durability
+        self._segments, self.producer_state = loaded.segments, loaded.producer_state
+        self._segments.on_roll = self._snapshot_producer_state
+        self.last_recovery = loaded.report
 
     def _snapshot_producer_state(self, offset: int) -> None:
         """At a roll: snapshot the producer state, fsynced by the next flush."""
@@ -258,10 +168,6 @@ class Log:
     def segment_count(self) -> int:
         return len(self._segments)
 
-    @property
-    def active_segment(self) -> LogSegment:
-        return self._segments.active
-
     def segments(self) -> list[SegmentInfo]:
         """A snapshot of every segment, oldest first."""
         active = self._segments.active
@@ -282,22 +188,56 @@ class Log:
 
     # ----------------------------------------------------------- error state
 
-    def _check_usable(self) -> None:
-        if self._poisoned is not None:
-            raise LogCorruptedError(f"{self.dir_path}: {self._poisoned}; reopen the log to recover")
+    def _check_usable(self, *, read: bool = False) -> None:
         if self._closed:
             raise StorageError(f"{self.dir_path}: log is closed")
+        poison = self._poisoned
+        if poison.reason is not None:
+            if not poison.disk_full:
+                raise poison.error()
+            if not (read and poison.readable):
+                self.recover_after_disk_full()
 
     def _poison(self, what: str, error: BaseException) -> LogCorruptedError:
-        self._poisoned = f"{what} failed half-way ({error})"
-        _log.error("%s: %s", self.dir_path, self._poisoned)
-        return LogCorruptedError(f"{self.dir_path}: {self._poisoned}; reopen the log to recover")
+        return self._poisoned.set(what, error)
 
-    def _mutation(self, what: str) -> _Mutation:
-        """`with self._mutation("truncate_to"):` checks the log is usable, and turns an
-        OSError or unreadable log data inside the block into a poisoned log
-        (`LogCorruptedError`), like Kafka's `maybeHandleIOException`."""
-        return _Mutation(self, what)
+    def recover_after_disk_full(self) -> None:
+        """Reload the log from disk after ENOSPC poisoned it, in place (no restart needed).
+
+        The reload is the recovery of an unclean open from the recovery point:
+        a partial write is cut, indexes are re-checked, the producer state
+        rebuilt. Called by the next write automatically; the broker may call
+        it when it knows space was freed. A no-op on a healthy log.
+
+        Raises:
+            DiskFullError: the disk is still full (the log stays poisoned; reads go on).
+            LogCorruptedError: the log was poisoned by something else, or the reload failed.
+        """
+        poison = self._poisoned
+        if poison.reason is None:
+            return
+        if not poison.disk_full:
+            raise poison.error()
+        old = (self.epoch_cache, self._durability, self._segments, self.producer_state, self.last_recovery)
+        self._segments.close_fds()                # reopened lazily if the reload fails
+        try:
+            self._open_state()
+        except OSError as e:
+            # Keep serving reads from the state that was consistent before the attempt.
+            (self.epoch_cache, self._durability, self._segments, self.producer_state,
+             self.last_recovery) = old
+            readable = poison.readable
+            error = poison.set("recovery after disk full", e)
+            poison.readable = readable and poison.disk_full
+            raise error from e
+        _log.warning("%s: writes resume after %s; recovery cut %d bytes", self.dir_path, poison.reason,
+                     self.last_recovery.truncated_bytes if self.last_recovery else 0)
+        poison.clear()
+
+    def _mutation(self, what: str) -> Mutation:
+        """`with self._mutation("truncate_to"):` checks the log is usable (recovering it from a
+        full disk), and poisons it on an OSError or unreadable data inside (`_poison.py`)."""
+        return Mutation(self._check_usable, self._poison, what)
 
     # ----------------------------------------------------------------- append
 
@@ -329,8 +269,8 @@ class Log:
         # CRC), the 16 stamped bytes packed in one go, the clock read only
         # when something needs it, no intermediate objects
         # (perf/bench_storage.py --profile append).
-        if self._poisoned is not None or self._closed:
-            self._check_usable()
+        if self._poisoned.reason is not None or self._closed:
+            self._check_usable()        # may recover a log poisoned by a full disk
         view = memoryview(batch)
         if not isinstance(batch, (bytes, bytearray)) and (view.format != "B" or view.ndim != 1):
             view = view.cast("B")
@@ -444,7 +384,7 @@ class Log:
             LogCorruptedError: the log data under a valid index is unreadable.
             StorageError: the file system failed the read.
         """
-        self._check_usable()
+        self._check_usable(read=True)
         log_start, log_end = self.log_start_offset, self.log_end_offset
         if offset < log_start or offset > log_end:
             raise OffsetOutOfRangeError(offset, log_start, log_end)
@@ -490,7 +430,7 @@ class Log:
         The end offset is the start of the next epoch, or the log end for the
         latest; (-1, -1) when `epoch` precedes every epoch in the log.
         """
-        self._check_usable()
+        self._check_usable(read=True)
         return self.epoch_cache.end_offset_for_epoch(epoch, self.log_end_offset)
 
     # ----------------------------------------------------------- time lookup
@@ -505,7 +445,7 @@ class Log:
             LogCorruptedError: the log data under a rebuilt index is unreadable.
             StorageError: the file system failed the read.
         """
-        self._check_usable()
+        self._check_usable(read=True)
         try:
             return self._segments.offset_for_timestamp(timestamp_ms, self.log_start_offset)
         except CorruptBatchError as e:
@@ -539,7 +479,7 @@ class Log:
         with self._mutation("truncate_to"):
             self._segments.truncate_to(offset)
             self.epoch_cache.truncate_from_end(self.log_end_offset)
-            self._load_producer_state()             # drops the snapshots above the cut
+            rebuild_producer_state(self.producer_state, self._segments, self.log_start_offset)
             durability = self._durability
             durability.recovery_point = min(durability.recovery_point, self.log_end_offset)
             durability.checkpoint(self.log_end_offset)
@@ -654,12 +594,8 @@ class Log:
     def flush_rolled(self) -> bool:
         """fsync the segments closed by rolls (not the active one); move the recovery point.
 
-        As Kafka's background `flushUptoOffsetExclusive(newSegment.baseOffset)`,
-        so recovery re-checks only the active segment. The broker calls it in
-        a worker thread when `rolled_segments_unflushed` is non-zero.
-
-        Returns:
-            Whether anything was flushed.
+        Kafka's background `flushUptoOffsetExclusive(newSegment.baseOffset)`: recovery
+        then re-checks only the active segment. Returns whether anything was flushed.
 
         Raises:
             LogCorruptedError: fsync failed; the Log is now poisoned.
@@ -691,7 +627,7 @@ class Log:
         if self._closed:
             return
         try:
-            if self._poisoned is None:
+            if self._poisoned.reason is None:
                 with self._mutation("close"):
                     self._segments.active.seal()
                     self._durability.flush_all(self._segments, self._clock())

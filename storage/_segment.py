@@ -23,6 +23,7 @@ Task safety: not thread-safe; the owning Log serialises calls.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator
@@ -292,17 +293,35 @@ class LogSegment:
         """Write one batch (given as buffers) at the end, with one call. Returns its position.
 
         Raises:
-            OSError: the write failed or was short; the caller poisons the log.
+            OSError: the write failed; its `filename` is the segment's path and,
+                for a full disk, its errno ENOSPC (a short write is followed
+                by one more write, which a full disk answers with ENOSPC, so
+                the error says what happened). The caller poisons the log.
         """
         position = self.size_bytes
         fd = self._fd
         if fd is None or not self._writable:
             fd = self.writable_fd()
-        written = self.fs.pwritev(fd, parts, position)
-        if written != size:
-            raise OSError(f"short write: {written} of {size} bytes at {position} in {self.log_path}")
+        try:
+            written = self.fs.pwritev(fd, parts, position)
+            if written != size:
+                self._write_rest(fd, parts, position, written, size)
+        except OSError as e:
+            if e.filename is not None or e.errno is None:
+                raise
+            raise OSError(e.errno, e.strerror, self.log_path) from e
         self._track(position, base_offset, next_offset, max_timestamp, size)
         return position
+
+    def _write_rest(self, fd: int, parts: list[Buffer], position: int, written: int, size: int) -> None:
+        """POSIX allows a short write: write the rest (a full disk then raises ENOSPC)."""
+        rest = memoryview(b"".join(parts))[written:]
+        while rest:
+            count = self.fs.pwrite(fd, rest, position + written)
+            if count <= 0:
+                raise OSError(errno.EIO, f"short write: {written} of {size} bytes at {position}",
+                              self.log_path)
+            rest, written = rest[count:], written + count
 
     def truncate_to_position(self, position: int) -> None:
         """Cut the log file at `position` (a batch boundary) and keep indexes consistent."""

@@ -32,7 +32,7 @@ def build(path, batches=30, *, flush_at=None):
     layout = []
     for i in range(batches):
         info = log.append(batch_for(log.log_end_offset, pad=i * 7 % 40))
-        size = log.active_segment.size_bytes - info.position
+        size = log.segments()[-1].size_bytes - info.position
         layout.append((info.base_offset, info.last_offset + 1, info.position, size, info.segment_base_offset))
         if flush_at is not None and i == flush_at:
             log.flush()

@@ -269,3 +269,60 @@ def test_overwritten_batch_length_in_a_closed_segment_is_a_typed_error_logged_on
     log.append(batch_for(log.log_end_offset))                 # and the log takes appends
     log.close()
 
+
+
+# -- a full disk (issue 8, item 10) -------------------------------------------------------------
+
+
+def test_enospc_says_no_space_left_keeps_reads_and_recovers_writes_when_space_returns():
+    from minilog.storage import DiskFullError
+
+    fs = SimulatedFileSystem(random.Random(5))
+    log = open_log(fs, **{"segment.bytes": 100_000})
+    fill(log, 20)
+    log.flush()
+    stored = all_records(log)
+    fs.capacity_bytes = fs.used_bytes + 100                    # room for part of one batch
+    with pytest.raises(DiskFullError) as e:
+        log.append(batch_for(log.log_end_offset, pad=200))
+    message = str(e.value)
+    assert "no space left on device" in message and segment_file_name(0, ".log") in message
+    assert "short write" not in message
+    assert all_records(log) == stored                          # reads of what is stored work
+    with pytest.raises(DiskFullError):                         # still full: still refused
+        log.append(batch_for(log.log_end_offset, pad=200))
+    assert all_records(log) == stored
+    fs.capacity_bytes = None                                   # the operator freed space
+    info = log.append(batch_for(log.log_end_offset, pad=200))  # no reopen, no restart
+    assert info.base_offset == stored[-1][0] + 1
+    check_dense(log)
+    log.close()
+    log = open_log(fs)
+    assert log.last_recovery.clean_shutdown
+    check_dense(log)
+
+
+@pytest.mark.parametrize("op,path", [("pwrite", ".index"), ("pwrite", "checkpoint"),
+                                     ("pwrite", ".snapshot")])
+def test_enospc_in_flush_roll_or_checkpoint_recovers_in_place(op, path):
+    from minilog.storage import DiskFullError
+
+    fs = SimulatedFileSystem(random.Random(6))
+    log = open_log(fs, **{"segment.bytes": 600})
+    for _ in range(3):
+        fill(log, 5)
+        fs.fail(op, errno.ENOSPC, path_contains=path)
+        try:
+            fill(log, 10)
+            log.flush()
+        except DiskFullError as e:
+            assert "no space left on device" in str(e)
+        else:
+            pytest.fail("the injected ENOSPC did not surface")
+        check_dense(log)                                       # reads keep working
+    fill(log, 5)
+    log.flush()
+    check_dense(log)
+    fs.crash()
+    log = open_log(fs)
+    check_dense(log)

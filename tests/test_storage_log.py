@@ -566,7 +566,7 @@ def test_failed_write_poisons_log(tmp_path, monkeypatch):
 
     def broken(fd, parts, pos):
         os.pwrite(fd, bytes(parts[0])[:5], pos)      # a torn write, then the error
-        raise OSError(28, "No space left on device")
+        raise OSError(5, "Input/output error")     # (ENOSPC recovers in place: test_storage_faults)
 
     monkeypatch.setattr(os, "pwritev", broken)
     with pytest.raises(LogCorrupted):
