@@ -108,9 +108,9 @@ class Durability:
             dir_dirty, self.dir_dirty = self.dir_dirty, False
             files, self.unsynced_files = self.unsynced_files, []
         if not todo:
-            if dir_dirty:
-                self.dir_dirty = True
-            self.unsynced_files[:0] = files
+            with self.lock:
+                self.dir_dirty = self.dir_dirty or dir_dirty
+                self.unsynced_files[:0] = files
             return False
         for segment in todo:
             segment.flush(fsync=True)

@@ -632,7 +632,8 @@ class Log:
                     self._segments.active.seal()
                     self._durability.flush_all(self._segments, self._clock())
                     self._segments.purge_deleted(self._clock(), everything=True)
-                    self.producer_state.take_snapshot(self.log_end_offset, sync=True)
+                    self.producer_state.take_snapshot(self.log_end_offset, sync=True,
+                                                      keep_from=self._segments.active.base_offset)
                     atomic_write(os.path.join(self.dir_path, CLEAN_SHUTDOWN), b"0\n", fs=self.fs)
         finally:
             self._closed = True

@@ -207,11 +207,13 @@ class ProducerStateManager:
     def _path(self, offset: int) -> str:
         return os.path.join(self.dir_path, snapshot_file_name(offset))
 
-    def take_snapshot(self, offset: int, *, sync: bool) -> str:
+    def take_snapshot(self, offset: int, *, sync: bool, keep_from: int | None = None) -> str:
         """Write `<offset>.snapshot` of the state (all batches below `offset`); returns its path.
 
         With `sync` the file and its name are durable on return; otherwise the
-        caller has the next flush fsync it.
+        caller has the next flush fsync it. With `keep_from` (a clean close:
+        the active segment's base), older snapshots above it are deleted, so
+        restarts do not pile up files: one per segment base, plus the newest.
 
         Raises:
             OSError: from the file system.
@@ -219,6 +221,8 @@ class ProducerStateManager:
         assert offset >= self.end_offset, (offset, self.end_offset)
         path = self._path(offset)
         atomic_write(path, encode_snapshot(self.producers), fs=self.fs, sync=sync)
+        if keep_from is not None:
+            self.delete_snapshots(o for o in self.snapshot_offsets() if keep_from < o < offset)
         return path
 
     def delete_snapshots(self, offsets: Iterable[int]) -> None:

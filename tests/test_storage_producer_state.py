@@ -75,6 +75,12 @@ def test_a_snapshot_is_written_at_each_roll_and_on_close():
     assert snapshots(fs) == bases[1:]                     # one per roll, at the new base
     log.close()
     assert snapshots(fs) == [*bases[1:], log.log_end_offset]
+    for _ in range(3):                                    # restarts do not pile up snapshots
+        log = open_log(fs)
+        produce(log, 1, 0, seq)
+        seq += 2
+        log.close()
+    assert snapshots(fs) == [*bases[1:], log.log_end_offset]
 
 
 def test_restart_rebuilds_from_the_snapshot_plus_the_tail_after_it(monkeypatch):
