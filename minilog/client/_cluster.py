@@ -284,6 +284,38 @@ class Cluster:
                     del self.topics[name]
         self._metadata_time = trio.current_time()
 
+    async def list_offsets(self, query: dict[tuple[str, int], int]) -> dict[tuple[str, int], tuple[int, int]]:
+        """{(topic, partition): timestamp or sentinel} -> {(topic, partition): (offset, timestamp)}.
+
+        One ListOffsets per partition leader. Offsets are -1 when no record
+        has a timestamp at or after the one asked.
+
+        Raises:
+            UnknownTopicOrPartitionError: a partition without a known leader.
+            BrokerError: the first partition error in an answer.
+        """
+        await self.refresh(sorted({t for t, _ in query}))
+        by_node: dict[int, dict[str, list]] = {}
+        for (topic, partition), ts in query.items():
+            node = self.leader(topic, partition)
+            if node is None:
+                raise UnknownTopicOrPartitionError(message=f"unknown partition {topic}-{partition}")
+            by_node.setdefault(node, {}).setdefault(topic, []).append(
+                {"partition": partition, "timestamp": int(ts)})
+        out = {}
+        for node, topics in by_node.items():
+            resp = await self.request(node, ApiKey.LIST_OFFSETS, {
+                "replica_id": -1, "isolation_level": 0,
+                "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()]})
+            for t in resp.payload["topics"]:
+                for p in t["partitions"]:
+                    if p["error_code"]:
+                        raise error_for_code(p["error_code"],
+                                             f"{t['topic']}-{p['partition']}: "
+                                             f"{error_for_code(p['error_code']).message}")
+                    out[(t["topic"], p["partition"])] = (p["offset"], p["timestamp"])
+        return out
+
     def forget(self, topic: str) -> None:
         self.topics.pop(topic, None)
         self._wanted.discard(topic)

@@ -222,27 +222,11 @@ class AsyncAdmin(_GroupMixin, ClientLifecycle):
             if type(ts) is not int or (ts < 0 and ts not in _SENTINELS.values()):
                 raise ValueError(f"{topic}-{partition}: expected 'earliest', 'latest' or ms")
             topics.setdefault(topic, []).append({"partition": partition, "timestamp": ts})
-        await self._cluster.refresh(sorted(topics))
-        out = {}
-        by_node: dict[int, dict] = {}
-        for topic, parts in topics.items():
-            for p in parts:
-                node = self._cluster.leader(topic, p["partition"])
-                if node is None:
-                    raise UnknownTopicOrPartitionError(
-                        message=f"unknown partition {topic}-{p['partition']}")
-                by_node.setdefault(node, {}).setdefault(topic, []).append(p)
-        for node, tps in by_node.items():
-            payload = await self._request(ApiKey.LIST_OFFSETS, {
-                "replica_id": -1, "isolation_level": 0,
-                "topics": [{"topic": t, "partitions": ps} for t, ps in tps.items()]}, node)
-            for t in payload["topics"]:
-                for p in t["partitions"]:
-                    if p["error_code"]:
-                        raise error_for_code(p["error_code"], f"{t['topic']}-{p['partition']}: "
-                                             f"{error_for_code(p['error_code']).message}")
-                    out[(t["topic"], p["partition"])] = p["offset"]
-        return out
+        if self._state != "running":
+            raise ClosedError(f"admin client is {self._state}")
+        found = await self._cluster.list_offsets(
+            {(topic, p["partition"]): p["timestamp"] for topic, ps in topics.items() for p in ps})
+        return {tp: offset for tp, (offset, _) in found.items()}
 
     async def metadata(self) -> ClusterMetadata:
         """Brokers, controller and topics (name -> partition count)."""

@@ -52,7 +52,6 @@ from minilog.errors import (
     MinilogError,
     OffsetOutOfRangeError,
     RequestTimeoutError,
-    UnknownTopicOrPartitionError,
     error_for_code,
 )
 from minilog.protocol import (
@@ -574,27 +573,7 @@ class AsyncConsumer(ClientLifecycle):
         Offsets are -1 when no record has a timestamp at or after the one asked.
         Raises UnknownTopicOrPartitionError and other non-retriable BrokerErrors.
         """
-        await self._cluster.refresh(sorted({t for t, _ in query}))
-        by_node: dict[int, dict[str, list]] = {}
-        for (topic, partition), ts in query.items():
-            node = self._cluster.leader(topic, partition)
-            if node is None:
-                raise UnknownTopicOrPartitionError(message=f"unknown partition {topic}-{partition}")
-            by_node.setdefault(node, {}).setdefault(topic, []).append(
-                {"partition": partition, "timestamp": int(ts)})
-        out = {}
-        for node, topics in by_node.items():
-            resp = await self._cluster.request(node, ApiKey.LIST_OFFSETS, {
-                "replica_id": -1, "isolation_level": 0,
-                "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()]})
-            for t in resp.payload["topics"]:
-                for p in t["partitions"]:
-                    if p["error_code"]:
-                        raise error_for_code(p["error_code"],
-                                             f"{t['topic']}-{p['partition']}: "
-                                             f"{error_for_code(p['error_code']).message}")
-                    out[(t["topic"], p["partition"])] = (p["offset"], p["timestamp"])
-        return out
+        return await self._cluster.list_offsets(query)
 
     async def offsets_for_times(self, timestamps: dict) -> dict:
         """{(topic, partition): ts_ms} -> {(topic, partition): (offset, timestamp) or None}."""

@@ -18,8 +18,8 @@ cross with `trio.from_thread.run`. The hot paths do not cross per record:
 Error handling: exceptions raised on the trio thread come back unchanged
 (`trio.from_thread.run` re-raises them); a dead loop thread surfaces as
 ClosedError. Constructors raise ConfigError for bad options (before any
-thread starts) and BrokerUnavailableError when no broker answers within
-request_timeout_ms.
+thread starts) and BrokerUnavailableError when no broker answers ("connection
+refused" at once, else after socket_connection_setup_timeout_ms).
 
 Resource handling: close() is idempotent; the thread is a daemon so a
 forgotten close() never blocks interpreter exit, and __del__ does not try
