@@ -29,6 +29,8 @@ from minilog.protocol import (
     encode_request,
 )
 
+pytest_plugins = ["_etcd_fixtures"]  # etcd and metadata-store fixtures (tests/_etcd_fixtures.py)
+
 START_TIMEOUT_S = 20.0
 _SERVE = [sys.executable, "-c", "import sys; from minilog.cli import main; sys.exit(main())", "serve"]
 
