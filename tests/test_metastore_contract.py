@@ -156,6 +156,14 @@ async def test_rejected_requests_change_nothing(kv: KVStore, store_clock):
     assert after.revision == revision and [(x.key, x.value) for x in after.kvs] == [(b"/r", b"0")]
 
 
+async def test_txn_size_is_bounded_like_etcd(kv: KVStore, store_clock):
+    """128 ops per branch pass (etcd's --max-txn-ops default); 129 are refused and change nothing."""
+    assert (await kv.txn([], [Put(b"/n/%03d" % i, b"x") for i in range(128)])).succeeded
+    with pytest.raises(InvalidRequest):
+        await kv.txn([], [Put(b"/m/%03d" % i, b"x") for i in range(129)])
+    assert (await kv.get(b"/m/", prefix=True)).count == 0
+
+
 async def test_cas_race_exactly_one_writer_wins(kv: KVStore, store_clock):
     """Writers racing a CAS on the same mod_revision: exactly one succeeds, and its value is stored."""
     for round_ in range(5):
@@ -399,3 +407,30 @@ def test_metastore_imports_nothing_above_it():
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.append(node.module)
             assert not any(n.startswith(forbidden) for n in names), f"{path.name} imports {names}"
+
+
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_etcd_fixture_skips_without_etcd_but_fails_under_ci(tmp_path, ci):
+    """No etcd binary: the etcd fixture skips with the reason locally, and fails when CI=true."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    (tmp_path / "test_needs_etcd.py").write_text(
+        'pytest_plugins = ["_etcd_fixtures"]\n\ndef test_needs_etcd(etcd_server):\n    pass\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env |= {"MINILOG_ETCD_BINARY": str(tmp_path / "no-etcd"), "PYTHONPATH": str(pathlib.Path(__file__).parent)}
+    if ci:
+        env["CI"] = ci
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "test_needs_etcd.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if ci:
+        assert run.returncode == 1, run.stdout
+        assert "etcd binary not found under CI" in run.stdout
+    else:
+        assert run.returncode == 0, run.stdout
+        assert "1 skipped" in run.stdout and "install Debian's etcd-server" in run.stdout

@@ -38,7 +38,15 @@ class LocalEtcd:
 
 
 def etcd_binary() -> str | None:
-    """The etcd executable on PATH (or Debian's /usr/bin/etcd), None when not installed."""
+    """The etcd executable, None when not installed.
+
+    `MINILOG_ETCD_BINARY` names it explicitly (a path that is not an
+    executable means "not installed"); otherwise `etcd` on PATH, then
+    Debian's /usr/bin/etcd.
+    """
+    explicit = os.environ.get("MINILOG_ETCD_BINARY")
+    if explicit is not None:
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
     found = shutil.which("etcd")
     if found:
         return found

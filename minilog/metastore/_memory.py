@@ -29,7 +29,8 @@ context's nursery, sleeps until the earliest lease deadline (or a change to
 the leases) and revokes what has expired.
 
 Fault injection for the simulation: `available = False` makes every call
-raise `Unavailable` (as an etcd that is down), and open watches end with it.
+raise `Unavailable` (as an etcd that is down), and open watches end with it;
+`call_delay_s` delays each request by a (seeded) amount of virtual time.
 
 Task-safety: all methods may be called from any task of the trio run that
 opened the store; none from another thread.
@@ -39,13 +40,14 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 import trio
 
 from ._types import (
+    compare_holds,
     Compacted,
     Compare,
     Delete,
@@ -71,6 +73,7 @@ from ._types import (
 __all__ = ["MemoryStore"]
 
 HISTORY_REVISIONS_MAX = 100_000  # revisions kept before automatic compaction
+TXN_OPS_MAX = 128  # compares, and ops per branch, in one txn (etcd's --max-txn-ops default)
 LEASE_ID_FIRST = 0x694D0001  # arbitrary non-zero start; ids then count up (deterministic)
 
 
@@ -85,37 +88,17 @@ def _matches(key: bytes, want: bytes, prefix: bool) -> bool:
     return key.startswith(want) if prefix else key == want
 
 
-def _compare_holds(c: Compare, kv: KeyValue | None) -> bool:
-    if c.target == "value":
-        if kv is None:
-            return False  # etcd: a VALUE compare on a missing key always fails
-        actual: int | bytes = kv.value
-    elif kv is None:
-        actual = 0
-    elif c.target == "version":
-        actual = kv.version
-    elif c.target == "create_revision":
-        actual = kv.create_revision
-    elif c.target == "mod_revision":
-        actual = kv.mod_revision
-    else:
-        actual = kv.lease
-    operand = c.operand
-    assert type(actual) is type(operand), f"compare {c.target} with {type(operand).__name__}"
-    if c.op == "==":
-        return actual == operand
-    if c.op == "!=":
-        return actual != operand
-    if c.op == "<":
-        return actual < operand  # type: ignore[operator]
-    return actual > operand  # type: ignore[operator]
-
-
 class MemoryStore:
     """etcd's KV, Lease and Watch in one process. Open with `async with MemoryStore.open() as kv`."""
 
-    def __init__(self, *, history_revisions_max: int = HISTORY_REVISIONS_MAX) -> None:
+    def __init__(
+        self,
+        *,
+        history_revisions_max: int = HISTORY_REVISIONS_MAX,
+        call_delay_s: Callable[[], float] | None = None,
+    ) -> None:
         self._available = True
+        self._call_delay_s = call_delay_s
         self._history_revisions_max = history_revisions_max
         self._revision = 1
         self._keys: dict[bytes, KeyValue] = {}
@@ -129,9 +112,22 @@ class MemoryStore:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, *, history_revisions_max: int = HISTORY_REVISIONS_MAX) -> AsyncIterator[MemoryStore]:
-        """The store with its lease-expiry task running; both end with the context."""
-        store = cls(history_revisions_max=history_revisions_max)
+    async def open(
+        cls,
+        *,
+        history_revisions_max: int = HISTORY_REVISIONS_MAX,
+        call_delay_s: Callable[[], float] | None = None,
+    ) -> AsyncIterator[MemoryStore]:
+        """The store with its lease-expiry task running; both end with the context.
+
+        Args:
+            history_revisions_max: revisions of history kept for watches.
+            call_delay_s: called once per request for the seconds it waits
+                before being applied (the simulation passes a seeded random
+                delay, so requests from different tasks interleave and reorder
+                as they would over a network); None: no delay.
+        """
+        store = cls(history_revisions_max=history_revisions_max, call_delay_s=call_delay_s)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(store._expire_leases)
             try:
@@ -224,7 +220,10 @@ class MemoryStore:
     # -- internals ---------------------------------------------------------------
 
     async def _enter(self) -> None:
-        await trio.lowlevel.checkpoint()  # a scheduling point, as a network round trip would be
+        if self._call_delay_s is not None:
+            await trio.sleep(self._call_delay_s())
+        else:
+            await trio.lowlevel.checkpoint()  # a scheduling point, as a network round trip would be
         if not self.available:
             raise Unavailable("memory store marked unavailable")
 
@@ -277,7 +276,9 @@ class MemoryStore:
 
     def _apply_txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> TxnResult:
         """The one place the key space changes. No await: atomic."""
-        succeeded = all(_compare_holds(c, self._keys.get(c.key)) for c in compare)
+        if max(len(compare), len(success), len(failure)) > TXN_OPS_MAX:
+            raise InvalidRequest("too many operations in txn request")
+        succeeded = all(compare_holds(c, self._keys.get(c.key)) for c in compare)
         ops = success if succeeded else failure
         self._validate(ops)
         new_revision = self._revision + 1

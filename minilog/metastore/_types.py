@@ -48,6 +48,7 @@ __all__ = [
     "LeaseNotFound",
     "InvalidRequest",
     "prefix_range_end",
+    "compare_holds",
 ]
 
 
@@ -199,6 +200,33 @@ class LeaseInfo:
     ttl_s: int  # seconds left (etcd rounds)
     granted_ttl_s: int
     keys: list[bytes]
+
+
+def compare_holds(c: Compare, kv: KeyValue | None) -> bool:
+    """Whether `c` holds for `kv` (None: the key does not exist), by etcd's rules."""
+    if c.target == "value":
+        if kv is None:
+            return False  # etcd: a VALUE compare on a missing key always fails
+        actual: int | bytes = kv.value
+    elif kv is None:
+        actual = 0
+    elif c.target == "version":
+        actual = kv.version
+    elif c.target == "create_revision":
+        actual = kv.create_revision
+    elif c.target == "mod_revision":
+        actual = kv.mod_revision
+    else:
+        actual = kv.lease
+    operand = c.operand
+    assert type(actual) is type(operand), f"compare {c.target} with {type(operand).__name__}"
+    if c.op == "==":
+        return actual == operand
+    if c.op == "!=":
+        return actual != operand
+    if c.op == "<":
+        return actual < operand  # type: ignore[operator]
+    return actual > operand  # type: ignore[operator]
 
 
 def prefix_range_end(prefix: bytes) -> bytes:
