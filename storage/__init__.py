@@ -9,6 +9,11 @@ modules, docs/on-disk-format.md describes the files.
 """
 
 from ._checkpoint import atomic_write, fsync_dir
+from ._cleaner import Cleaner, CleanerAborted, CleanerSettings, CleanResult, Throttler, cleanable_of
+from ._cleaner_files import CleanedSegment, discard_cleaned
+from ._cleaner_policy import Cleanable, clean_reason, pick_log
+from ._cleaner_records import keyless_records
+from ._cleaner_swap import LogSnapshot, replace_segment, snapshot_log
 from ._config import (
     LOG_CONFIG_KEYS,
     LONG_MAX,
@@ -59,6 +64,21 @@ from ._segment import (
 )
 
 __all__ = [
+    "Cleaner",
+    "CleanerAborted",
+    "CleanerSettings",
+    "CleanResult",
+    "Throttler",
+    "cleanable_of",
+    "CleanedSegment",
+    "discard_cleaned",
+    "Cleanable",
+    "clean_reason",
+    "pick_log",
+    "keyless_records",
+    "LogSnapshot",
+    "replace_segment",
+    "snapshot_log",
     "Log",
     "LogConfig",
     "AppendInfo",

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -114,8 +115,9 @@ class CleanResult:
 class Throttler:
     """Bound a rate of bytes per second by sleeping (Kafka's `Throttler`).
 
-    Thread-safe enough for its use: each cleaner thread has its own, built
-    with the rate divided by the number of threads.
+    Thread-safe: the broker shares one among its cleaner threads (the rate is
+    a broker-wide bound); a thread that must wait sleeps holding the lock, so
+    the others wait their turn too.
     """
 
     def __init__(self, bytes_per_second: float, *, monotonic: Callable[[], float] = time.monotonic,
@@ -125,11 +127,16 @@ class Throttler:
         self._sleep = sleep
         self._window_start = monotonic()
         self._window_bytes = 0
+        self._lock = threading.Lock()
         self.slept_seconds = 0.0
 
     def account(self, nbytes: int) -> None:
         if self.bytes_per_second == float("inf") or nbytes <= 0:
             return
+        with self._lock:
+            self._account(nbytes)
+
+    def _account(self, nbytes: int) -> None:
         self._window_bytes += nbytes
         elapsed = self._monotonic() - self._window_start
         needed = self._window_bytes / self.bytes_per_second
@@ -228,7 +235,7 @@ class Cleaner:
         self.offset_map.clear()
         mapped_end, full = self._build_map(snapshot, cleanable, stats)
         stats.producer_last_batch = self._producer_last_batches(snapshot, stats)
-        ctx = FilterContext(self.offset_map.get, now, config.delete_retention_ms,
+        ctx = FilterContext(self.offset_map.lookup, now, config.delete_retention_ms,
                             stats.producer_last_batch)
         for segment in snapshot.closed:
             if segment.base_offset >= mapped_end:

@@ -28,7 +28,7 @@ Task safety: one map per cleaner thread; not shared.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["OffsetMap", "OffsetMapStatistics", "ENTRY_OVERHEAD_BYTES", "LOAD_FACTOR"]
@@ -70,6 +70,12 @@ class OffsetMap:
     def get(self, key: bytes) -> int:
         """The largest offset mapped for `key`, or -1."""
         return self._offsets.get(key, -1)
+
+    @property
+    def lookup(self) -> Callable[[bytes, int], int]:
+        """The map's `dict.get` (call it with -1 as the default): the cleaner's hot loop
+        calls it once per record, and a bound C method costs a third of `get`."""
+        return self._offsets.get
 
     def fits(self, keys: Sequence[bytes]) -> bool:
         """Whether the keys of one batch surely fit (worst case: all new, all longest)."""
