@@ -196,10 +196,7 @@ class Sender:
             used: dict[int, int] = {}
             for tp, q in self._queues.items():
                 while q and q[0].deadline <= now:
-                    b = q.popleft()    # its last attempt's error says why, if it had one
-                    self._finish(b, -1, -1, b.last_error or RequestTimeoutError(
-                        f"{b.count} record(s) for {tp[0]}-{tp[1]} not delivered within "
-                        f"delivery_timeout_ms ({cfg.delivery_timeout_ms} ms)"))
+                    self._expire(q.popleft())
                 if not q:
                     continue
                 b = q[0]
@@ -286,11 +283,20 @@ class Sender:
             producer_epoch=self.producer_epoch, base_sequence=b.base_sequence)
 
     def _encoded(self, entries: list[Entry]) -> list[Entry]:
-        """Encode batches not yet encoded; a batch that cannot be encoded fails alone."""
+        """Encode batches not yet encoded; a batch past its deadline or that cannot be encoded fails alone.
+
+        (A writer that had to connect first may reach a batch after its
+        deadline: sending it with no time left would only time the request
+        out and break the connection for the others.)
+        """
         good = []
+        now = self._clock()
         for entry in entries:
             ok = []
             for b in entry:
+                if b.deadline <= now:
+                    self._expire(b)
+                    continue
                 if b.data is None:
                     try:
                         self._encode(b)
@@ -452,6 +458,12 @@ class Sender:
                 b.retry_at = now + backoff
                 b.last_error = err
             self._queue((entry[0].topic, entry[0].partition)).extendleft(reversed(retry))
+
+    def _expire(self, b: ProducerBatch) -> None:
+        """Fail a batch at its delivery deadline; its last attempt's error says why, if it had one."""
+        self._finish(b, -1, -1, b.last_error or RequestTimeoutError(
+            f"{b.count} record(s) for {b.topic}-{b.partition} not delivered within "
+            f"delivery_timeout_ms ({self.config.delivery_timeout_ms} ms)"))
 
     def _requeue(self, batches: list[ProducerBatch], alone: bool) -> None:
         """Put batches the broker refused back at the front of their queue, to be encoded again."""
