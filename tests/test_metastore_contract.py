@@ -27,8 +27,9 @@ from minilog.metastore import (
     Put,
     PutResult,
     RangeResult,
-    MemoryStore,
     EtcdStore,
+    MemoryStore,
+    StoreStatistics,
     Unavailable,
     prefix_range_end,
 )
@@ -373,11 +374,13 @@ async def test_unreachable_store_raises_unavailable(meta_backend, etcd_endpoint,
     if meta_backend == "memory":
         async with MemoryStore.open() as store:
             async with store.watch(b"/u") as events:
+                assert store.statistics().watches_open == 1
                 store.available = False
                 with pytest.raises(Unavailable), trio.fail_after(DEADLINE_S):
                     await events.__anext__()
             with pytest.raises(Unavailable):
                 await store.put(b"/u", b"x")
+            assert store.statistics() == StoreStatistics(requests=2, unavailable=2, watches_open=0)
         return
     binary = etcd_binary()
     assert binary is not None
@@ -385,6 +388,7 @@ async def test_unreachable_store_raises_unavailable(meta_backend, etcd_endpoint,
         async with EtcdStore.connect(server.endpoint, timeout_s=2.0) as store:
             await store.put(b"/u", b"x")
             async with store.watch(b"/u") as events:
+                assert store.statistics().watches_open == 1
                 server.proc.kill()
                 with pytest.raises(Unavailable), trio.fail_after(DEADLINE_S):
                     await events.__anext__()
@@ -392,6 +396,7 @@ async def test_unreachable_store_raises_unavailable(meta_backend, etcd_endpoint,
                 await store.put(b"/u", b"y")
             with pytest.raises(Unavailable):
                 await store.get(b"/u")
+            assert store.statistics() == StoreStatistics(requests=4, unavailable=3, watches_open=0)
 
 
 def test_metastore_imports_nothing_above_it():

@@ -36,6 +36,7 @@ from ._types import (
     Op,
     PutResult,
     RangeResult,
+    StoreStatistics,
     TxnResult,
     Unavailable,
 )
@@ -50,6 +51,10 @@ class KVStore(Protocol):
     errors: `Unavailable` (store unreachable; a write's outcome unknown),
     `LeaseNotFound`, `InvalidRequest`, `Compacted`, `FutureRevision`.
     """
+
+    def statistics(self) -> StoreStatistics:
+        """Counters: requests made, requests that found the store unavailable, watches open."""
+        ...
 
     async def get(self, key: bytes, *, prefix: bool = False, limit: int = 0) -> RangeResult:
         """The key (or every key under the prefix, sorted by key), with the store's revision."""

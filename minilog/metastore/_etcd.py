@@ -60,6 +60,7 @@ from ._types import (
     Put,
     PutResult,
     RangeResult,
+    StoreStatistics,
     TxnResult,
     Unavailable,
     prefix_range_end,
@@ -172,6 +173,12 @@ class EtcdStore:
     def __init__(self, client: httpx.AsyncClient, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self._client = client
         self._timeout_s = timeout_s
+        self._requests = 0
+        self._unavailable = 0
+        self._watches_open = 0
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(self._requests, self._unavailable, self._watches_open)
 
     @classmethod
     @asynccontextmanager
@@ -188,6 +195,14 @@ class EtcdStore:
             yield cls(client, timeout_s=timeout_s)
 
     async def _call(self, path: str, body: dict[str, Any], *, lease_id: int = 0) -> dict[str, Any]:
+        self._requests += 1
+        try:
+            return await self._call_once(path, body, lease_id)
+        except Unavailable:
+            self._unavailable += 1
+            raise
+
+    async def _call_once(self, path: str, body: dict[str, Any], lease_id: int) -> dict[str, Any]:
         try:
             response = await self._client.post(path, content=json.dumps(body))
         except httpx.TransportError as exc:
@@ -273,6 +288,8 @@ class EtcdStore:
             request["start_revision"] = str(start_revision)
         body = json.dumps({"create_request": request})
         timeout = httpx.Timeout(self._timeout_s, read=None)  # a watch waits for changes as long as it lives
+        self._requests += 1
+        self._watches_open += 1
         try:
             async with self._client.stream("POST", "/v3/watch", content=body, timeout=timeout) as response:
                 lines = response.aiter_lines()
@@ -285,16 +302,20 @@ class EtcdStore:
                 finally:
                     await events.aclose()
         except httpx.TransportError as exc:
+            self._unavailable += 1
             raise Unavailable(f"etcd watch: {exc!r}") from exc
+        finally:
+            self._watches_open -= 1
 
-    @staticmethod
-    async def _next_result(lines: AsyncIterator[str]) -> dict[str, Any]:
+    async def _next_result(self, lines: AsyncIterator[str]) -> dict[str, Any]:
         while True:
             try:
                 line = await lines.__anext__()
             except StopAsyncIteration:
+                self._unavailable += 1
                 raise Unavailable("etcd watch stream ended")
             except httpx.TransportError as exc:
+                self._unavailable += 1
                 raise Unavailable(f"etcd watch: {exc!r}") from exc
             if not line.strip():
                 continue

@@ -66,6 +66,7 @@ from ._types import (
     Put,
     PutResult,
     RangeResult,
+    StoreStatistics,
     TxnResult,
     Unavailable,
 )
@@ -99,6 +100,9 @@ class MemoryStore:
     ) -> None:
         self._available = True
         self._call_delay_s = call_delay_s
+        self._requests = 0
+        self._unavailable = 0
+        self._watches_open = 0
         self._history_revisions_max = history_revisions_max
         self._revision = 1
         self._keys: dict[bytes, KeyValue] = {}
@@ -145,6 +149,9 @@ class MemoryStore:
         self._available = value
         self._changed.set()  # wake watchers so that they notice
         self._changed = trio.Event()
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(self._requests, self._unavailable, self._watches_open)
 
     @property
     def revision(self) -> int:
@@ -212,19 +219,23 @@ class MemoryStore:
         await self._enter()
         start = start_revision if start_revision > 0 else self._revision + 1
         events = self._events(key, prefix, start)
+        self._watches_open += 1
         try:
             yield events
         finally:
+            self._watches_open -= 1
             await events.aclose()
 
     # -- internals ---------------------------------------------------------------
 
     async def _enter(self) -> None:
+        self._requests += 1
         if self._call_delay_s is not None:
             await trio.sleep(self._call_delay_s())
         else:
             await trio.lowlevel.checkpoint()  # a scheduling point, as a network round trip would be
         if not self.available:
+            self._unavailable += 1
             raise Unavailable("memory store marked unavailable")
 
     async def _events(self, key: bytes, prefix: bool, start: int) -> AsyncGenerator[Event, None]:
@@ -234,6 +245,7 @@ class MemoryStore:
         while True:
             changed = self._changed
             if not self.available:
+                self._unavailable += 1
                 raise Unavailable("memory store marked unavailable")
             if pos < self._history_base:
                 raise Compacted(self._compact_revision)  # fell behind a compaction

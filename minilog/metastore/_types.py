@@ -47,6 +47,7 @@ __all__ = [
     "FutureRevision",
     "LeaseNotFound",
     "InvalidRequest",
+    "StoreStatistics",
     "prefix_range_end",
     "compare_holds",
 ]
@@ -227,6 +228,15 @@ def compare_holds(c: Compare, kv: KeyValue | None) -> bool:
     if c.op == "<":
         return actual < operand  # type: ignore[operator]
     return actual > operand  # type: ignore[operator]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    """A store's counters (`statistics()` on either implementation)."""
+
+    requests: int  # calls made (unary calls and watches opened)
+    unavailable: int  # calls that raised Unavailable
+    watches_open: int  # watches currently open
 
 
 def prefix_range_end(prefix: bytes) -> bytes:
