@@ -45,6 +45,7 @@ anything else is a bug.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -188,12 +189,13 @@ class Log:
 
     # ----------------------------------------------------------- error state
 
-    def _check_usable(self, *, read: bool = False) -> None:
+    def _check_usable(self, *, read: bool = False, recover: bool = True) -> None:
+        """Raise unless usable; a write (`recover`) first reloads a log poisoned by a full disk."""
         if self._closed:
             raise StorageError(f"{self.dir_path}: log is closed")
         poison = self._poisoned
         if poison.reason is not None:
-            if not poison.disk_full:
+            if not poison.disk_full or not (recover or (read and poison.readable)):
                 raise poison.error()
             if not (read and poison.readable):
                 self.recover_after_disk_full()
@@ -234,10 +236,12 @@ class Log:
                      self.last_recovery.truncated_bytes if self.last_recovery else 0)
         poison.clear()
 
-    def _mutation(self, what: str) -> Mutation:
+    def _mutation(self, what: str, *, in_thread: bool = False) -> Mutation:
         """`with self._mutation("truncate_to"):` checks the log is usable (recovering it from a
         full disk), and poisons it on an OSError or unreadable data inside (`_poison.py`)."""
-        return Mutation(self._check_usable, self._poison, what)
+        # flush and flush_rolled may run in a worker thread: they never reload the log there.
+        check = functools.partial(self._check_usable, recover=not in_thread)
+        return Mutation(check, self._poison, what)
 
     # ----------------------------------------------------------------- append
 
@@ -580,10 +584,10 @@ class Log:
         """fsync everything appended so far and advance the recovery point.
 
         Raises:
-            LogCorruptedError: fsync failed; the Log is now poisoned (as after a
-                failed fsync nothing is known about the page cache).
+            LogCorruptedError: fsync failed; the Log is now poisoned (nothing is known
+                about the page cache after a failed fsync).
         """
-        with self._mutation("flush"):
+        with self._mutation("flush", in_thread=True):
             self._durability.flush_all(self._segments, self._clock())
 
     @property
@@ -600,15 +604,12 @@ class Log:
         Raises:
             LogCorruptedError: fsync failed; the Log is now poisoned.
         """
-        with self._mutation("flush_rolled"):
+        with self._mutation("flush_rolled", in_thread=True):
             return self._durability.flush_rolled(self._segments)
 
     def maybe_flush(self) -> bool:
-        """Apply the flush.ms policy without an append (the broker's periodic flusher).
-
-        Returns whether it flushed. Raises LogCorruptedError like `flush`.
-        """
-        self._check_usable()
+        """Apply flush.ms without an append; returns whether it flushed (raises like `flush`)."""
+        self._check_usable(recover=False)
         durability = self._durability
         if durability.unflushed_messages and self._clock() - durability.last_flush_ms >= self.config.flush_ms:
             self.flush()
@@ -646,5 +647,4 @@ class Log:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"<Log {self.dir_path} [{self.log_start_offset}, {self.log_end_offset}) "
-                f"{len(self._segments)} segments>")
+        return f"<Log {self.dir_path} [{self.log_start_offset}, {self.log_end_offset})>"

@@ -326,3 +326,28 @@ def test_enospc_in_flush_roll_or_checkpoint_recovers_in_place(op, path):
     fs.crash()
     log = open_log(fs)
     check_dense(log)
+
+
+def test_flush_never_reloads_a_disk_full_log_only_a_write_or_the_explicit_call_does():
+    """flush/flush_rolled may run in the broker's worker thread: they must not reload the log
+    under a concurrent append, so they keep raising DiskFullError until a write (on the owner
+    thread) or recover_after_disk_full() reloads it."""
+    from minilog.storage import DiskFullError
+
+    fs = SimulatedFileSystem(random.Random(8))
+    log = open_log(fs, **{"segment.bytes": 100_000})
+    fill(log, 10)
+    stored = all_records(log)
+    fs.capacity_bytes = fs.used_bytes + 50
+    with pytest.raises(DiskFullError):
+        log.append(batch_for(log.log_end_offset, pad=200))
+    fs.capacity_bytes = None                                     # space is back
+    for flush in (log.flush, log.flush_rolled, log.maybe_flush):
+        with pytest.raises(DiskFullError):
+            flush()
+    assert all_records(log) == stored
+    log.recover_after_disk_full()                                # the broker may call it
+    log.recover_after_disk_full()                                # a no-op on a healthy log
+    log.flush()
+    fill(log, 3)
+    check_dense(log)
