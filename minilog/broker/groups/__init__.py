@@ -5,6 +5,8 @@ Modules, each with one job:
 - `_group`: one group's state machine and KIP-848 reconciliation (pure).
 - `_offsets`: committed offsets in memory and their `__consumer_offsets`
   record format and loader (pure).
+- `_classic`: one Kafka classic (JoinGroup/SyncGroup) group's state machine (pure).
+- `classic`: the classic groups of a coordinator, with trio's clock and the waiting.
 - `coordinator`: the trio-facing GroupCoordinator and the request handlers.
 
 The broker calls `install(broker)` at start (see minilog/broker/app.py).
