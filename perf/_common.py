@@ -88,19 +88,40 @@ def add_common_args(parser: argparse.ArgumentParser, *, partitions: int = 1) -> 
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_producer_args(parser: argparse.ArgumentParser, *, linger_ms: int = 5,
-                      batch_size: int = 1 * MiB, acks: str = "1") -> None:
-    """Producer settings, as kafka-producer-perf-test's --producer-props would set them."""
-    parser.add_argument("--acks", default=acks, choices=["0", "1", "all", "-1"],
-                        help=f"producer acks (default {acks})")
-    parser.add_argument("--linger-ms", type=int, default=linger_ms,
-                        help=f"producer linger_ms (default {linger_ms})")
-    parser.add_argument("--batch-size", type=int, default=batch_size,
-                        help=f"producer batch_size in bytes (default {batch_size})")
-    parser.add_argument("--compression-type", default="none",
-                        choices=["none", "gzip", "lz4", "zstd"], help="producer compression_type")
-    parser.add_argument("--max-in-flight", type=int, default=5,
-                        help="producer max_in_flight requests per broker (default 5)")
+def add_producer_args(parser: argparse.ArgumentParser, **tool_defaults) -> None:
+    """Producer settings, as kafka-producer-perf-test's --producer-props would set them.
+
+    Every option defaults to None, meaning the client's own default (not
+    passed to `Producer`); a tool that must differ says so in
+    `tool_defaults` (e.g. e2e_latency's `linger_ms=0`), and
+    `producer_settings()` lists what differs, for the output.
+    """
+    parser.add_argument("--acks", default=None, choices=["0", "1", "all", "-1"],
+                        help="producer acks (default: the client's)")
+    parser.add_argument("--linger-ms", type=int, default=None,
+                        help="producer linger_ms (default: the client's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="producer batch_size in bytes (default: the client's)")
+    parser.add_argument("--compression-type", default=None,
+                        choices=["none", "gzip", "lz4", "zstd"],
+                        help="producer compression_type (default: the client's)")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="producer max_in_flight requests per broker (default: the client's)")
+    parser.set_defaults(**{k: (str(v) if k == "acks" else v) for k, v in tool_defaults.items()})
+
+
+PRODUCER_OPTIONS = ("acks", "linger_ms", "batch_size", "compression_type", "max_in_flight")
+
+
+def producer_settings(args: argparse.Namespace) -> dict:
+    """The producer keyword arguments the run sets, i.e. every one that differs from
+    the client's default; the tools pass exactly these and print them beside the figure."""
+    out = {}
+    for name in PRODUCER_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = acks_value(value) if name == "acks" else value
+    return out
 
 
 def acks_value(text: str):
@@ -403,7 +424,9 @@ def emit(args: argparse.Namespace, title: str, result: dict) -> None:
 
 def _flatten(d: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
     for key, value in d.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not value and "settings" in f"{prefix}{key}":
+            yield f"{prefix}{key}", "client defaults"
+        elif isinstance(value, dict):
             yield from _flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value

@@ -1,8 +1,10 @@
 """Consumer throughput, like kafka-consumer-perf-test.
 
 First the topic is filled (unless `--no-populate`): `--num-records` records
-of `--record-size` bytes through the Producer's produce() (no callbacks,
-large batches), then flushed; that rate is reported as `populate`. Then a
+of `--workload` (see perf/_workloads.py: `uniform` keyless `--record-size`
+values, `keyed`, or `events` JSON keyed by order id) through the Producer's
+produce() (no callbacks), then flushed; that rate is reported as
+`populate`. Then a
 fresh `Consumer` assigns every partition from offset 0 and calls
 `poll(timeout_ms, max_records)` until it has seen `--num-records` records.
 Throughput is records / (first poll() call -> the poll() that returned the
@@ -15,33 +17,44 @@ delivering Record objects to the caller; `--touch` also sums
 (then MB/s is the bytes actually seen). Latency is the duration of each
 poll() call (p50/p99/p999): how long a caller waits for the next batch.
 
-Example (the issue's target run):
+Producer and consumer run at the client's defaults (poll() included: it
+returns up to the consumer's `max_poll_records`); every setting given on
+the command line is listed under `settings` beside the figures.
+
+Examples:
     python perf/consumer_perf.py --num-records 2000000 --record-size 100 --json
+    python perf/consumer_perf.py --workload events --partitions 12 --num-records 200000 --json
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import _common as c
+import _workloads as w
 
 
-def populate(args: argparse.Namespace, bootstrap: str, topic: str) -> dict:
+def populate(args: argparse.Namespace, bootstrap: str, topic: str, records: w.Records) -> dict:
     import minilog
 
-    producer = minilog.Producer(bootstrap, acks=1, linger_ms=args.linger_ms,
-                                batch_size=args.batch_size,
-                                compression_type=args.compression_type)
-    value = os.urandom(args.record_size)
+    producer = minilog.Producer(bootstrap, **c.producer_settings(args))
     produce = producer.produce
+    pool = len(records)
     t0 = time.perf_counter_ns()
     try:
         with c.progress(args, "populate", args.num_records) as advance:
+            done = 0
             for n in c.chunks(args.num_records, 50_000):
-                for _ in range(n):
-                    produce(topic, value)
+                if records.keys is None:
+                    value = records.values[0]
+                    for _ in range(n):
+                        produce(topic, value)
+                else:
+                    keys, values = records.keys, records.values
+                    for i in range(done, done + n):
+                        produce(topic, values[i % pool], key=keys[i % pool])
+                done += n
                 advance(n)
             producer.flush()
     finally:
@@ -50,15 +63,17 @@ def populate(args: argparse.Namespace, bootstrap: str, topic: str) -> dict:
     return {"seconds": seconds, "records_per_sec": args.num_records / seconds}
 
 
-def consume(args: argparse.Namespace, bootstrap: str, topic: str, broker) -> dict:
+def consumer_settings(args: argparse.Namespace) -> dict:
+    """The consumer keyword arguments given on the command line (the rest: client defaults)."""
+    names = ("fetch_max_bytes", "max_partition_fetch_bytes", "max_poll_records")
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+def consume(args: argparse.Namespace, bootstrap: str, topic: str, broker,
+            records_sent: w.Records) -> dict:
     import minilog
 
-    kwargs = {}
-    if args.fetch_max_bytes:
-        kwargs["fetch_max_bytes"] = args.fetch_max_bytes
-    if args.max_partition_fetch_bytes:
-        kwargs["max_partition_fetch_bytes"] = args.max_partition_fetch_bytes
-    consumer = minilog.Consumer(bootstrap, **kwargs)
+    consumer = minilog.Consumer(bootstrap, **consumer_settings(args))
     consumer.assign([(topic, p, 0) for p in range(args.partitions)])
     want = args.num_records
     count = 0
@@ -75,7 +90,7 @@ def consume(args: argparse.Namespace, bootstrap: str, topic: str, broker) -> dic
             shown = 0
             while count < want:
                 t0 = perf_ns()
-                records = poll(timeout_ms=args.poll_timeout_ms, max_records=args.max_poll_records)
+                records = poll(timeout_ms=args.poll_timeout_ms)
                 t1 = perf_ns()
                 polls.append(t1 - t0)
                 if records:
@@ -94,7 +109,7 @@ def consume(args: argparse.Namespace, bootstrap: str, topic: str, broker) -> dic
         consumer.close()
     seconds = max(1e-9, (t_last - t_start) / 1e9)
     if not args.touch:
-        value_bytes = count * args.record_size
+        value_bytes = records_sent.value_bytes(count)   # what was sent, as if seen
     return {
         "records": count, "seconds": seconds, "records_per_sec": count / seconds,
         "mb_per_sec": value_bytes / seconds / c.MiB, "value_bytes": value_bytes,
@@ -106,31 +121,37 @@ def consume(args: argparse.Namespace, bootstrap: str, topic: str, broker) -> dic
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-records", type=int, default=1_000_000)
-    parser.add_argument("--record-size", type=int, default=100, help="value bytes")
+    parser.add_argument("--record-size", type=int, default=100,
+                        help="value bytes (uniform and keyed workloads)")
     parser.add_argument("--no-populate", action="store_true",
                         help="the topic already holds --num-records records")
-    parser.add_argument("--max-poll-records", type=int, default=100_000)
+    parser.add_argument("--max-poll-records", type=int, default=None,
+                        help="consumer max_poll_records (default: the client's)")
     parser.add_argument("--poll-timeout-ms", type=int, default=1000)
     parser.add_argument("--timeout-ms", type=float, default=10_000,
                         help="stop if no record arrives for this long")
     parser.add_argument("--fetch-max-bytes", type=int, default=None)
     parser.add_argument("--max-partition-fetch-bytes", type=int, default=None)
     parser.add_argument("--touch", action="store_true", help="sum len(record.value) per record")
+    w.add_workload_args(parser)
     c.add_common_args(parser)
     c.add_producer_args(parser)  # used to populate the topic
     args = parser.parse_args(argv)
     if args.no_populate and not args.topic:
         parser.error("--no-populate needs --topic")
     topic = c.topic_name(args, "consumer-perf")
+    records = w.generate(args.workload, args.num_records, record_size=args.record_size,
+                         seed=args.seed)
     result = {"tool": "consumer_perf", "topic": topic, "num_records": args.num_records,
-              "record_size": args.record_size, "partitions": args.partitions,
-              "max_poll_records": args.max_poll_records, "touch": args.touch,
-              "env": c.environment()}
+              "workload": w.describe(args), "partitions": args.partitions,
+              "settings": {"producer": c.producer_settings(args),
+                           "consumer": consumer_settings(args)},
+              "touch": args.touch, "env": c.environment()}
     with c.broker_for(args) as (bootstrap, broker):
         if not args.no_populate:
             c.create_topic(bootstrap, topic, args.partitions)
-            result["populate"] = populate(args, bootstrap, topic)
-        result.update(consume(args, bootstrap, topic, broker))
+            result["populate"] = populate(args, bootstrap, topic, records)
+        result.update(consume(args, bootstrap, topic, broker, records))
     c.emit(args, "minilog consumer perf", result)
 
 

@@ -16,13 +16,32 @@ rate and count, and again back to back (no idle gap, so no wake-up cost).
 That is the floor any broker round trip here sits on; the broker path has
 two such hops (produce, then the fetch wake-up) plus two thread hand-offs.
 
-Example:
+`--workload` (perf/_workloads.py) chooses the records: `uniform` (keyless
+`--record-size` values, the default), `keyed`, or `events` (JSON keyed by
+order id). Each value carries the record's sequence number (its first 8
+bytes, or an event's `eventId`), which is how the consumer matches it.
+
+`--busy-caller` (issue 13, section 3): the caller spins (a Python busy loop
+holding the GIL) between produce() calls instead of sleeping, as a CPU-busy
+application thread would, and the consumer runs in its own process waiting
+in poll(), so only the producer side shares its process with the busy
+thread. Each sample is then the time from just before produce() in this
+process to poll() returning the record in the consumer's process (both
+read CLOCK_MONOTONIC through `time.perf_counter_ns`, one clock on Linux).
+
+The producer runs at the client's defaults except `linger_ms=0` (the
+issue's latency setting); every setting that differs is listed under
+`settings`.
+
+Examples:
     python perf/e2e_latency.py --num-records 10000 --rate 1000 --json
+    python perf/e2e_latency.py --workload events --busy-caller --num-records 10000 --json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import struct
 import subprocess
 import sys
@@ -30,6 +49,7 @@ import threading
 import time
 
 import _common as c
+import _workloads as w
 
 _SEQ = struct.Struct(">Q")
 
@@ -172,6 +192,32 @@ class _Hops:
                             for i, name in enumerate(self.NAMES)}}
 
 
+class _Stamped:
+    """The workload's records, each value stamped with its sequence number."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.records = w.generate(args.workload, args.warmup + args.num_records,
+                                  record_size=args.record_size, seed=args.seed)
+        self.events = args.workload == "events"
+
+    def record(self, i: int) -> tuple[bytes | None, bytes]:
+        """(key, value) of the i-th record sent."""
+        j = i % len(self.records)
+        key = None if self.records.keys is None else self.records.keys[j]
+        value = self.records.values[j]
+        if self.events:
+            cut = w.EVENT_ID_SLICE
+            return key, value[:cut.start] + b"%016x" % i + value[cut.stop:]
+        return key, _SEQ.pack(i) + value[_SEQ.size:]
+
+
+def seq_of(value: bytes, events: bool) -> int:
+    """The sequence number `_Stamped.record` put in `value`."""
+    if events:
+        return int(value[w.EVENT_ID_SLICE], 16)
+    return _SEQ.unpack_from(value)[0]
+
+
 def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
     import minilog
 
@@ -179,12 +225,10 @@ def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
 
     topic = c.topic_name(args, "e2e")
     c.create_topic(bootstrap, topic, args.partitions)
-    producer = minilog.Producer(bootstrap, acks=c.acks_value(args.acks), linger_ms=args.linger_ms,
-                                batch_size=args.batch_size, compression_type=args.compression_type,
-                                max_in_flight=args.max_in_flight)
+    stamped = _Stamped(args)
+    producer = minilog.Producer(bootstrap, **c.producer_settings(args))
     consumer = minilog.Consumer(bootstrap)
     consumer.assign([(topic, p, 0) for p in range(args.partitions)])
-    pad = b"x" * max(0, args.record_size - _SEQ.size)
     samples: list[int] = []
     interval_ns = int(1e9 / args.rate) if args.rate > 0 else 0
     timeouts = 0
@@ -199,12 +243,12 @@ def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
                 now = time.perf_counter_ns()
                 if due > now:
                     time.sleep((due - now) / 1e9)
-                value = _SEQ.pack(i) + pad
+                key, value = stamped.record(i)
                 t0 = time.perf_counter_ns()
                 if hops:
                     hops.start(t0)
-                producer.produce(topic, value)
-                if not _receive(consumer, i, args.timeout_ms):
+                producer.produce(topic, value, key=key)
+                if not _receive(consumer, i, args.timeout_ms, stamped.events):
                     timeouts += 1
                     continue
                 t1 = time.perf_counter_ns()
@@ -226,40 +270,133 @@ def minilog_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
     return out
 
 
-def _receive(consumer, seq: int, timeout_ms: float) -> bool:
+def _receive(consumer, seq: int, timeout_ms: float, events: bool) -> bool:
     """Poll until the record with sequence `seq` arrives; False on timeout."""
     deadline = time.monotonic() + timeout_ms / 1000
     while time.monotonic() < deadline:
         for record in consumer.poll(timeout_ms=timeout_ms, max_records=1):
-            if _SEQ.unpack_from(record.value)[0] == seq:
+            if seq_of(record.value, events) == seq:
                 return True
     return False
+
+
+# --------------------------------------------------------------------------- --busy-caller
+
+
+def busy_caller_e2e(args: argparse.Namespace, bootstrap: str, broker) -> dict:
+    """A spinning caller produces here; a consumer process waiting in poll() receives."""
+    topic = c.topic_name(args, "e2e-busy")
+    c.create_topic(bootstrap, topic, args.partitions)
+    stamped = _Stamped(args)
+    total = args.warmup + args.num_records
+    spec = {"bootstrap": bootstrap, "topic": topic, "partitions": args.partitions,
+            "count": total, "events": stamped.events, "timeout_ms": args.timeout_ms}
+    child = subprocess.Popen([sys.executable, __file__, "--_consumer", json.dumps(spec)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError("the consumer process did not start")
+        sent = _spin_and_produce(args, bootstrap, broker, topic, stamped, total)
+        out, _ = child.communicate(timeout=args.timeout_ms / 1000 + 60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    received = dict(json.loads(out)["received"])
+    samples = [received[i] - sent["t0"][i] for i in range(args.warmup, total) if i in received]
+    return {"latency_ms": c.percentiles_ms(samples), "topic": topic,
+            "timeouts": args.num_records - len(samples), "cpu": sent["cpu"],
+            "caller": "busy: spins between produce() calls; the consumer is its own process"}
+
+
+def _spin_and_produce(args, bootstrap, broker, topic, stamped: _Stamped, total: int) -> dict:
+    """Produce `total` records paced at --rate, spinning (not sleeping) until each is due."""
+    import minilog
+
+    producer = minilog.Producer(bootstrap, **c.producer_settings(args))
+    interval_ns = int(1e9 / args.rate) if args.rate > 0 else 0
+    perf_ns = time.perf_counter_ns
+    t0s = [0] * total
+    cpu: dict = {}
+    try:
+        with c.profiled(args, broker), c.cpu_meter(broker, cpu), \
+                c.progress(args, "e2e (busy caller)", total) as advance:
+            start = perf_ns()
+            for i in range(total):
+                due = start + i * interval_ns
+                while perf_ns() < due:   # the application's work: Python holding the GIL
+                    pass
+                key, value = stamped.record(i)
+                t0s[i] = perf_ns()
+                producer.produce(topic, value, key=key)
+                if i % 100 == 99:
+                    producer.poll(0)
+                    advance(100)
+            producer.flush()
+    finally:
+        producer.close()
+    return {"t0": t0s, "cpu": cpu}
+
+
+def _consumer_process(spec: dict) -> None:
+    """Child of --busy-caller: poll until every record came; print [seq, receipt ns] pairs."""
+    import minilog
+
+    consumer = minilog.Consumer(spec["bootstrap"])
+    received: list[tuple[int, int]] = []
+    try:
+        consumer.assign([(spec["topic"], p, 0) for p in range(spec["partitions"])])
+        consumer.poll(timeout_ms=0)
+        print("ready", flush=True)
+        last = time.monotonic()
+        while len(received) < spec["count"]:
+            records = consumer.poll(timeout_ms=100)
+            t = time.perf_counter_ns()
+            if records:
+                last = time.monotonic()
+                received.extend((seq_of(r.value, spec["events"]), t) for r in records)
+            elif time.monotonic() - last > spec["timeout_ms"] / 1000:
+                break
+    finally:
+        consumer.close()
+    print(json.dumps({"received": received}), flush=True)
 
 
 def main(argv=None) -> None:
     if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--_echo-server":
         _echo_server(int(sys.argv[2]))
         return
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--_consumer":
+        _consumer_process(json.loads(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-records", type=int, default=10_000, help="measured records")
     parser.add_argument("--warmup", type=int, default=200, help="records sent before measuring")
     parser.add_argument("--rate", type=float, default=1000.0, help="records/s (0: back to back)")
-    parser.add_argument("--record-size", type=int, default=100, help="value bytes (>= 8)")
+    parser.add_argument("--record-size", type=int, default=100,
+                        help="value bytes (>= 8; uniform and keyed workloads)")
+    parser.add_argument("--busy-caller", action="store_true",
+                        help="the caller spins between produce() calls instead of sleeping; "
+                             "the consumer runs in its own process")
     parser.add_argument("--timeout-ms", type=float, default=5000, help="give up on one record")
     parser.add_argument("--skip-baseline", action="store_true", help="no trio round-trip baseline")
     parser.add_argument("--baseline-only", action="store_true", help="only the trio baseline")
     parser.add_argument("--hops", action="store_true",
                         help="also split each sample into client-side hops (wraps private "
                              "client methods; a diagnostic)")
+    w.add_workload_args(parser)
     c.add_common_args(parser)
-    c.add_producer_args(parser, linger_ms=0, batch_size=16384)
+    c.add_producer_args(parser, linger_ms=0)
     args = parser.parse_args(argv)
     if args.record_size < _SEQ.size:
         parser.error("--record-size must be at least 8")
+    if args.busy_caller and args.hops:
+        parser.error("--hops splits hops inside one process; not with --busy-caller")
 
     result: dict = {"tool": "e2e_latency", "num_records": args.num_records, "rate": args.rate,
-                    "record_size": args.record_size, "acks": args.acks, "linger_ms": args.linger_ms,
-                    "env": c.environment()}
+                    "workload": w.describe(args), "busy_caller": args.busy_caller,
+                    "settings": c.producer_settings(args), "env": c.environment()}
     if not args.skip_baseline:
         # Paced like the measurement (the CPU idles between records, so wake-ups
         # cost), and back to back (what "a bare trio round trip" usually means).
@@ -270,7 +407,8 @@ def main(argv=None) -> None:
                 args.num_records, 0, args.record_size, args.warmup)
     if not args.baseline_only:
         with c.broker_for(args) as (bootstrap, broker):
-            result.update(minilog_e2e(args, bootstrap, broker))
+            run = busy_caller_e2e if args.busy_caller else minilog_e2e
+            result.update(run(args, bootstrap, broker))
     c.emit(args, "minilog end-to-end latency", result)
 
 

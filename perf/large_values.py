@@ -105,9 +105,7 @@ def file_baseline(value: bytes, count: int, directory: str | None) -> dict:
 def produce(args, bootstrap: str, topic: str, value: bytes, broker) -> dict:
     import minilog
 
-    producer = minilog.Producer(bootstrap, acks=c.acks_value(args.acks), linger_ms=args.linger_ms,
-                                batch_size=args.batch_size, compression_type=args.compression_type,
-                                max_in_flight=args.max_in_flight)
+    producer = minilog.Producer(bootstrap, **c.producer_settings(args))
     errors: list = []
     cpu: dict = {}
 
@@ -194,8 +192,8 @@ def main(argv=None) -> None:
     value = os.urandom(args.record_size)
     topic = c.topic_name(args, "large-values")
     result = {"tool": "large_values", "topic": topic, "num_records": args.num_records,
-              "record_size": args.record_size, "acks": args.acks, "linger_ms": args.linger_ms,
-              "batch_size": args.batch_size, "env": c.environment()}
+              "record_size": args.record_size, "settings": c.producer_settings(args),
+              "env": c.environment()}
     result["socket"] = socket_baseline(value, args.num_records)
     with c.broker_for(args) as (bootstrap, broker):
         c.create_topic(bootstrap, topic, args.partitions, {"max.message.bytes": str(limit)})

@@ -5,8 +5,15 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from minilog.client._partitioner import StickyPartitioner, murmur2, partition_for_key
+from minilog.client._partitioner import (
+    KeyPartitioner,
+    StickyPartitioner,
+    murmur2,
+    partition_for_key,
+)
 
 # Kafka's clients/src/test/java/org/apache/kafka/common/utils/UtilsTest.java, testMurmur2.
 KAFKA_VECTORS = [
@@ -67,6 +74,46 @@ def test_partition_for_key_rejects_non_bytes():
     """A str key must be encoded by the caller first (the producer does it)."""
     with pytest.raises(TypeError):
         partition_for_key("abc", 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.binary(max_size=40), min_size=1, max_size=200),
+       counts=st.lists(st.integers(1, 1000), min_size=1, max_size=4),
+       entries_max=st.integers(1, 16))
+def test_key_partitioner_matches_uncached_function(keys, counts, entries_max):
+    """The memo returns the uncached partition for every key, repeats and evictions included."""
+    kp = KeyPartitioner(entries_max=entries_max, key_bytes_max=20)
+    for n in counts:
+        for key in keys + keys[::-1]:
+            assert kp.partition(key, n) == partition_for_key(key, n), (key, n)
+    assert len(kp) <= 2 * entries_max
+
+
+def test_key_partitioner_bound_is_respected_and_hot_keys_stay():
+    """At most 2 * entries_max keys are kept; long keys are never kept; a key used often stays."""
+    kp = KeyPartitioner(entries_max=100, key_bytes_max=16)
+    rng = random.Random(5)
+    hot = b"order-hot"
+    for i in range(10_000):
+        kp.partition(rng.randbytes(rng.randrange(1, 16)), 12)
+        if i % 50 == 0:
+            kp.partition(hot, 12)
+        assert len(kp) <= 200, f"seed 5, step {i}"
+    assert hot in kp._hot or hot in kp._old
+    before = len(kp)
+    for _ in range(50):
+        kp.partition(rng.randbytes(17), 12)   # longer than key_bytes_max
+    assert len(kp) == before
+
+
+def test_key_partitioner_follows_a_partition_count_change():
+    """When a topic grows, the same memo places each key by the new count at once."""
+    kp = KeyPartitioner()
+    keys = [f"customer-{i}".encode() for i in range(500)]
+    assert [kp.partition(k, 6) for k in keys] == [partition_for_key(k, 6) for k in keys]
+    moved = [kp.partition(k, 12) for k in keys]
+    assert moved == [partition_for_key(k, 12) for k in keys]
+    assert any(a != b for a, b in zip(moved, [partition_for_key(k, 6) for k in keys]))
 
 
 def test_sticky_partitioner_changes_partition_when_possible():

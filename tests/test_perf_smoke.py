@@ -75,6 +75,89 @@ def test_e2e_latency_measures_baseline_and_broker_path():
     assert out["baseline_trio_round_trip_back_to_back_ms"]["count"] == 50
 
 
+def _workloads():
+    """perf/_workloads.py (perf/ is not a package: the scripts import it by path)."""
+    sys.path.insert(0, str(PERF))
+    try:
+        import _workloads
+    finally:
+        sys.path.remove(str(PERF))
+    return _workloads
+
+
+def test_workloads_are_deterministic_and_in_shape():
+    """Each workload is the same for the same seed; keys and event sizes are in range."""
+    import json
+
+    w = _workloads()
+    for name in w.WORKLOADS:
+        assert w.generate(name, 500, seed=3) == w.generate(name, 500, seed=3)
+        assert w.generate(name, 500, seed=3) != w.generate(name, 500, seed=4) or name == "uniform"
+    uniform = w.generate("uniform", 300, record_size=40)
+    assert uniform.keys is None and {len(v) for v in uniform.values} == {40}
+    keyed = w.generate("keyed", 3000, record_size=40)
+    assert {len(v) for v in keyed.values} == {40}
+    assert {len(k) for k in keyed.keys} > {4, 36} and all(4 <= len(k) <= 36 for k in keyed.keys)
+    assert len(set(keyed.keys)) < len(keyed.keys)   # keys repeat
+    events = w.generate("events", 3000, seed=1)
+    sizes = [len(v) for v in events.values]
+    assert w.EVENT_BYTES_MIN <= min(sizes) and max(sizes) <= w.EVENT_BYTES_MAX
+    assert max(sizes) - min(sizes) > 100
+    versions: dict = {}
+    for key, value in zip(events.keys, events.values):
+        event = json.loads(value)
+        assert event["aggregateId"].encode() == key == event["payload"]["orderId"].encode()
+        assert event["version"] == versions.get(key, 0) + 1   # each aggregate's events in order
+        versions[key] = event["version"]
+        assert int(value[w.EVENT_ID_SLICE], 16) >= 0 and event["eventId"].startswith("evt_")
+        assert {"customerId", "items", "totalAmount"} <= set(event["payload"])
+    assert len(versions) < len(events.keys)        # aggregates repeat
+    assert events.value_bytes(4000) == sum(sizes) + sum(sizes[:1000])
+
+
+@pytest.mark.parametrize("workload", ["keyed", "events"])
+def test_producer_perf_runs_each_workload_at_client_defaults(workload):
+    """producer_perf sends keyed records and events, acks them all, and changes no setting."""
+    out = run_script("producer_perf.py", "--workload", workload, "--num-records", "1500",
+                     "--record-size", "30", "--partitions", "3")
+    assert out["workload"]["name"] == workload
+    assert out["settings"] == {}
+    assert out["acked"] == 1500 and out["errors"] == 0
+    expected = _workloads().generate(workload, 1500, record_size=30).value_bytes(1500)
+    assert out["avg_value_bytes"] == expected / 1500
+
+
+def test_producer_perf_prints_every_changed_setting():
+    """A setting given on the command line appears under `settings`; the rest stay the client's."""
+    out = run_script("producer_perf.py", "--num-records", "200", "--batch-size", "1048576",
+                     "--acks", "all", "--latency", "none")
+    assert out["settings"] == {"batch_size": 1048576, "acks": "all"}
+
+
+@pytest.mark.parametrize("workload", ["keyed", "events"])
+def test_consumer_perf_reads_back_each_workload(workload):
+    """consumer_perf polls back every record of the workload, value bytes included."""
+    out = run_script("consumer_perf.py", "--workload", workload, "--num-records", "1500",
+                     "--record-size", "30", "--partitions", "3", "--touch")
+    assert out["records"] == 1500 and out["timed_out"] is False
+    expected = _workloads().generate(workload, 1500, record_size=30).value_bytes(1500)
+    assert out["value_bytes"] == expected
+    assert out["settings"] == {"producer": {}, "consumer": {}}
+
+
+@pytest.mark.parametrize("workload, busy", [("keyed", False), ("events", False),
+                                            ("events", True)])
+def test_e2e_latency_runs_each_workload(workload, busy):
+    """e2e_latency matches every record of the workload, with a sleeping or a spinning caller."""
+    out = run_script("e2e_latency.py", "--workload", workload, "--num-records", "40",
+                     "--warmup", "5", "--rate", "400", "--partitions", "2", "--skip-baseline",
+                     *(["--busy-caller"] if busy else []))
+    assert out["busy_caller"] is busy
+    assert out["settings"] == {"linger_ms": 0}
+    assert out["timeouts"] == 0
+    assert out["latency_ms"]["count"] == 40
+
+
 def test_large_values_compares_with_a_plain_socket():
     """large_values moves the same bytes through a socket and through minilog, both ways."""
     out = run_script("large_values.py", "--num-records", "4", "--record-size", str(256 * 1024))

@@ -52,7 +52,7 @@ import time
 from typing import NamedTuple
 from collections.abc import Callable
 
-from ._partitioner import StickyPartitioner, partition_for_key
+from ._partitioner import KeyPartitioner, StickyPartitioner
 
 __all__ = ["ProducerBatch", "Accumulator", "DeliveryReport", "RECORD_OVERHEAD_BYTES", "record_size"]
 
@@ -139,6 +139,7 @@ class Accumulator:
         self.completed: collections.deque = collections.deque()
         self.num_partitions: dict[str, int] = {}       # written by the owner from metadata
         self.partitioner = StickyPartitioner(seed)
+        self.key_partitioner = KeyPartitioner()   # keyed records: memoised murmur2 of hot keys
         self.appended_records = 0
         self.appended_bytes = 0
         self.done_records = 0
@@ -300,7 +301,7 @@ class Accumulator:
         n = self.num_partitions[topic]
         if partition is None:
             if key is not None:
-                partition = partition_for_key(key, n)
+                partition = self.key_partitioner.partition(key, n)
         elif type(partition) is not int or not 0 <= partition < n:
             from minilog.errors import UnknownPartitionError
             raise UnknownPartitionError(
@@ -374,8 +375,9 @@ class Accumulator:
                 message=f"partition {partition!r} out of range: {topic!r} has {n}")
         if keys is not None and partition is None and any(k is not None for k in keys):
             groups: dict[int | None, tuple[list, list]] = {}
+            key_partition = self.key_partitioner.partition
             for v, k in zip(values, keys):
-                p = None if k is None else partition_for_key(k, n)
+                p = None if k is None else key_partition(k, n)
                 g = groups.get(p)
                 if g is None:
                     g = groups[p] = ([], [])
