@@ -2,7 +2,7 @@
 
 This module is the one place that knows the header's byte layout. The
 storage layer uses it to validate and stamp batches without decoding their
-records; the record codec (`_records.py`) builds on it.
+records; the record codec (`_records*.py`) builds on it.
 
 Byte layout (big-endian, offsets from the start of the batch)::
 
@@ -34,7 +34,7 @@ Error handling: `parse_header` and `check_batch` raise only
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 from crc32c import crc32c
 
@@ -80,6 +80,9 @@ TIMESTAMP_TYPE_MASK = 0x08
 TRANSACTIONAL_MASK = 0x10
 CONTROL_MASK = 0x20
 
+BytesLike: TypeAlias = bytes | bytearray | memoryview  # what the codec reads
+HeaderFields: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int]
+
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 assert _HEADER.size == HEADER_SIZE
 _PREFIX = struct.Struct(">qi")       # base_offset, batch_length
@@ -124,7 +127,7 @@ class BatchHeader(NamedTuple):
         return bool(self.attributes & CONTROL_MASK)
 
 
-def batch_size_at(buf, pos: int = 0) -> int:
+def batch_size_at(buf: BytesLike, pos: int = 0) -> int:
     """Return the total size of the batch starting at `pos`, from its length field.
 
     Raises `CorruptBatchError` when fewer than 12 bytes remain or the length
@@ -133,13 +136,13 @@ def batch_size_at(buf, pos: int = 0) -> int:
     """
     if len(buf) - pos < LOG_OVERHEAD:
         raise CorruptBatchError("truncated batch: no room for the length field")
-    _, batch_length = _PREFIX.unpack_from(buf, pos)
+    batch_length: int = _PREFIX.unpack_from(buf, pos)[1]
     if batch_length < HEADER_SIZE - LOG_OVERHEAD:
         raise CorruptBatchError(f"batch length {batch_length} is smaller than a header")
     return batch_length + LOG_OVERHEAD
 
 
-def parse_header(buf, pos: int = 0) -> BatchHeader:
+def parse_header(buf: BytesLike, pos: int = 0) -> BatchHeader:
     """Decode the header at `pos` without looking at the records or the CRC."""
     if len(buf) - pos < HEADER_SIZE:
         raise CorruptBatchError(
@@ -155,15 +158,16 @@ def parse_header(buf, pos: int = 0) -> BatchHeader:
     return header
 
 
-def compute_crc(buf, pos: int = 0, size: int | None = None) -> int:
+def compute_crc(buf: BytesLike, pos: int = 0, size: int | None = None) -> int:
     """CRC-32C of the batch at `pos` from `attributes` to its end."""
     if size is None:
         size = batch_size_at(buf, pos)
     view = memoryview(buf)[pos + CRC_START : pos + size]
-    return crc32c(view)
+    crc: int = crc32c(view)
+    return crc
 
 
-def check_batch(buf, pos: int = 0, size_max: int | None = None) -> BatchHeader:
+def check_batch(buf: BytesLike, pos: int = 0, size_max: int | None = None) -> BatchHeader:
     """Parse and fully validate the batch at `pos`: length, magic, bounds, CRC.
 
     Args:
@@ -180,7 +184,7 @@ def check_batch(buf, pos: int = 0, size_max: int | None = None) -> BatchHeader:
     return BatchHeader._make(check_batch_fields(buf, pos, size_max))
 
 
-def check_batch_fields(buf, pos: int = 0, size_max: int | None = None) -> tuple:
+def check_batch_fields(buf: BytesLike, pos: int = 0, size_max: int | None = None) -> HeaderFields:
     """`check_batch` without building a `BatchHeader`: the same checks, and the
     13 header fields as a plain tuple in `BatchHeader` order (the log's append
     path unpacks them into locals).
@@ -192,7 +196,7 @@ def check_batch_fields(buf, pos: int = 0, size_max: int | None = None) -> tuple:
     # intermediate objects. Anything that fails falls through to the
     # step-by-step checks below, which name the problem.
     if len(buf) - pos >= HEADER_SIZE:
-        fields = _HEADER.unpack_from(buf, pos)
+        fields: HeaderFields = _HEADER.unpack_from(buf, pos)
         size = fields[1] + LOG_OVERHEAD
         records_count, last_offset_delta = fields[12], fields[6]
         if (fields[3] == MAGIC and HEADER_SIZE <= size <= len(buf) - pos

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import lz4.frame
 import zstandard
@@ -34,6 +35,9 @@ import zstandard
 from ._batch_header import CODEC_GZIP, CODEC_LZ4, CODEC_NONE, CODEC_SNAPPY, CODEC_ZSTD
 from ._errors import CorruptBatchError, LimitExceededError
 
+from ._batch_header import BytesLike
+
+_cramjam: Any
 try:  # snappy is optional, as in kafka-python
     import cramjam as _cramjam
 except ImportError:  # pragma: no cover - depends on the environment
@@ -70,10 +74,11 @@ def codec_available(codec: int) -> bool:
     return codec in CODEC_NAMES
 
 
-def compress(codec: int, data: bytes) -> bytes:
+def compress(codec: int, data: BytesLike) -> bytes:
     """Compress a records section with Kafka codec id `codec`."""
     if codec == CODEC_LZ4:
-        return lz4.frame.compress(data, block_linked=False, store_size=False)
+        out: bytes = lz4.frame.compress(data, block_linked=False, store_size=False)
+        return out
     if codec == CODEC_ZSTD:
         return _zstd_compressor.compress(data)
     if codec == CODEC_GZIP:
@@ -83,7 +88,7 @@ def compress(codec: int, data: bytes) -> bytes:
     raise CorruptBatchError(f"unknown compression codec {codec}")
 
 
-def decompress(codec: int, data, limit: int) -> bytes:
+def decompress(codec: int, data: BytesLike, limit: int) -> bytes:
     """Decompress `data`, refusing to produce more than `limit` bytes.
 
     Raises:
@@ -123,14 +128,14 @@ def _too_big(limit: int) -> LimitExceededError:
 _STEP_BYTES_MIN = 64 * 1024
 
 
-def _first_step(data, limit: int) -> int:
+def _first_step(data: BytesLike, limit: int) -> int:
     return min(max(_STEP_BYTES_MIN, 4 * len(data)), limit + 1)
 
 
-def _lz4_decompress(data, limit: int) -> bytes:
-    parts = []
+def _lz4_decompress(view: BytesLike, limit: int) -> bytes:
+    parts: list[bytes] = []
     total = 0
-    data = bytes(data)
+    data = bytes(view)
     step = _first_step(data, limit)
     while data:  # one frame per pass; Kafka writes one, more are legal
         d = lz4.frame.LZ4FrameDecompressor()
@@ -150,11 +155,15 @@ def _lz4_decompress(data, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _zstd_decompress(data, limit: int) -> bytes:
+def _zstd_decompress(data: BytesLike, limit: int) -> bytes:
     # stream_reader never allocates from the frame's declared content size,
     # unlike one-shot decompress(); reads stop at limit + 1 bytes.
+    # A frame that declares more than `limit` is refused before any output
+    # (-1: size not declared; later frames are bounded by the reads).
+    if zstandard.frame_content_size(data) > limit:
+        raise _too_big(limit)
     reader = _zstd_decompressor.stream_reader(bytes(data), read_across_frames=True)
-    parts = []
+    parts: list[bytes] = []
     total = 0
     step = _first_step(data, limit)
     while total <= limit:
@@ -167,10 +176,10 @@ def _zstd_decompress(data, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _gzip_decompress(data, limit: int) -> bytes:
-    parts = []
+def _gzip_decompress(view: BytesLike, limit: int) -> bytes:
+    parts: list[bytes] = []
     total = 0
-    data = bytes(data)
+    data = bytes(view)
     while True:
         d = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, auto
         chunk = d.decompress(data, limit + 1 - total)
@@ -185,7 +194,7 @@ def _gzip_decompress(data, limit: int) -> bytes:
             return b"".join(parts)
 
 
-def _snappy_compress(data: bytes) -> bytes:
+def _snappy_compress(data: BytesLike) -> bytes:
     if _cramjam is None:
         raise CorruptBatchError("snappy codec unavailable: install cramjam")
     pieces = [_XERIAL_HEADER]
@@ -197,13 +206,13 @@ def _snappy_compress(data: bytes) -> bytes:
     return b"".join(pieces)
 
 
-def _snappy_decompress(data, limit: int) -> bytes:
+def _snappy_decompress(view: BytesLike, limit: int) -> bytes:
     if _cramjam is None:
         raise CorruptBatchError("snappy codec unavailable: install cramjam")
-    data = bytes(data)
+    data = bytes(view)
     if not data.startswith(_XERIAL_MAGIC) or len(data) < len(_XERIAL_HEADER):
         return _snappy_block(data, limit)
-    parts = []
+    parts: list[bytes] = []
     total = 0
     pos = len(_XERIAL_HEADER)
     while pos < len(data):

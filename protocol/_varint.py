@@ -7,7 +7,7 @@ at most 5 bytes, int64 ("varlong") at most 10.
 
 Theory of operation: encoding small non-negative numbers (lengths, offset
 deltas) is a list lookup in `VARINT`; decoding is `read_varint`, and the hot
-loops in `_records.py` inline its one- and two-byte cases.
+loops in `_records_reference.py` inline its one- and two-byte cases.
 
 Error handling: `read_varint` raises IndexError when the buffer ends inside
 the varint (callers turn it into `CorruptBatchError`) and `CorruptBatchError`

@@ -241,13 +241,13 @@ def test_build_batch_argument_errors():
 @pytest.mark.parametrize("key_len,value_len", [(None, 100), (None, None), (8, 0), (3, 200)])
 def test_uniform_batches_take_the_fast_path(n, key_len, value_len):
     """Batches of one layout are decoded by the bulk path (a perf guard, not a timing)."""
-    from minilog.protocol import _records
+    from minilog.protocol import _records_fast
 
     values = [None if value_len is None else b"v" * value_len] * n
     keys = None if key_len is None else [b"k" * key_len] * n
     raw = build_batch(values, keys, timestamps=[100 + i % 50 for i in range(n)])
     header = parse_header(raw)
-    fast = _records._decode_uniform(raw[61:], header, "t", 0, 0)
+    fast = _records_fast.decode_uniform(raw[61:], header, "t", 0, 0)
     assert fast is not None
     assert fast == list(read_batch_records(raw, topic="t", partition=0))
 
