@@ -1,15 +1,21 @@
-"""Benchmark the RecordBatch v2 codec: encode and decode records/s per codec.
+"""Benchmark the RecordBatch v2 codec: encode, decode and validate records/s per codec.
 
 Encode: `build_batch` of `--batch-records` values of `--value-bytes` bytes,
-no key, no headers, one timestamp (the producer's common case).
+one timestamp (the producer's common case); `--workload uniform` has no
+keys, `--workload keyed` has keys of varying length (7-18 bytes, as
+"order-<id>"), which miss the uniform fast paths.
 Decode: `decode_records` into `Record` objects over a buffer of about
 `--fetch-bytes` of such batches (what one consumer fetch returns).
+Validate: `validate_batch` of one such batch, CRC included (what the broker
+runs once per produced batch before appending it).
 
 Goals (uncompressed, 100-byte values): encode >= 3,000,000 records/s,
 decode >= 2,000,000 records/s.
 
     python perf/bench_records.py                       # table, progress bar
     python perf/bench_records.py --json                # machine-readable
+    python perf/bench_records.py --phases validate --codecs none,lz4
+    python perf/bench_records.py --workload keyed --phases decode
     python perf/bench_records.py --codecs none --profile decode
     python perf/bench_records.py --record-types        # Record representation costs
 """
@@ -28,7 +34,7 @@ from functools import partial
 from itertools import repeat
 
 from minilog.protocol import CODEC_GZIP, CODEC_LZ4, CODEC_NONE, CODEC_SNAPPY, CODEC_ZSTD
-from minilog.protocol import build_batch, decode_records
+from minilog.protocol import build_batch, decode_records, validate_batch
 from minilog.protocol._compression import codec_available
 
 CODECS = {"none": CODEC_NONE, "gzip": CODEC_GZIP, "snappy": CODEC_SNAPPY,
@@ -47,23 +53,41 @@ def make_values(count: int, size: int, seed: int = 1) -> list[bytes]:
     return out
 
 
-def bench_encode(values, codec, total, on_progress) -> float:
+def make_keys(count: int, seed: int = 2) -> list[bytes]:
+    """Keys of varying length, as aggregate ids are: b"order-" + 1 to 12 digits."""
+    rng = random.Random(seed)
+    digits = [rng.randrange(1, 13) for _ in range(count)]
+    return [b"order-%d" % rng.randrange(10 ** (d - 1), 10 ** d) for d in digits]
+
+
+def bench_encode(values, codec, total, on_progress, keys=None) -> float:
     ts = int(time.time() * 1000)
     done = 0
     start = time.perf_counter()
     while done < total:
-        build_batch(values, timestamps=ts, codec=codec)
+        build_batch(values, keys, timestamps=ts, codec=codec)
         done += len(values)
         on_progress(len(values))
     return done / (time.perf_counter() - start)
 
 
-def bench_decode(values, codec, total, fetch_bytes, on_progress) -> float:
+def bench_validate(values, codec, total, on_progress, keys=None) -> float:
+    batch = build_batch(values, keys, timestamps=int(time.time() * 1000), codec=codec)
+    done = 0
+    start = time.perf_counter()
+    while done < total:
+        validate_batch(batch, max_message_bytes=1048588)
+        done += len(values)
+        on_progress(len(values))
+    return done / (time.perf_counter() - start)
+
+
+def bench_decode(values, codec, total, fetch_bytes, on_progress, keys=None) -> float:
     ts = int(time.time() * 1000)
     batches = []
     size = 0
     while size < fetch_bytes or not batches:
-        batch = build_batch(values, timestamps=ts, codec=codec, base_offset=len(batches) * len(values))
+        batch = build_batch(values, keys, timestamps=ts, codec=codec, base_offset=len(batches) * len(values))
         batches.append(batch)
         size += len(batch)
     buf = b"".join(batches)
@@ -132,10 +156,13 @@ def main(argv=None) -> int:
     p.add_argument("--records", type=int, default=2_000_000, help="records per measurement")
     p.add_argument("--batch-records", type=int, default=1000, help="records per batch")
     p.add_argument("--value-bytes", type=int, default=100)
+    p.add_argument("--workload", choices=["uniform", "keyed"], default="uniform",
+                   help="uniform: no keys; keyed: keys of varying length (default %(default)s)")
+    p.add_argument("--phases", default="encode,decode,validate", help="comma-separated (default %(default)s)")
     p.add_argument("--fetch-bytes", type=int, default=1 << 20, help="decode buffer size")
     p.add_argument("--repeat", type=int, default=3, help="measurements; the best is reported")
     p.add_argument("--json", action="store_true", help="print JSON only")
-    p.add_argument("--profile", choices=["encode", "decode"], help="pyinstrument one phase")
+    p.add_argument("--profile", choices=["encode", "decode", "validate"], help="pyinstrument one phase")
     p.add_argument("--record-types", action="store_true", help="compare Record representations")
     args = p.parse_args(argv)
 
@@ -149,22 +176,33 @@ def main(argv=None) -> int:
         if name not in CODECS or not codec_available(CODECS[name]):
             p.error(f"codec {name!r} unknown or unavailable")
     values = make_values(args.batch_records, args.value_bytes)
+    keys = make_keys(args.batch_records) if args.workload == "keyed" else None
     if args.profile:
-        return _profile(args, values, CODECS[names[0]])
+        return _profile(args, values, CODECS[names[0]], keys)
 
-    results = _run(args, names, values)
+    results = _run(args, names, values, keys)
     if args.json:
         print(json.dumps({"python": sys.version.split()[0], "value_bytes": args.value_bytes,
-                          "batch_records": args.batch_records, "results": results}, indent=2))
+                          "batch_records": args.batch_records, "workload": args.workload,
+                          "results": results}, indent=2))
     else:
         _print_table(results)
     return 0
 
 
-def _run(args, names, values) -> list[dict]:
+def _phase(phase, values, codec, args, on_progress, keys) -> float:
+    if phase == "encode":
+        return bench_encode(values, codec, args.records, on_progress, keys)
+    if phase == "validate":
+        return bench_validate(values, codec, args.records, on_progress, keys)
+    return bench_decode(values, codec, args.records, args.fetch_bytes, on_progress, keys)
+
+
+def _run(args, names, values, keys) -> list[dict]:
     from rich.progress import Progress
 
-    jobs = [(phase, name) for name in names for phase in ("encode", "decode")]
+    phases = [ph for ph in args.phases.split(",") if ph in ("encode", "decode", "validate")]
+    jobs = [(phase, name) for name in names for phase in phases]
     results = []
     with Progress(transient=True, disable=args.json) as progress:
         task = progress.add_task("benchmarking", total=len(jobs) * args.repeat * args.records)
@@ -172,12 +210,8 @@ def _run(args, names, values) -> list[dict]:
         for phase, name in jobs:
             progress.update(task, description=f"{phase} {name}")
             codec = CODECS[name]
-            runs = [
-                bench_encode(values, codec, args.records, advance) if phase == "encode"
-                else bench_decode(values, codec, args.records, args.fetch_bytes, advance)
-                for _ in range(args.repeat)
-            ]
-            goal = GOALS.get((phase, name))
+            runs = [_phase(phase, values, codec, args, advance, keys) for _ in range(args.repeat)]
+            goal = GOALS.get((phase, name)) if keys is None else None
             results.append({"phase": phase, "codec": name, "records_per_s": round(max(runs)),
                             "goal": goal, "met": None if goal is None else max(runs) >= goal})
     return results
@@ -197,15 +231,12 @@ def _print_table(results) -> None:
     Console().print(table)
 
 
-def _profile(args, values, codec) -> int:
+def _profile(args, values, codec, keys) -> int:
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.0005)
     profiler.start()
-    if args.profile == "encode":
-        rate = bench_encode(values, codec, args.records, lambda n: None)
-    else:
-        rate = bench_decode(values, codec, args.records, args.fetch_bytes, lambda n: None)
+    rate = _phase(args.profile, values, codec, args, lambda n: None, keys)
     profiler.stop()
     print(profiler.output_text(unicode=True, color=False))
     print(f"{args.profile}: {rate:,.0f} records/s (under the profiler)")

@@ -10,6 +10,8 @@ from ._errors import *  # noqa: F403
 from ._errors import __all__ as _errors_all
 from ._records import *  # noqa: F403
 from ._records import __all__ as _records_all
+from ._validate import *  # noqa: F403
+from ._validate import __all__ as _validate_all
 from ._error_codes import *  # noqa: F403
 from ._error_codes import __all__ as _error_codes_all
 from ._frames import *  # noqa: F403
@@ -17,4 +19,4 @@ from ._frames import __all__ as _frames_all
 from ._api import *  # noqa: F403
 from ._api import __all__ as _api_all
 
-__all__ = [*_header_all, *_errors_all, *_records_all, *_error_codes_all, *_frames_all, *_api_all]
+__all__ = [*_header_all, *_errors_all, *_records_all, *_validate_all, *_error_codes_all, *_frames_all, *_api_all]

@@ -19,12 +19,13 @@ directions avoid per-record work where the records share one layout:
   assignments, no Python code per record.
 * Decoding (`decode_uniform`). Parse the first record, assume every record
   has its layout (same key and value lengths, no headers, offsetDelta == i,
-  one-byte timestampDelta), and check that assumption in bulk: records are
-  then at a fixed stride within each offsetDelta varint width, so each fixed
-  byte of the layout is one strided slice `rec[pos::stride]` compared with
-  the expected column (`uniform_layout`). The checks, and an `itemgetter`
-  of the slices of every value (and key), depend only on (record count, key
-  length, value length), so they are planned once per shape and cached;
+  one-byte timestampDelta; any attributes byte), and check that assumption
+  in bulk: records are then at a fixed stride within each offsetDelta
+  varint width, so each fixed byte of the layout is one strided slice
+  `rec[pos::stride]` compared with the expected column (`uniform_layout`).
+  The checks, and an `itemgetter` of the slices of every value (and key),
+  depend only on (record count, key length, value length), so they are
+  planned once per shape and cached (the getters only when decoding);
   values are then cut by one C call and Records come from `map` over `zip`.
   Batches of under 8 records, or of any other layout, take the reference
   parser.
@@ -142,33 +143,40 @@ UNIFORM_RECORDS_MAX = 1 << 16   # larger batches take the general parser
 UNIFORM_RECORDS_MIN = 8         # below this the general parser is as fast
 _TS_DELTA = [(b >> 1) ^ -(b & 1) for b in range(128)]  # one-byte zigzag varints
 
-# A plan: (records section length, segments, keys getter, values getter), a
-# segment being (stop, stride, [(start, expected column)], ts column start).
+# A plan: (records section length, segments), a segment being
+# (stop, stride, [(start, expected column)], ts column start) for the records
+# whose offsetDelta varint has one width. Getters: itemgetters cutting every
+# key and every value (built only when decoding: the validator needs none).
 _Segment = tuple[int, int, list[tuple[int, bytes]], int]
-_Plan = tuple[int, list[_Segment], Any, Any]
+_Plan = tuple[int, list[_Segment]]
+_Getters = tuple[Any, Any]
 _Shape = tuple[int, int | None, int | None]
 
-# Plans of the uniform decode path, per (records, key length, value length):
-# batches from one producer repeat their shape, and building a plan costs
-# more than checking a small batch. Bounded.
+# Plans and getters per (records, key length, value length): batches from one
+# producer repeat their shape, and building a plan costs more than checking a
+# small batch. Bounded: a plan holds ~8 bytes per record, getters ~2 slices
+# (~110 bytes) per record.
 _UNIFORM_PLANS: dict[_Shape, _Plan] = {}
+_UNIFORM_GETTERS: dict[_Shape, _Getters] = {}
 _UNIFORM_PLANS_MAX = 64                # shapes cached
-_UNIFORM_PLANS_RECORDS_MAX = 1 << 18   # ~2 slices (~110 bytes) per record: ~30 MB at most
+_UNIFORM_PLANS_RECORDS_MAX = 1 << 18   # records over all cached shapes: ~30 MB of getters at most
 
 
-def uniform_layout(rec: bytes, header: BatchHeader) -> tuple[_Plan, bytes] | None:
+def uniform_layout(rec: bytes, header: BatchHeader) -> tuple[_Shape, bytes] | None:
     """Check in bulk that every record has record 0's layout; None if not.
 
     The layout is taken from record 0: key length K (or null), value length
-    L (or null), no headers; record i must have attributes 0, offsetDelta i
-    and a one-byte timestampDelta, and the records must fill `rec` exactly.
+    L (or null), no headers; record i must have offsetDelta i and a one-byte
+    timestampDelta, and the records must fill `rec` exactly (the attributes
+    byte is unused and not checked, as in the reference parser).
     Within each offsetDelta width the records then sit at a fixed stride,
     so every layout byte is checked for all records at once with a strided
-    slice.
+    slice compared with a column planned once per shape.
 
     Returns:
-        (the shape's plan, the column of one-byte timestampDelta varints),
-        or None (caller uses the reference parser). Never raises.
+        (the shape (records, key length, value length), the column of
+        one-byte timestampDelta varints), or None (the caller takes the
+        reference path). Never raises.
     """
     n = header.records_count
     if not UNIFORM_RECORDS_MIN <= n <= UNIFORM_RECORDS_MAX:
@@ -181,8 +189,8 @@ def uniform_layout(rec: bytes, header: BatchHeader) -> tuple[_Plan, bytes] | Non
         return None
     key, value = first.key, first.value
     shape = (n, None if key is None else len(key), None if value is None else len(value))
-    plan = _UNIFORM_PLANS.get(shape) or _uniform_plan(*shape)
-    total_len, segments, _, _ = plan
+    plan = _UNIFORM_PLANS.get(shape) or _uniform_plan(shape)
+    total_len, segments = plan
     if total_len != len(rec):
         return None
     ts_columns = []
@@ -194,7 +202,7 @@ def uniform_layout(rec: bytes, header: BatchHeader) -> tuple[_Plan, bytes] | Non
         if not ts_column.isascii():
             return None  # a multi-byte timestampDelta: general path
         ts_columns.append(ts_column)
-    return plan, ts_columns[0] if len(ts_columns) == 1 else b"".join(ts_columns)
+    return shape, ts_columns[0] if len(ts_columns) == 1 else b"".join(ts_columns)
 
 
 def decode_uniform(rec: bytes, header: BatchHeader, topic: str, partition: int,
@@ -203,62 +211,83 @@ def decode_uniform(rec: bytes, header: BatchHeader, topic: str, partition: int,
     found = uniform_layout(rec, header)
     if found is None:
         return None
-    (_, _, get_keys, get_values), ts_column = found
+    shape, ts_column = found
+    get_keys, get_values = _UNIFORM_GETTERS.get(shape) or _uniform_getters(shape)
     return _assemble(header, topic, partition, min_offset, ts_column,
                      None if get_keys is None else get_keys(rec),
                      None if get_values is None else get_values(rec))
 
 
-def _uniform_plan(n: int, key_len: int | None, value_len: int | None) -> _Plan:
-    """(records section length, segments, keys getter, values getter) for `n` records of one layout.
-
-    A segment covers the records whose offsetDelta varint has one width:
-    (stop, stride, [(start, expected column)], ts start), positions absolute
-    in the records section; the getters are itemgetters cutting all keys and
-    all values.
-    """
+def _record_layout(width: int, key_len: int | None, value_len: int | None) -> tuple[bytes, int, bytes, int, bytes, int]:
+    """(head, stride, key field, key at, value field, value at) of a record
+    whose offsetDelta varint is `width` bytes; positions relative to its start."""
     key_field = _NULL if key_len is None else _varint(key_len)
     value_field = _NULL if value_len is None else _varint(value_len)
-    k_len, v_len = key_len or 0, value_len or 0
+    # length | attributes | ts | offsetDelta | key field, key | value field, value | headers
+    body_len = 2 + width + len(key_field) + (key_len or 0) + len(value_field) + (value_len or 0) + 1
+    head = _varint(body_len) + _ZERO
+    key_at = len(head) + 1 + width
+    return head, len(head) - 1 + body_len, key_field, key_at, value_field, key_at + len(key_field) + (key_len or 0)
+
+
+def _segments(n: int) -> list[tuple[int, int, int]]:
+    """(offsetDelta width, first record, end record) of each width present in n records."""
+    return [(width, _OD_WIDTH_START[width], min(n, _OD_WIDTH_START[width + 1]))
+            for width in (1, 2, 3) if _OD_WIDTH_START[width] < n]
+
+
+def _uniform_plan(shape: _Shape) -> _Plan:
+    """The checks of `uniform_layout` for one shape: (records section length, segments)."""
+    n, key_len, value_len = shape
     segments: list[_Segment] = []
-    key_slices: list[slice] = []
-    value_slices: list[slice] = []
     pos = 0
-    for width in (1, 2, 3):
-        lo, hi = _OD_WIDTH_START[width], min(n, _OD_WIDTH_START[width + 1])
-        if lo >= hi:
-            break
+    for width, lo, hi in _segments(n):
         count = hi - lo
-        # length | attributes | ts | offsetDelta | key field, key | value field, value | headers
-        body_len = 2 + width + len(key_field) + k_len + len(value_field) + v_len + 1
-        head = _varint(body_len) + _ZERO
-        stride = len(head) - 1 + body_len
+        head, stride, key_field, key_at, value_field, value_at = _record_layout(width, key_len, value_len)
         ts_at = len(head)
-        key_at = ts_at + 1 + width
-        value_at = key_at + len(key_field) + k_len
-        layout = [(j, head[j]) for j in range(len(head))]
+        # the length varint; not the attributes byte, which Kafka and the reference ignore
+        layout = [(j, head[j]) for j in range(len(head) - 1)]
         layout += [(key_at + j, key_field[j]) for j in range(len(key_field))]
         layout += [(value_at + j, value_field[j]) for j in range(len(value_field))]
-        layout.append((value_at + len(value_field) + v_len, 0))  # headersCount 0
+        layout.append((value_at + len(value_field) + (value_len or 0), 0))  # headersCount 0
         checks = [(pos + at, bytes((byte,)) * count) for at, byte in layout]
         checks += [(pos + ts_at + 1 + j, _od_column(width, j, lo, hi)) for j in range(width)]
         stop = pos + count * stride
         segments.append((stop, stride, checks, pos + ts_at))
-        first_key = pos + key_at + len(key_field)
-        key_slices += [slice(p, p + k_len) for p in range(first_key, stop, stride)]
-        first_value = pos + value_at + len(value_field)
-        value_slices += [slice(p, p + v_len) for p in range(first_value, stop, stride)]
         pos = stop
-    # One itemgetter of all the slices cuts every key (value) in one C call,
-    # ~5x faster than a comprehension of slices. n >= 2, so it returns a tuple.
-    get_keys = None if key_field == _NULL else itemgetter(*key_slices)
-    get_values = None if value_field == _NULL else itemgetter(*value_slices)
     if (len(_UNIFORM_PLANS) >= _UNIFORM_PLANS_MAX
-            or sum(shape[0] for shape in _UNIFORM_PLANS) + n > _UNIFORM_PLANS_RECORDS_MAX):
+            or sum(cached[0] for cached in _UNIFORM_PLANS) + n > _UNIFORM_PLANS_RECORDS_MAX):
         _UNIFORM_PLANS.clear()
-    plan: _Plan = (pos, segments, get_keys, get_values)
-    _UNIFORM_PLANS[(n, key_len, value_len)] = plan
+    plan: _Plan = (pos, segments)
+    _UNIFORM_PLANS[shape] = plan
     return plan
+
+
+def _uniform_getters(shape: _Shape) -> _Getters:
+    """itemgetters of the slices of every key and every value (None for null ones).
+
+    One itemgetter of all the slices cuts every key (value) in one C call,
+    ~5x faster than a comprehension of slices. n >= 2, so it returns a tuple.
+    """
+    n, key_len, value_len = shape
+    key_slices: list[slice] = []
+    value_slices: list[slice] = []
+    pos = 0
+    for width, lo, hi in _segments(n):
+        _, stride, key_field, key_at, value_field, value_at = _record_layout(width, key_len, value_len)
+        stop = pos + (hi - lo) * stride
+        first_key = pos + key_at + len(key_field)
+        key_slices += [slice(p, p + (key_len or 0)) for p in range(first_key, stop, stride)]
+        first_value = pos + value_at + len(value_field)
+        value_slices += [slice(p, p + (value_len or 0)) for p in range(first_value, stop, stride)]
+        pos = stop
+    if (len(_UNIFORM_GETTERS) >= _UNIFORM_PLANS_MAX
+            or sum(cached[0] for cached in _UNIFORM_GETTERS) + n > _UNIFORM_PLANS_RECORDS_MAX):
+        _UNIFORM_GETTERS.clear()
+    getters: _Getters = (None if key_len is None else itemgetter(*key_slices),
+                         None if value_len is None else itemgetter(*value_slices))
+    _UNIFORM_GETTERS[shape] = getters
+    return getters
 
 
 def _first_record_end(rec: bytes) -> int:
