@@ -1,14 +1,16 @@
 """The record codec's public face: build batches, decode fetched records.
 
-The codec has two halves, in two modules, with this one on top:
+The codec has two halves, with this module on top:
 
 * `_records_reference.py`, the reference codec: the record layout, `Record`,
   the batch walk (`iter_batches`), the limits and CRC check of a records
   section, and the one-record-at-a-time encoder and parser that define what
   a valid batch is (its docstring has the byte layout of a record);
-* `_records_fast.py`, the fast paths: batches whose records share one layout
-  are encoded and decoded with no Python code per record, or handed back to
-  the reference codec.
+* the fast paths, which never disagree with the reference and hand back
+  what they do not cover: `_records_fast.py` encodes and decodes batches
+  whose records share one layout with no Python code per record;
+  `_records_scan.py` finds the fields of records of varying key and value
+  length with one regular-expression scan.
 
 Rules:
 
@@ -26,7 +28,8 @@ empty headers become "none at all"), computes timestamp deltas, takes
 compresses, packs the 61-byte header and computes the CRC over header tail
 and body without concatenating them first. `decode_records` walks the
 batches of a fetch response, checks each one's CRC and limits, and decodes
-it with `decode_uniform` or the reference parser.
+it with the first of `decode_uniform`, `scan_records` (+ `assemble_scanned`) and
+the reference parser that accepts it.
 
 `decode_records` pauses the cyclic GC while it builds its list (see the
 comment there): the objects form no cycles, and generation-0 passes
@@ -67,6 +70,7 @@ from ._batch_header import (
 )
 from ._compression import compress
 from ._records_fast import decode_uniform, encode_uniform
+from ._records_scan import assemble_scanned, scan_records
 from ._records_reference import (
     DECOMPRESSED_BYTES_MAX,
     RECORDS_MAX,
@@ -295,6 +299,10 @@ def _decode_batches(buf: BytesLike, topic: str, partition: int, min_offset: int,
             continue
         section = records_section(batch, header, verify_crc, records_max, decompressed_bytes_max)
         records = decode_uniform(section, header, topic, partition, min_offset)
+        if records is None:
+            scanned = scan_records(section, header.records_count)
+            if scanned is not None:
+                records = assemble_scanned(header, topic, partition, min_offset, scanned)
         if records is None:
             records = list(iter_general(section, header, topic, partition))
             if min_offset > header.base_offset:

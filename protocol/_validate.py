@@ -46,6 +46,9 @@ walk over the varints, never a decode into objects:
   headers count) is one strided slice compared with a planned column, in C;
   the timestamp bytes are one more slice, ranked with `bytes.translate` and
   reduced with `max`/`min`.
+* Records of varying key and value length (keyed events) are found by
+  `_records_scan.scan_records`: one regular-expression scan and C-level
+  checks, no Python code per record either.
 * Anything else takes `_walk_records`: one loop iteration per record, one-
   byte varints inline, no slices of keys or values, no objects.
 * Compressed batches are decompressed first with a hard bound (the codecs in
@@ -78,6 +81,7 @@ from ._compression import decompress
 from ._errors import CorruptBatchError, InvalidRecordError
 from ._records_fast import uniform_layout
 from ._records_reference import DECOMPRESSED_BYTES_MAX, RECORD_BYTES_MIN, RECORDS_MAX
+from ._records_scan import scan_records
 from ._varint import read_varint as _read_varint
 
 __all__ = ["validate_batch", "decompressed_bytes_bound", "DECOMPRESSION_RATIO_MAX"]
@@ -148,13 +152,17 @@ def validate_batch(batch: BytesLike, *, max_message_bytes: int, verify_crc: bool
     if n * RECORD_BYTES_MIN > len(section):
         raise InvalidRecordError(f"{n} records cannot fit in {len(section)} bytes")
     found = uniform_layout(section, header)
-    if found is None:
-        ts_min, ts_max = _walk_records(section, n)
-    elif _uniform_timestamps_ok(header, found[1]):
-        return header
-    else:
+    if found is not None:
+        if _uniform_timestamps_ok(header, found[1]):
+            return header
         ranks = found[1].translate(_TS_RANK)
         ts_min, ts_max = min(ranks) - 64, max(ranks) - 64
+    else:
+        scanned = scan_records(section, n)
+        if scanned is not None:
+            ts_min, ts_max = min(scanned[0]), max(scanned[0])
+        else:
+            ts_min, ts_max = _walk_records(section, n)
     _check_timestamps(header, ts_min, ts_max)
     return header
 

@@ -235,9 +235,17 @@ _record = st.tuples(
 
 @st.composite
 def _batches(draw):
-    """Valid batches of both kinds: uniform (the fast path) and general (any records)."""
+    """Valid batches of three kinds: uniform (the fast path), keyed (the scan path), general (any records)."""
     codec = draw(st.sampled_from(CODECS))
-    if draw(st.booleans()):
+    kind = draw(st.sampled_from(["uniform", "keyed", "general"]))
+    if kind == "keyed":  # keys and values of varying length: the scan path
+        n = draw(st.integers(1, 120))
+        rng = random.Random(draw(st.integers(0, 1 << 30)))
+        value_lens = draw(st.sampled_from([[100], [250, 450], [0, 70, 1023], [2000]]))
+        return build_batch([b"v" * rng.choice(value_lens) for _ in range(n)],
+                           [b"k" * rng.randrange(64) for _ in range(n)],
+                           timestamps=[1_700_000_000_000 + i * 37 % 6000 for i in range(n)], codec=codec)
+    if kind == "uniform":
         n = draw(st.integers(1, 200))
         value_len = draw(st.integers(0, 150))
         key_len = draw(st.none() | st.integers(0, 20))
@@ -314,3 +322,15 @@ def test_property_random_sections_agree_with_the_reference_decoder(section, n, c
     raw = _rebuild(build_batch([b"x"], timestamps=0, codec=codec), section, records_count=n,
                    last_offset_delta=n - 1)
     assert _verdict(raw) == _reference_accepts(raw)
+
+
+def test_keyed_batches_are_checked_by_the_scan_path():
+    """Keyed records of varying length are validated by the one-scan path (a perf guard, not a timing)."""
+    from minilog.protocol._records_scan import scan_records
+
+    rng = random.Random(7)
+    raw = build_batch([b"v" * rng.randrange(250, 450) for _ in range(500)],
+                      [b"order-%d" % rng.randrange(10 ** rng.randrange(1, 12)) for _ in range(500)],
+                      timestamps=[1_700_000_000_000 + i // 10 for i in range(500)], codec=CODEC_LZ4)
+    assert scan_records(_section(raw), 500) is not None
+    validate_batch(raw, max_message_bytes=MMB)
