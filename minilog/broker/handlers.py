@@ -52,6 +52,8 @@ from minilog.protocol import (
     check_batch,
     error_message,
     CorruptBatchError,
+    InvalidRecordError,
+    validate_batch,
 )
 from minilog.storage import (
     CorruptRecord,
@@ -434,10 +436,18 @@ async def _produce_one(broker, topic: str, p: int, records: int, attachments: li
             # All or nothing: refuse before the first batch is appended.
             raise RecordTooLarge(f"a batch exceeds max.message.bytes {limit}")
         for batch in batches:
+            # Kafka's LogValidator: the records are what the header says, every
+            # consumer can read them (issue 8 item 8). Larger batches are the
+            # log's to refuse (MESSAGE_TOO_LARGE).
+            if len(batch) <= limit:
+                validate_batch(batch, max_message_bytes=limit)
+        for batch in batches:
             info = await part.append(batch, acks=acks, timeout_s=timeout_s)
             first = first or info
         out.update(base_offset=first.base_offset, log_append_time=first.log_append_time,
                    log_start_offset=part.log_start_offset)
+    except InvalidRecordError as exc:
+        out.update(error_code=int(ErrorCode.INVALID_RECORD), error_message=str(exc))
     except CorruptBatchError as exc:
         out.update(error_code=int(ErrorCode.CORRUPT_MESSAGE), error_message=str(exc))
     except (StorageError, PartitionError) as exc:
