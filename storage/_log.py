@@ -245,7 +245,8 @@ class Log:
 
     # ----------------------------------------------------------------- append
 
-    def append(self, batch: Buffer, *, leader_epoch: int = 0, assign_offsets: bool = True) -> AppendInfo:
+    def append(self, batch: Buffer, *, leader_epoch: int = 0, assign_offsets: bool = True,
+               header: tuple[int, ...] | None = None) -> AppendInfo:
         """Validate, stamp and append one record batch with one write call.
 
         Args:
@@ -257,6 +258,10 @@ class Log:
                 `log_end_offset` and `leader_epoch`. False (follower): the
                 batch keeps the leader's offsets and epoch, and must start at
                 `log_end_offset`.
+            header: the batch's 13 header fields from `check_batch_fields`
+                when the caller already validated it (size against
+                max.message.bytes, structure, CRC, exactly one batch): they
+                are used as they are, and nothing is checked twice.
 
         Returns:
             AppendInfo with the offsets the batch now has.
@@ -280,15 +285,17 @@ class Log:
             view = view.cast("B")
         size = len(view)
         config = self.config
-        if size > config.max_message_bytes:
-            raise RecordTooLargeError(f"batch of {size} bytes exceeds max.message.bytes "
-                                      f"{config.max_message_bytes}")
-        try:
-            (stored_base_offset, batch_length, stored_epoch, _magic, _crc, _attributes, last_offset_delta,
-             _base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence,
-             records_count) = check_batch_fields(view, 0)
-        except CorruptBatchError as e:
-            raise CorruptRecordError(str(e)) from e
+        if header is None:
+            if size > config.max_message_bytes:
+                raise RecordTooLargeError(f"batch of {size} bytes exceeds max.message.bytes "
+                                          f"{config.max_message_bytes}")
+            try:
+                header = check_batch_fields(view, 0)
+            except CorruptBatchError as e:
+                raise CorruptRecordError(str(e)) from e
+        (stored_base_offset, batch_length, stored_epoch, _magic, _crc, _attributes, last_offset_delta,
+         _base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence,
+         records_count) = header
         if batch_length + LOG_OVERHEAD != size:
             raise CorruptRecordError(f"{size - batch_length - LOG_OVERHEAD} bytes after the batch: "
                                      "append takes one batch")

@@ -228,7 +228,7 @@ async def test_group_apis_answer_coordinator_not_available(tmp_path):
     from minilog.broker.app import Broker
     from minilog.broker.config import BrokerConfig
 
-    b = Broker(BrokerConfig.from_sources({}), str(tmp_path / "d"), port=0, load_plugins=False)
+    b = Broker(BrokerConfig.from_sources({}), str(tmp_path / "d"), port=0, group_coordinator=False)
     async with trio.open_nursery() as n:
         await n.start(b.run)
         c = await AsyncRawClient.connect(b.port)
@@ -250,14 +250,14 @@ async def test_idempotent_dedup_survives_restart(tmp_path):
     from conftest import open_inproc_broker
 
     batch = bytes(build_batch([b"x"] * 3, producer_id=7, producer_epoch=0, base_sequence=0))
-    async with open_inproc_broker(str(tmp_path / "d"), load_plugins=False) as b:
+    async with open_inproc_broker(str(tmp_path / "d"), group_coordinator=False) as b:
         c = await AsyncRawClient.connect(b.port)
         await c.create_topic("t")
         await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [build_batch([b"other"])])
         r = await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [batch])
         assert r.payload["topics"][0]["partitions"][0]["base_offset"] == 1
         await c.aclose()
-    async with open_inproc_broker(str(tmp_path / "d"), load_plugins=False) as b:
+    async with open_inproc_broker(str(tmp_path / "d"), group_coordinator=False) as b:
         c = await AsyncRawClient.connect(b.port)
         r = await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [batch])
         assert r.payload["topics"][0]["partitions"][0]["base_offset"] == 1

@@ -26,7 +26,7 @@ async def test_retention_runs_in_background(tmp_path, caplog):
     """With a short log.retention.check.interval.ms, old segments go without any request."""
     caplog.set_level("INFO")
     settings = {"log.retention.check.interval.ms": 50, "log.segment.delete.delay.ms": 0}
-    async with open_inproc_broker(str(tmp_path / "d"), settings, load_plugins=False) as b:
+    async with open_inproc_broker(str(tmp_path / "d"), settings, group_coordinator=False) as b:
         c = await AsyncRawClient.connect(b.port)
         await c.create_topic("t", 1, {"segment.bytes": "1000", "retention.bytes": "1500"})
         batch = build_batch([b"x" * 400])
@@ -49,7 +49,7 @@ async def test_retention_runs_in_background(tmp_path, caplog):
 
 async def test_flush_messages_fsyncs_without_blocking(tmp_path):
     """flush.messages=1: every acknowledged produce has been fsynced (recovery point = LEO)."""
-    async with open_inproc_broker(str(tmp_path / "d"), load_plugins=False) as b:
+    async with open_inproc_broker(str(tmp_path / "d"), group_coordinator=False) as b:
         c = await AsyncRawClient.connect(b.port)
         await c.create_topic("t", 1, {"flush.messages": "1"})
         for i in range(5):
@@ -60,7 +60,7 @@ async def test_flush_messages_fsyncs_without_blocking(tmp_path):
 
 async def test_graceful_shutdown_answers_parked_fetch(tmp_path):
     """A long-poll fetch in flight at shutdown is answered (empty), not dropped."""
-    async with open_inproc_broker(str(tmp_path / "d"), load_plugins=False) as b:
+    async with open_inproc_broker(str(tmp_path / "d"), group_coordinator=False) as b:
         c = await AsyncRawClient.connect(b.port)
         await c.create_topic("t")
         await c.send(ApiKey.FETCH, fetch_payload("t", 0, 0, max_wait_ms=30_000))
@@ -74,13 +74,13 @@ async def test_graceful_shutdown_answers_parked_fetch(tmp_path):
 async def test_orphan_partition_dirs_removed_at_start(tmp_path):
     """Partition dirs not named by topics.json (a crash mid-create/delete) are removed."""
     data = tmp_path / "d"
-    async with open_inproc_broker(str(data), load_plugins=False) as b:
-        assert b.create_topic("t", 1, 1, {}) == (ErrorCode.NONE, None)
+    async with open_inproc_broker(str(data), group_coordinator=False) as b:
+        assert b.admin.create_topic("t", 1, 1, {}) == (ErrorCode.NONE, None)
     os.makedirs(data / "ghost-0")
     os.makedirs(data / "t-5")
     os.makedirs(data / "t-0.abc-delete")
-    async with open_inproc_broker(str(data), load_plugins=False) as b:
-        assert sorted(b.partition_counts().items()) == [("t", 1)]
+    async with open_inproc_broker(str(data), group_coordinator=False) as b:
+        assert [(n, b.topic_metadata(n).partitions) for n in b.metadata.topic_names()] == [("t", 1)]
         assert sorted(p for p in os.listdir(data) if os.path.isdir(data / p)) == ["t-0"]
 
 
@@ -88,7 +88,7 @@ async def test_internal_topic_hooks(tmp_path):
     """create_internal_topic is idempotent, clients cannot produce to or delete it,
     and topic-change callbacks fire."""
     events = []
-    async with open_inproc_broker(str(tmp_path / "d"), load_plugins=False) as b:
+    async with open_inproc_broker(str(tmp_path / "d"), group_coordinator=False) as b:
         b.on_topic_change(lambda event, topic: events.append((event, topic)))
         meta = b.create_internal_topic("__internal", 3, {"retention.ms": "-1"})
         assert b.create_internal_topic("__internal", 3, {}) is meta and meta.internal
@@ -102,9 +102,9 @@ async def test_internal_topic_hooks(tmp_path):
         r = await c.request(ApiKey.DELETE_TOPICS, {"topics": ["__internal"], "timeout_ms": 100})
         assert r.payload["topics"][0]["error_code"] != 0
         await c.create_topic("t", 1)
-        b.create_partitions("t", 2)
-        b.alter_topic_configs("t", {"retention.ms": "1000"})
-        await b.delete_topic("t")
+        b.admin.create_partitions("t", 2)
+        b.admin.alter_topic_configs("t", {"retention.ms": "1000"})
+        await b.admin.delete_topic("t")
         await c.aclose()
     assert events == [("created", "__internal"), ("created", "t"), ("partitions", "t"),
                       ("configs", "t"), ("deleted", "t")]
@@ -143,7 +143,7 @@ def test_sigterm_during_traffic_exits_zero_and_keeps_acked_data(broker):
 async def test_rolled_segments_are_fsynced_in_background(tmp_path):
     """Without any flush policy, segments closed by a roll are fsynced soon after (as Kafka),
     so crash recovery only re-checks the active segment."""
-    async with open_inproc_broker(str(tmp_path / "d"), load_plugins=False) as b:
+    async with open_inproc_broker(str(tmp_path / "d"), group_coordinator=False) as b:
         c = await AsyncRawClient.connect(b.port)
         await c.create_topic("t", 1, {"segment.bytes": "1000"})
         for _ in range(6):
@@ -160,7 +160,7 @@ async def test_read_ahead_bounded_by_bytes_and_count(tmp_path):
     """With tiny queued.max.requests / queued.max.request.bytes, 100 pipelined 16 KiB produces
     are all answered, in order (back-pressure, not deadlock)."""
     settings = {"queued.max.requests": 2, "queued.max.request.bytes": 10_000}
-    async with open_inproc_broker(str(tmp_path / "d"), settings, load_plugins=False) as b:
+    async with open_inproc_broker(str(tmp_path / "d"), settings, group_coordinator=False) as b:
         c = await AsyncRawClient.connect(b.port)
         await c.create_topic("t")
         batch = build_batch([os.urandom(16_000)])

@@ -36,6 +36,42 @@ CASES = [
 ]
 
 
+# Exact bytes, written out field by field (docs/protocol.md's layout): an encoder change
+# that round-trips with its own decoder but breaks other peers fails here.
+PINNED = [
+    (encode_request(ApiKey.METADATA, 0, 7, "c", {"topics": None}),
+     b"\x00\x00\x00\x14"              # frame_length 20 = 4 + body
+     b"\x00\x00\x00\x10"              # body_length 16
+     b"\x96"                          # array of 6: the request body
+     b"\x03\x00\x07"                  # api_key 3, api_version 0, correlation_id 7
+     b"\xa1c"                         # client_id "c"
+     b"\x81\xa6topics\xc0"             # payload {"topics": nil}
+     b"\x90",                         # attachment sizes []
+     Request(3, 0, 7, "c", {"topics": None}, [])),
+    (encode_request(ApiKey.PRODUCE, 0, 1, "p", {"acks": 1}, [b"AB"]),
+     b"\x00\x00\x00\x15\x00\x00\x00\x0f"  # frame 21 = 4 + body 15 + attachment 2
+     b"\x96\x00\x00\x01\xa1p"
+     b"\x81\xa4acks\x01"
+     b"\x91\x02"                      # one attachment of 2 bytes ...
+     b"AB",                            # ... raw, after the body
+     Request(0, 0, 1, "p", {"acks": 1}, [b"AB"])),
+    (encode_response(9, {"error_code": 0}, [b"xyz", b""]),
+     b"\x00\x00\x00\x19\x00\x00\x00\x12"  # frame 25 = 4 + body 18 + 3
+     b"\x93\x09"                      # array of 3: correlation_id 9
+     b"\x81\xaaerror_code\x00"
+     b"\x92\x03\x00"                  # attachments of 3 and 0 bytes
+     b"xyz",
+     Response(9, {"error_code": 0}, [b"xyz", b""])),
+]
+
+
+@pytest.mark.parametrize("pieces,data,expected", PINNED)
+def test_pinned_frame_bytes(pieces, data, expected):
+    """Known frames encode to exactly these bytes and decode from them three ways."""
+    assert b"".join(bytes(p) for p in pieces) == data
+    check_decode(data, expected)
+
+
 def _normalise(frame):
     return frame._replace(attachments=[bytes(a) for a in frame.attachments])
 

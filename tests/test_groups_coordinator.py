@@ -10,9 +10,12 @@ from types import SimpleNamespace
 import pytest
 import trio
 
+from minilog.broker._services import RequestContext
 from minilog.broker.groups import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator
+from minilog.broker.handlers import HANDLERS
 from minilog.broker.groups.coordinator import group_partition, java_string_hash
 from minilog.client._membership import GroupMembership
+from minilog.protocol import decode_request, encode_response_payload
 
 
 class FakePartition:
@@ -63,9 +66,12 @@ class FakeCluster:
             from minilog.errors import BrokerUnavailableError
             raise BrokerUnavailableError("down")
         await trio.lowlevel.checkpoint()
-        handler = self.coordinator.handlers()[api_key]
-        payload, _ = await handler(None, SimpleNamespace(payload=payload),
-                                   SimpleNamespace(client_host="test", local_host=""))
+        # Through the native codec's request model and the broker's group handlers,
+        # as a real request goes (minus the socket).
+        request = decode_request(api_key, 0, payload, [])
+        services = SimpleNamespace(groups=self.coordinator, broker_id=0)
+        response = await HANDLERS[type(request)](services, request, RequestContext(1, "test", 0))
+        payload, _ = encode_response_payload(api_key, response)
         return SimpleNamespace(payload=payload)
 
     async def request_any(self, api_key, payload, attachments=()):

@@ -1,10 +1,15 @@
-"""Topic metadata of a single broker, persisted in the data dir.
+"""Cluster metadata behind an interface, and the data-dir implementation.
 
-Rules:
+`MetadataStore` (an ABC) is what the broker asks about topics, topic ids,
+producer-id blocks and replica placement; `DataDirMetadata` keeps it in the
+data dir of a single broker. An etcd-backed implementation (several
+brokers) implements the same interface.
+
+Rules (data dir):
 - The metadata file is the source of truth for which topics and partitions
   exist. Partition directories not named by it are orphans (a crash during
   topic deletion) and are removed at start-up.
-- Every change goes through `MetadataStore._apply`, which writes the whole
+- Every change goes through `DataDirMetadata._apply`, which writes the whole
   file atomically (temp, fsync, rename, fsync dir) before the in-memory
   state changes. A crash leaves the old or the new file, never a mix.
 - Topic names follow Kafka: [a-zA-Z0-9._-], 1..249 chars, not "." or "..".
@@ -17,6 +22,8 @@ File layout (`<data-dir>/topics.json`, UTF-8 JSON)::
                            "configs": {"<kafka key>": "<string>"}, "internal": <bool>}}}
 
 `<data-dir>/meta.properties` holds `broker.id` and `cluster.id` (as Kafka's).
+`<data-dir>/producer-ids` holds the end of the last producer-id block
+handed out: "0\\nnext-block <int>\\n".
 
 Task-safety: not thread-safe; used from the trio thread only. Writes are
 small and happen only on admin operations, so they run on the loop.
@@ -24,6 +31,7 @@ small and happen only on admin operations, so they run on the loop.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -31,9 +39,12 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import trio
+
 from minilog.storage import atomic_write
 
-__all__ = ["TopicMeta", "MetadataStore", "validate_topic_name", "TOPICS_FILE"]
+__all__ = ["TopicMeta", "MetadataStore", "DataDirMetadata", "ProducerIdManager",
+           "ReplicaPlacementError", "validate_topic_name", "TOPICS_FILE"]
 
 TOPICS_FILE = "topics.json"
 META_PROPERTIES = "meta.properties"
@@ -62,7 +73,7 @@ class TopicMeta:
     partitions: int                       # partition count
     replication_factor: int = 1
     leader_epoch: int = 0                 # same for every partition on a single broker
-    configs: dict = field(default_factory=dict)   # overrides only: Kafka key -> str
+    configs: dict[str, str] = field(default_factory=dict)   # overrides only: Kafka key -> str
     internal: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -71,7 +82,7 @@ class TopicMeta:
                 "configs": dict(self.configs), "internal": self.internal}
 
     @classmethod
-    def from_json(cls, name: str, obj: dict) -> TopicMeta:
+    def from_json(cls, name: str, obj: dict[str, Any]) -> TopicMeta:
         return cls(name=name, topic_id=str(obj["topic_id"]), partitions=int(obj["partitions"]),
                    replication_factor=int(obj.get("replication_factor", 1)),
                    leader_epoch=int(obj.get("leader_epoch", 0)),
@@ -79,14 +90,134 @@ class TopicMeta:
                    internal=bool(obj.get("internal", False)))
 
 
-class MetadataStore:
-    """Topics of this broker; loaded from and saved to the data dir."""
+class ReplicaPlacementError(Exception):
+    """The replicas asked for cannot be placed on the live brokers."""
+
+
+class MetadataStore(abc.ABC):
+    """Topics, topic ids, producer-id blocks and replica placement, for one broker.
+
+    Reads are synchronous (from memory); writes are synchronous and durable
+    before they return (single broker: a small atomic file write on the
+    loop, only on admin operations). Task-safety: the trio thread only.
+    """
+
+    cluster_id: str
+
+    @abc.abstractmethod
+    def load(self, broker_id: int) -> None:
+        """Read the stored metadata (creating it on first start)."""
+
+    @abc.abstractmethod
+    def topic(self, name: str) -> TopicMeta | None: ...
+
+    @abc.abstractmethod
+    def topic_names(self) -> list[str]:
+        """Every topic's name, sorted."""
+
+    @abc.abstractmethod
+    def topics_snapshot(self) -> dict[str, TopicMeta]: ...
+
+    @abc.abstractmethod
+    def new_topic(self, name: str, partitions: int, replication_factor: int,
+                  configs: dict[str, str], *, internal: bool = False) -> TopicMeta:
+        """A new topic's metadata with a fresh topic id and its replicas placed (not
+        yet stored: see `put`). Raises ReplicaPlacementError."""
+
+    @abc.abstractmethod
+    def check_replication_factor(self, replication_factor: int) -> str | None:
+        """Why `replication_factor` cannot be placed now, or None."""
+
+    @abc.abstractmethod
+    def put(self, meta: TopicMeta) -> None:
+        """Store a topic's metadata (new or changed)."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def with_partitions(self, name: str, count: int) -> TopicMeta: ...
+
+    @abc.abstractmethod
+    def set_configs(self, name: str, configs: dict[str, str]) -> TopicMeta: ...
+
+    @abc.abstractmethod
+    async def allocate_producer_id(self) -> int:
+        """A producer id never handed out before (across restarts)."""
+
+    @abc.abstractmethod
+    def producer_id_issued(self, producer_id: int) -> bool:
+        """Whether `producer_id` was handed out by this cluster."""
+
+
+class ProducerIdManager:
+    """Hands out increasing producer ids, persisted in blocks.
+
+    File `<data-dir>/producer-ids`: "0\\nnext-block <int>\\n". Before ids from
+    a block are handed out, the end of the block is written (atomically), so
+    after any crash the next start begins above every id ever given out.
+    """
+
+    BLOCK = 1000
+
+    def __init__(self, data_dir: str) -> None:
+        self._path = os.path.join(data_dir, "producer-ids")
+        try:
+            with open(self._path, encoding="ascii") as f:
+                version, line = f.read().split("\n")[:2]
+            assert version == "0"
+            self._block_end = int(line.split()[1])
+        except FileNotFoundError:
+            self._block_end = 0
+        self.next_id = self._block_end
+        self._lock = trio.Lock()
+
+    async def allocate(self) -> int:
+        async with self._lock:
+            if self.next_id >= self._block_end:
+                end = self.next_id + self.BLOCK
+                await trio.to_thread.run_sync(atomic_write, self._path, f"0\nnext-block {end}\n".encode())
+                self._block_end = end
+            pid = self.next_id
+            self.next_id += 1
+            return pid
+
+
+class DataDirMetadata(MetadataStore):
+    """The metadata of a single broker, in its data dir (see the module docstring)."""
 
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
         self._path = os.path.join(data_dir, TOPICS_FILE)
         self.topics: dict[str, TopicMeta] = {}
         self.cluster_id = ""
+        self._broker_id = 0
+        self._producer_ids: ProducerIdManager | None = None
+
+    def topic(self, name: str) -> TopicMeta | None:
+        return self.topics.get(name)
+
+    def topic_names(self) -> list[str]:
+        return sorted(self.topics)
+
+    def topics_snapshot(self) -> dict[str, TopicMeta]:
+        return dict(self.topics)
+
+    def check_replication_factor(self, replication_factor: int) -> str | None:
+        """A single broker holds exactly one replica of each partition."""
+        if replication_factor < 1:
+            return "replication factor must be at least 1"
+        if replication_factor > 1:
+            return f"replication factor {replication_factor} is larger than the 1 available broker"
+        return None
+
+    async def allocate_producer_id(self) -> int:
+        assert self._producer_ids is not None, "load() first"
+        return await self._producer_ids.allocate()
+
+    def producer_id_issued(self, producer_id: int) -> bool:
+        assert self._producer_ids is not None, "load() first"
+        return 0 <= producer_id < self._producer_ids.next_id
 
     def load(self, broker_id: int) -> None:
         """Read topics.json and meta.properties (creating them on first start).
@@ -95,7 +226,9 @@ class MetadataStore:
             ValueError: a file exists but is malformed (the operator must look).
         """
         os.makedirs(self.data_dir, exist_ok=True)
+        self._broker_id = broker_id
         self._load_properties(broker_id)
+        self._producer_ids = ProducerIdManager(self.data_dir)
         try:
             with open(self._path, "rb") as f:
                 doc = json.loads(f.read().decode("utf-8"))
@@ -129,12 +262,15 @@ class MetadataStore:
         atomic_write(self._path, json.dumps(doc, indent=1).encode("utf-8"))
         self.topics = topics
 
-    @staticmethod
-    def new_topic(name: str, partitions: int, configs: dict[str, str], *,
-                  internal: bool = False) -> TopicMeta:
+    def new_topic(self, name: str, partitions: int, replication_factor: int,
+                  configs: dict[str, str], *, internal: bool = False) -> TopicMeta:
         """A new topic's metadata (not yet stored: see `put`)."""
         assert validate_topic_name(name) is None
-        return TopicMeta(name, uuid.uuid4().hex, partitions, configs=dict(configs), internal=internal)
+        problem = self.check_replication_factor(replication_factor)
+        if problem:
+            raise ReplicaPlacementError(problem)
+        return TopicMeta(name, uuid.uuid4().hex, partitions, replication_factor=replication_factor,
+                         configs=dict(configs), internal=internal)
 
     def put(self, meta: TopicMeta) -> None:
         """Store a topic's metadata (new or changed)."""

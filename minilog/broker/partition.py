@@ -16,13 +16,18 @@ Rules:
   events), so long-poll fetches return as soon as data exists, never on a
   timer.
 - min.insync.replicas is checked before anything is appended.
+- Storage errors become `PartitionError`s with Kafka error codes here, at
+  this one boundary (`storage_error_code`); callers see only PartitionError.
+- A batch arrives validated (structure, size, CRC) by the replica
+  manager's single validation point, with its header fields; nothing here
+  parses it again.
 
 Theory of operation: `append_nowait` is synchronous: it calls `log.append`
-(which validates size and CRC, checks idempotent producers' sequences and
-epochs against the log's producer state, answers a retried batch with its
-original offsets, and writes the batch with its offsets and leader epoch
-stamped; a rejected batch never reaches disk), advances the HW and wakes
-waiters. `append` is
+with the batch's header fields (the log checks idempotent producers'
+sequences and epochs against its producer state, answers a retried batch
+with its original offsets, and writes the batch with its offsets and leader
+epoch stamped; a rejected batch never reaches disk), advances the HW and
+wakes waiters. `append` is
 the async acks-aware wrapper; with replication it will wait for the HW to
 pass the batch. A fetch registers one `trio.Event` with every partition it
 reads (`add_waiter`) and waits for any of them.
@@ -50,21 +55,57 @@ from typing import Any
 
 import trio
 
-from minilog.protocol import ErrorCode
-from minilog.storage import LONG_MAX, InvalidProducerEpochError, LogConfig, OutOfOrderSequenceError
+from minilog.protocol import LOG_OVERHEAD, CorruptBatchError, ErrorCode, check_batch_fields
+from minilog.storage import (
+    LONG_MAX,
+    CorruptRecordError,
+    InvalidProducerEpochError,
+    LogConfig,
+    LogCorruptedError,
+    OffsetOutOfRangeError,
+    OutOfOrderSequenceError,
+    RecordTooLargeError,
+    StaleLeaderEpochError,
+    StorageError,
+)
 
-__all__ = ["Partition", "PartitionError", "PartitionStatistics"]
+__all__ = ["Partition", "PartitionError", "PartitionStatistics", "storage_error_code"]
 
 _logger = logging.getLogger("minilog.broker.partition")
 
 
+
 class PartitionError(Exception):
-    """A request on this partition failed with a Kafka error code; nothing changed."""
+    """A request on this partition failed with a Kafka error code; nothing changed
+    (except for LogCorruptedError's KAFKA_STORAGE_ERROR: the log is poisoned)."""
 
     def __init__(self, code: ErrorCode, message: str = "") -> None:
         super().__init__(message or code.name)
         self.code = code
         self.message = message or code.name
+
+
+def storage_error_code(exc: StorageError) -> ErrorCode:
+    """The Kafka error code of a storage error (the one place they are mapped)."""
+    if isinstance(exc, RecordTooLargeError):
+        return ErrorCode.MESSAGE_TOO_LARGE
+    if isinstance(exc, CorruptRecordError):
+        return ErrorCode.CORRUPT_MESSAGE
+    if isinstance(exc, OffsetOutOfRangeError):
+        return ErrorCode.OFFSET_OUT_OF_RANGE
+    if isinstance(exc, StaleLeaderEpochError):
+        return ErrorCode.FENCED_LEADER_EPOCH
+    if isinstance(exc, OutOfOrderSequenceError):
+        return ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+    if isinstance(exc, InvalidProducerEpochError):
+        return ErrorCode.INVALID_PRODUCER_EPOCH
+    return ErrorCode.KAFKA_STORAGE_ERROR
+
+
+def _partition_error(part: Partition, exc: StorageError) -> PartitionError:
+    if isinstance(exc, LogCorruptedError):
+        _logger.error("%s-%d: %s", part.topic, part.partition, exc)
+    return PartitionError(storage_error_code(exc), str(exc))
 
 
 @dataclass(frozen=True)
@@ -137,28 +178,43 @@ class Partition:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append_nowait(self, batch, *, leader_epoch: int | None = None):
+    def append_nowait(self, batch: Any, header: tuple[int, ...] | None = None, *,
+                      leader_epoch: int | None = None) -> Any:
         """Append one record batch as the leader; return the storage `AppendInfo`.
 
-        The batch is validated by the log (size, magic, CRC) and written with
-        its base offset and the leader epoch stamped (the caller's buffer is
-        not modified). A duplicate idempotent batch is not appended again:
-        the original AppendInfo is returned.
+        Args:
+            batch: exactly one record batch.
+            header: its 13 header fields (`check_batch_fields`) when the
+                caller validated it (size, structure, CRC); None: validated here.
+            leader_epoch: stamped into the batch (default: the current epoch).
+
+        The batch is written with its base offset and the leader epoch stamped
+        (the caller's buffer is not modified). A duplicate idempotent batch is
+        not appended again: the original AppendInfo is returned.
 
         Raises:
-            PartitionError: OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
-                NOT_LEADER_OR_FOLLOWER (closed partition).
-            minilog.storage.StorageError: RecordTooLarge, CorruptRecord, ... from the log.
+            PartitionError: NOT_LEADER_OR_FOLLOWER (closed partition), and the codes
+                of the log's errors (OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
+                MESSAGE_TOO_LARGE, CORRUPT_MESSAGE, ...).
         """
         if self.closed:
             raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER, "partition is closed")
         epoch = self.leader_epoch if leader_epoch is None else leader_epoch
+        if header is None:
+            limit = self.log.config.max_message_bytes
+            if len(batch) > limit:
+                raise PartitionError(ErrorCode.MESSAGE_TOO_LARGE,
+                                     f"batch of {len(batch)} bytes exceeds max.message.bytes {limit}")
+            try:
+                header = check_batch_fields(batch, 0)
+            except CorruptBatchError as exc:
+                raise PartitionError(ErrorCode.CORRUPT_MESSAGE, str(exc)) from exc
+            if header[1] + LOG_OVERHEAD != len(batch):
+                raise PartitionError(ErrorCode.CORRUPT_MESSAGE, "append takes exactly one batch")
         try:
-            info = self.log.append(batch, leader_epoch=epoch)
-        except OutOfOrderSequenceError as e:
-            raise PartitionError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, str(e)) from e
-        except InvalidProducerEpochError as e:
-            raise PartitionError(ErrorCode.INVALID_PRODUCER_EPOCH, str(e)) from e
+            info = self.log.append(batch, leader_epoch=epoch, header=header)
+        except StorageError as exc:
+            raise _partition_error(self, exc) from exc
         if info.duplicate:
             return info                         # a retry: the original offsets, nothing written
         if info.segment_base_offset != self._segment_base:
@@ -206,27 +262,30 @@ class Partition:
             done, self._flush_done = self._flush_done, None
             done.set()
 
-    async def append(self, batch, *, acks: int = -1, timeout_s: float = 30.0):
-        """Append as the leader honouring `acks` (0, 1 or -1 = all).
+    async def append(self, batch: Any, *, acks: int = -1, timeout_s: float = 30.0,
+                     header: tuple[int, ...] | None = None) -> Any:
+        """Append as the leader honouring `acks` (0, 1 or -1 = all; checked by the caller).
 
         Single broker: all = the leader, so this returns right after the
         append. With replication, acks=-1 will wait (up to `timeout_s`) for
         the HW to pass the batch.
 
         Raises:
-            PartitionError: INVALID_REQUIRED_ACKS, NOT_ENOUGH_REPLICAS (checked
-                before appending), and what `append_nowait` raises.
+            PartitionError: NOT_ENOUGH_REPLICAS (checked before appending),
+                NOT_ENOUGH_REPLICAS_AFTER_APPEND, and what `append_nowait` raises.
         """
-        if acks not in (-1, 0, 1):
-            raise PartitionError(ErrorCode.INVALID_REQUIRED_ACKS)
+        assert acks in (-1, 0, 1), acks
         if acks == -1 and len(self.isr) < self.min_insync_replicas:
             raise PartitionError(
                 ErrorCode.NOT_ENOUGH_REPLICAS,
                 f"{len(self.isr)} in-sync replicas, min.insync.replicas is {self.min_insync_replicas}",
             )
-        info = self.append_nowait(batch)
+        info = self.append_nowait(batch, header)
         if self.flush_due():
-            await self.flush()                 # durable before the answer, as Kafka's flush policy
+            try:
+                await self.flush()             # durable before the answer, as Kafka's flush policy
+            except StorageError as exc:
+                raise _partition_error(self, exc) from exc
         if acks == -1 and self.high_watermark <= info.last_offset:
             with trio.move_on_after(timeout_s):
                 await self.wait_for_high_watermark(info.last_offset + 1)
@@ -254,10 +313,28 @@ class Partition:
         above `max_bytes` (as Kafka, so a large batch cannot stall a consumer).
 
         Raises:
-            minilog.storage.OffsetOutOfRange: outside [log start, log end].
+            PartitionError: OFFSET_OUT_OF_RANGE outside [log start, log end]; other
+                storage errors mapped.
         """
         limit = self.high_watermark if max_offset is None else max_offset
-        return self.log.read(offset, max_bytes, max_offset=limit)
+        try:
+            return self.log.read(offset, max_bytes, max_offset=limit)
+        except StorageError as exc:
+            raise _partition_error(self, exc) from exc
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after `timestamp` below the HW.
+
+        Raises:
+            PartitionError: the log's error, mapped.
+        """
+        try:
+            found = self.log.offset_for_timestamp(timestamp)
+        except StorageError as exc:
+            raise _partition_error(self, exc) from exc
+        if found is None or found[0] >= self.high_watermark:
+            return None
+        return found[0], found[1]
 
     def add_waiter(self, event: trio.Event) -> None:
         """Set `event` the next time the HW moves (or the partition closes)."""

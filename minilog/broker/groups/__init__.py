@@ -9,9 +9,15 @@ Modules, each with one job:
 - `classic`: the classic groups of a coordinator, with trio's clock and the waiting.
 - `coordinator`: the trio-facing GroupCoordinator and the request handlers.
 
-The broker calls `install(broker)` at start (see minilog/broker/app.py).
+The broker builds and wires the coordinator (see minilog/broker/app.py).
 """
 
-from .coordinator import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, group_partition, install
+from .coordinator import (
+    OFFSETS_TOPIC,
+    CoordinatorConfig,
+    GroupCoordinator,
+    group_partition,
+    offsets_topic_configs,
+)
 
-__all__ = ["install", "GroupCoordinator", "CoordinatorConfig", "group_partition", "OFFSETS_TOPIC"]
+__all__ = ["GroupCoordinator", "offsets_topic_configs", "CoordinatorConfig", "group_partition", "OFFSETS_TOPIC"]

@@ -15,9 +15,13 @@ Rules:
   log, and the wire.
 
 Theory of operation:
-- `install(broker)` (called by the broker before it listens) creates
-  `__consumer_offsets` if missing, replays it into memory (`load`), registers
-  the seven group APIs, and starts `run` in the broker's nursery.
+- The broker builds the coordinator, creates `__consumer_offsets` if
+  missing (`offsets_topic_configs`), and registers `become_leader` /
+  `resign` with its replica manager for that topic: each offsets partition
+  led here is replayed into memory (`load_partition_nowait`) before the
+  broker listens, and forgotten when leadership moves. The broker runs
+  `run` in its nursery; `minilog.broker.handlers.groups` translates the
+  group APIs to the methods under "request model".
 - `run` sleeps until the earliest session or revocation deadline of any
   group (a heartbeat that makes an earlier deadline wakes it), removes the
   members that are due, and every offsets.retention.check.interval.ms drops
@@ -48,12 +52,29 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 
 from minilog._logsafe import logsafe
-from minilog.protocol import ApiKey, CorruptBatchError, ErrorCode, Request, error_message
+from minilog.protocol import (
+    ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse,
+    CorruptBatchError,
+    DescribedGroup,
+    DescribedGroupMember,
+    ErrorCode,
+    ListedGroup,
+    OffsetCommitPartitionResponse,
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    OffsetCommitTopicResponse,
+    OffsetFetchPartitionResponse,
+    OffsetFetchRequest,
+    OffsetFetchResponse,
+    OffsetFetchTopicResponse,
+    TopicPartitions,
+)
 
 from ._assignors import ASSIGNORS
 from ._group import Group, GroupError, GroupState, HeartbeatResult, tp_set
@@ -68,13 +89,12 @@ from ._offsets import (
 
 __all__ = ["GroupCoordinator", "CoordinatorConfig", "CoordinatorStatistics", "group_partition",
            "java_string_hash",
-           "OFFSETS_TOPIC", "install"]
+           "OFFSETS_TOPIC", "offsets_topic_configs"]
 
 log = logging.getLogger("minilog.broker.groups")
 
 OFFSETS_TOPIC = "__consumer_offsets"
 LOAD_CHUNK_BYTES = 8 * 1024 * 1024     # bytes read from the log per step while loading
-KEY_TYPE_GROUP = 0
 
 
 def java_string_hash(s: str) -> int:
@@ -370,48 +390,7 @@ class GroupCoordinator:
             log.info("group %s: committed offsets expired", logsafe(group_id))
         return expired
 
-    # ------------------------------------------------------------------ handlers
-
-    def handlers(self) -> dict[ApiKey, Callable]:
-        return {
-            ApiKey.FIND_COORDINATOR: self.handle_find_coordinator,
-            ApiKey.CONSUMER_GROUP_HEARTBEAT: self.handle_heartbeat,
-            ApiKey.CONSUMER_GROUP_DESCRIBE: self.handle_describe,
-            ApiKey.OFFSET_COMMIT: self.handle_offset_commit,
-            ApiKey.OFFSET_FETCH: self.handle_offset_fetch,
-            ApiKey.LIST_GROUPS: self.handle_list_groups,
-            ApiKey.DELETE_GROUPS: self.handle_delete_groups,
-        }
-
-    async def handle_find_coordinator(self, broker, request: Request, conn) -> tuple[dict, list]:
-        out = []
-        for key in request.payload["keys"]:
-            entry = {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": 0,
-                     "error_message": None}
-            if request.payload["key_type"] != KEY_TYPE_GROUP:
-                entry.update(error_code=int(ErrorCode.INVALID_REQUEST),
-                             error_message="only group coordinators (key_type 0) exist")
-            elif self.partition_for(key) not in self.loaded:
-                entry.update(error_code=int(ErrorCode.COORDINATOR_NOT_AVAILABLE),
-                             error_message=error_message(ErrorCode.COORDINATOR_NOT_AVAILABLE))
-            else:
-                host = getattr(conn, "local_host", "") or self.broker.host
-                entry.update(node_id=self.broker.broker_id, host=host, port=self.broker.port)
-            out.append(entry)
-        return {"coordinators": out}, []
-
-    async def handle_heartbeat(self, broker, request: Request, conn) -> tuple[dict, list]:
-        p = request.payload
-        try:
-            result = await self.heartbeat(p, client_host=getattr(conn, "client_host", ""))
-        except GroupError as exc:
-            return {"error_code": int(exc.code), "error_message": str(exc), "member_id": None,
-                    "member_epoch": -1, "heartbeat_interval_ms": self.config.heartbeat_interval_ms,
-                    "assignment": None}, []
-        return {"error_code": 0, "error_message": None, "member_id": result.member_id,
-                "member_epoch": result.member_epoch,
-                "heartbeat_interval_ms": result.heartbeat_interval_ms,
-                "assignment": result.assignment}, []
+    # ------------------------------------------------------------------ group operations
 
     async def heartbeat(self, p: dict, *, client_host: str = ""):
         """Apply one heartbeat payload. Raises GroupError."""
@@ -457,37 +436,6 @@ class GroupCoordinator:
             await self._write_metadata(group)
         return result
 
-    async def handle_describe(self, broker, request: Request, conn) -> tuple[dict, list]:
-        out = []
-        for group_id in request.payload["group_ids"]:
-            entry = {"group_id": group_id, "error_code": 0, "error_message": None,
-                     "group_state": "empty", "group_epoch": 0, "assignment_epoch": 0,
-                     "assignor_name": self.config.assignors[0], "members": []}
-            group = self.groups.get(group_id)
-            if self.partition_for(group_id) not in self.loaded:
-                entry.update(error_code=int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS))
-            elif group is not None:
-                entry.update(group.describe())
-            elif group_id in self.store.groups():
-                meta = self.store.metadata.get(group_id)
-                if meta:
-                    entry.update(group_epoch=meta.group_epoch, assignment_epoch=meta.group_epoch,
-                                 assignor_name=meta.assignor)
-            else:
-                entry.update(error_code=int(ErrorCode.GROUP_ID_NOT_FOUND), group_state="dead",
-                             error_message=f"unknown group {group_id!r}")
-            out.append(entry)
-        return {"groups": out}, []
-
-    async def handle_offset_commit(self, broker, request: Request, conn) -> tuple[dict, list]:
-        p = request.payload
-        codes = await self.commit(p["group_id"], p["member_id"], p["member_epoch"], p["topics"])
-        return {"topics": [
-            {"topic": t["topic"], "partitions": [
-                {"partition": q["partition"], "error_code": int(codes[(t["topic"], q["partition"])])}
-                for q in t["partitions"]]}
-            for t in p["topics"]]}, []
-
     async def commit(self, group_id: str, member_id: str, member_epoch: int,
                      topics: list[dict]) -> dict[tuple[str, int], ErrorCode]:
         """Validate, append and apply one commit. Returns a code per (topic, partition)."""
@@ -528,48 +476,117 @@ class GroupCoordinator:
                         for tp, c in codes.items()}
         return codes
 
-    async def handle_offset_fetch(self, broker, request: Request, conn) -> tuple[dict, list]:
-        p = request.payload
-        group_id = p["group_id"]
+    # ------------------------------------------------------------------ leadership
+
+    def become_leader(self, p: int) -> None:
+        """This broker now leads `__consumer_offsets` partition p: load its groups.
+
+        Called by the replica manager (synchronously, before requests for the
+        partition's groups are served)."""
+        if p not in self.loaded:
+            n = self.load_partition_nowait(p)
+            log.debug("group coordinator loaded %d records of %s-%d", n, OFFSETS_TOPIC, p)
+
+    def resign(self, p: int) -> None:
+        """This broker no longer leads partition p: forget its groups (a new leader loads them)."""
+        self.loaded.discard(p)
+        self._pending.pop(p, None)                     # the new leader deletes them on load
+        for group_id in [g for g in self.groups if self.partition_for(g) == p]:
+            del self.groups[group_id]
+
+    # ------------------------------------------------------------------ request model (GroupService)
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        return self.config.heartbeat_interval_ms
+
+    def is_coordinator_for(self, group_id: str) -> bool:
+        return self.partition_for(group_id) in self.loaded
+
+    async def heartbeat_request(self, request: ConsumerGroupHeartbeatRequest, *,
+                                client_host: str = "") -> ConsumerGroupHeartbeatResponse:
+        owned = request.topic_partitions
+        p = {"group_id": request.group_id, "member_id": request.member_id,
+             "member_epoch": request.member_epoch, "rebalance_timeout_ms": request.rebalance_timeout_ms,
+             "subscribed_topic_names": request.subscribed_topic_names,
+             "server_assignor": request.server_assignor,
+             "topic_partitions": None if owned is None else [
+                 {"topic": tp.topic, "partitions": tp.partitions} for tp in owned],
+             "client_id": request.client_id, "session_timeout_ms": request.session_timeout_ms}
+        try:
+            result = await self.heartbeat(p, client_host=client_host)
+        except GroupError as exc:
+            return ConsumerGroupHeartbeatResponse(int(exc.code), str(exc), None, -1,
+                                                  self.config.heartbeat_interval_ms, None)
+        return ConsumerGroupHeartbeatResponse(0, None, result.member_id, result.member_epoch,
+                                              result.heartbeat_interval_ms, _tps(result.assignment))
+
+    def describe_group(self, group_id: str) -> DescribedGroup:
+        entry = DescribedGroup(group_id, assignor_name=self.config.assignors[0])
+        group = self.groups.get(group_id)
+        if self.partition_for(group_id) not in self.loaded:
+            entry.error_code = int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+        elif group is not None:
+            d = group.describe()
+            entry.group_state, entry.group_epoch = d["group_state"], d["group_epoch"]
+            entry.assignment_epoch, entry.assignor_name = d["assignment_epoch"], d["assignor_name"]
+            entry.members = [DescribedGroupMember(
+                m["member_id"], m["client_id"], m["client_host"], m["member_epoch"],
+                m["subscribed_topic_names"], _tps(m["assignment"]) or []) for m in d["members"]]
+        elif group_id in self.store.groups():
+            meta = self.store.metadata.get(group_id)
+            if meta:
+                entry.group_epoch = entry.assignment_epoch = meta.group_epoch
+                entry.assignor_name = meta.assignor
+        else:
+            entry.error_code = int(ErrorCode.GROUP_ID_NOT_FOUND)
+            entry.group_state = "dead"
+            entry.error_message = f"unknown group {group_id!r}"
+        return entry
+
+    async def commit_offsets(self, request: OffsetCommitRequest) -> OffsetCommitResponse:
+        topics = [{"topic": t.topic, "partitions": [
+            {"partition": q.partition, "committed_offset": q.committed_offset,
+             "committed_leader_epoch": q.committed_leader_epoch,
+             "committed_metadata": q.committed_metadata} for q in t.partitions]}
+            for t in request.topics]
+        codes = await self.commit(request.group_id, request.member_id, request.member_epoch, topics)
+        return OffsetCommitResponse([OffsetCommitTopicResponse(t.topic, [
+            OffsetCommitPartitionResponse(q.partition, int(codes[(t.topic, q.partition)]))
+            for q in t.partitions]) for t in request.topics])
+
+    def fetch_offsets(self, request: OffsetFetchRequest) -> OffsetFetchResponse:
+        group_id = request.group_id
         try:
             self._check_loaded(group_id)
             group = self.groups.get(group_id)
-            if p["member_id"] and p["member_epoch"] >= 0:
+            if request.member_id and request.member_epoch >= 0:
                 if group is None:
                     raise GroupError(ErrorCode.UNKNOWN_MEMBER_ID)
-                group.check_member_epoch(p["member_id"], p["member_epoch"])
+                group.check_member_epoch(request.member_id, request.member_epoch)
         except GroupError as exc:
-            return {"error_code": int(exc.code), "topics": []}, []
-        wanted = tp_set(p["topics"])
+            return OffsetFetchResponse(int(exc.code), [])
+        wanted = None if request.topics is None else {
+            (tp.topic, q) for tp in request.topics for q in tp.partitions}
         found = self.store.fetch(group_id, sorted(wanted) if wanted is not None else None)
-        by_topic: dict[str, list[dict]] = {}
+        by_topic: dict[str, list[OffsetFetchPartitionResponse]] = {}
         for (topic, part), om in sorted(found.items()):
-            by_topic.setdefault(topic, []).append({
-                "partition": part, "error_code": 0,
-                "committed_offset": om.offset if om else -1,
-                "committed_leader_epoch": om.leader_epoch if om else -1,
-                "metadata": om.metadata if om else None})
-        return {"error_code": 0, "topics": [{"topic": t, "partitions": ps}
-                                            for t, ps in by_topic.items()]}, []
+            by_topic.setdefault(topic, []).append(OffsetFetchPartitionResponse(
+                part, om.offset if om else -1, om.leader_epoch if om else -1,
+                om.metadata if om else None, 0))
+        return OffsetFetchResponse(0, [OffsetFetchTopicResponse(t, ps) for t, ps in by_topic.items()])
 
     def group_state(self, group_id: str) -> str:
         group = self.groups.get(group_id)
         return group.state.value if group is not None else GroupState.EMPTY.value
 
-    async def handle_list_groups(self, broker, request: Request, conn) -> tuple[dict, list]:
-        wanted = {s.lower() for s in request.payload["states_filter"]}
+    def list_groups(self, states: Iterable[str]) -> list[ListedGroup]:
+        wanted = {s.lower() for s in states}
         names = set(self.groups) | self.store.groups()
-        out = [{"group_id": g, "protocol_type": "consumer", "group_state": self.group_state(g)}
-               for g in sorted(names)]
+        out = [ListedGroup(g, "consumer", self.group_state(g)) for g in sorted(names)]
         if wanted:
-            out = [e for e in out if e["group_state"] in wanted]
-        return {"error_code": 0, "groups": out}, []
-
-    async def handle_delete_groups(self, broker, request: Request, conn) -> tuple[dict, list]:
-        results = []
-        for group_id in request.payload["group_ids"]:
-            results.append({"group_id": group_id, "error_code": int(await self.delete_group(group_id))})
-        return {"results": results}, []
+            out = [e for e in out if e.group_state in wanted]
+        return out
 
     async def delete_group(self, group_id: str) -> ErrorCode:
         try:
@@ -600,21 +617,15 @@ class GroupCoordinator:
             partitions_loaded=len(self.loaded))
 
 
-def install(broker: Any) -> GroupCoordinator:
-    """The broker's plugin hook: create and load `__consumer_offsets`, register
-    the group handlers, start the timers in the broker's nursery."""
-    config = CoordinatorConfig.from_broker_config(broker.config)
-    broker.create_internal_topic(OFFSETS_TOPIC, config.offsets_topic_num_partitions, {
-        "retention.ms": "-1",                 # no compaction yet: keep every commit
-        "retention.bytes": "-1",
-        "segment.bytes": str(config.offsets_topic_segment_bytes),
-    })
-    coordinator = GroupCoordinator(broker, config)
-    coordinator.load_nowait()      # before the broker listens: no request sees a half load
-    for key, handler in coordinator.handlers().items():
-        broker.register_handler(key, handler)
-    broker.on_topic_change(coordinator.on_topic_change)
-    broker.groups = coordinator
-    if broker.nursery is not None:
-        broker.nursery.start_soon(coordinator.run)
-    return coordinator
+
+def _tps(tp_list: list[dict[str, Any]] | None) -> list[TopicPartitions] | None:
+    """The pure layer's [{"topic", "partitions"}] as request-model objects."""
+    if tp_list is None:
+        return None
+    return [TopicPartitions(tp["topic"], list(tp["partitions"])) for tp in tp_list]
+
+
+def offsets_topic_configs(config: CoordinatorConfig) -> dict[str, str]:
+    """Topic configs of `__consumer_offsets` (no compaction yet: keep every commit)."""
+    return {"retention.ms": "-1", "retention.bytes": "-1",
+            "segment.bytes": str(config.offsets_topic_segment_bytes)}

@@ -10,7 +10,7 @@ Byte layout of one frame::
 Request body:  [api_key, api_version, correlation_id, client_id, payload, attachment_sizes]
 Response body: [correlation_id, payload, attachment_sizes]
 
-`payload` is a msgpack map whose shape per API lives in `_api.py`. Record
+`payload` is a msgpack map whose shape per API lives in `_schemas.py`. Record
 batches travel as attachments, never inside msgpack: a payload field that
 holds records holds the attachment's index (an int, -1 for none). That keeps
 the batch bytes opaque, lets the receiver slice them out of the frame as
@@ -41,7 +41,8 @@ from collections.abc import Sequence
 
 import msgpack
 
-from ._errors import FrameError, LimitExceededError
+from .._codec import NEED_DATA
+from .._errors import FrameError, LimitExceededError
 
 __all__ = [
     "NEED_DATA",
@@ -57,16 +58,6 @@ __all__ = [
 FRAME_PREFIX_SIZE = 8
 _PREFIX = struct.Struct(">II")
 _CHUNKED_FRAME_BYTES = 256 * 1024   # frames this large are gathered as chunks (see feed)
-
-
-class _NeedData:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA = _NeedData()
 
 
 class Request(NamedTuple):
@@ -196,7 +187,7 @@ class FrameDecoder:
         self._rest = rest
         self._chunks, self._chunks_bytes, self._chunks_need = None, 0, 0
 
-    def next_frame(self):
+    def next_frame(self) -> Any:
         """Return the next complete `Request`/`Response`, or NEED_DATA.
 
         Raises:

@@ -1,0 +1,251 @@
+"""One client connection: bytes through the listener's codec to the handlers and back.
+
+Rules (each a bound, from Kafka's settings, per listener in `ConnectionLimits`):
+- `connections.max.idle.ms`: a connection that sends nothing this long is closed.
+- `queued.max.requests` / `queued.max.request.bytes`: requests (and their
+  bytes) read ahead per connection; when either is reached the reader stops
+  reading (TCP back-pressure does the rest). One request always fits.
+- `socket.request.max.bytes`: the codec's frame limit; a larger length
+  prefix closes the connection before anything is allocated.
+- `request.timeout.ms`: bounds handling one request and sending one batch
+  of responses. A client that stops reading its responses is dropped when a
+  send does not finish in time; it never blocks anyone else.
+
+Theory of operation: two tasks per connection, in the connection's own
+nursery. The *reader* (`_read`) feeds received bytes to the codec and puts
+each decoded request into a bounded memory channel. The *processor*
+(`_process`) takes requests in order, dispatches them, and queues the
+encoded responses; it sends when no further request is already waiting
+(so pipelined small responses are joined into one send) or when the
+output grows large. Answers therefore go out in request order. A
+`FrameError` from the codec closes only this connection. The reader runs
+inside `reader_scope`, which the broker cancels on shutdown: reading stops,
+queued requests are still answered.
+
+Error handling: network errors and a stalled send close the connection
+quietly (DEBUG); a handler's exception is the dispatcher's business
+(UNKNOWN_SERVER_ERROR for that request).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from minilog.protocol import NEED_DATA, FrameError, RequestHeader, ServerCodec
+
+from ._services import BrokerServices, RequestContext
+from .config import BrokerConfig
+from .handlers import dispatch
+
+__all__ = ["Connection", "ConnectionLimits"]
+
+log = logging.getLogger("minilog.broker.server")
+
+_RECEIVE_BYTES = 256 * 1024
+_JOIN_BYTES_MAX = 64 * 1024            # pieces smaller than this are joined into one send
+_OUTPUT_FLUSH_BYTES = 1024 * 1024      # send at least this often while pipelining
+_REQUESTS_PER_YIELD = 16               # pipelined requests handled before letting others run
+_CLOSED_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The bounds of one connection (Kafka's keys in the module docstring)."""
+
+    frame_bytes_max: int = 100 * 1024 * 1024        # socket.request.max.bytes
+    idle_s: float = 600.0                           # connections.max.idle.ms
+    request_timeout_s: float = 30.0                 # request.timeout.ms
+    queued_requests_max: int = 100                  # queued.max.requests
+    queued_request_bytes_max: int = 100 * 1024 * 1024   # queued.max.request.bytes
+
+    @classmethod
+    def from_config(cls, config: BrokerConfig) -> ConnectionLimits:
+        return cls(config.socket_request_max_bytes, config.connections_max_idle_ms / 1000,
+                   config.request_timeout_ms / 1000, config.queued_max_requests,
+                   config.queued_max_request_bytes)
+
+
+def _pieces_for_send(pieces: list[Any]) -> list[Any]:
+    """Join runs of small pieces; keep large attachments as separate sends (no copy)."""
+    out: list[Any] = []
+    run: list[Any] = []
+    run_bytes = 0
+    for piece in pieces:
+        if len(piece) >= _JOIN_BYTES_MAX:
+            if run:
+                out.append(b"".join(run))
+                run, run_bytes = [], 0
+            out.append(piece)
+        else:
+            run.append(piece)
+            run_bytes += len(piece)
+            if run_bytes >= _JOIN_BYTES_MAX:
+                out.append(b"".join(run))
+                run, run_bytes = [], 0
+    if run:
+        out.append(b"".join(run))
+    return out
+
+
+class Connection:
+    """Serve one client until it disconnects, misbehaves or the broker stops.
+
+    Args:
+        stream: the accepted stream.
+        codec: this connection's codec (a fresh one per connection).
+        services: what handlers may use.
+        ctx: the connection's context (its listener, addresses, counters).
+        limits: the listener's bounds.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, codec: ServerCodec, services: BrokerServices,
+                 ctx: RequestContext, limits: ConnectionLimits) -> None:
+        self.stream = stream
+        self.codec = codec
+        self.services = services
+        self.ctx = ctx
+        self.limits = limits
+        self.reader_scope = trio.CancelScope()      # cancelled on shutdown: stop reading
+        self._send_channel, self._receive_channel = trio.open_memory_channel[
+            tuple[RequestHeader, Any]](limits.queued_requests_max)
+        self._queued_bytes = 0
+        self._queue_space = trio.Event()
+        # request.timeout.ms bounds each response's send: one cancel scope around the
+        # processor whose deadline is moved in for a send and back out after (cheaper than
+        # a trio.fail_after per response). The deadline passing mid-send ends the connection.
+        self._send_guard = trio.CancelScope()
+
+    async def serve(self) -> None:
+        """Run the reader and the processor; close the stream at the end. Raises nothing
+        for network trouble (logged at DEBUG)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                # The reader closes the channel when it stops (EOF, idle, bad frame,
+                # shutdown); the processor then answers what was read and ends.
+                nursery.start_soon(self._read)
+                nursery.start_soon(self._run_processor, nursery.cancel_scope)
+        except _CLOSED_ERRORS as exc:
+            log.debug("connection %d closed: %r", self.ctx.connection_id, exc)
+        except BaseExceptionGroup as group:
+            rest = group.subgroup(lambda e: not isinstance(e, _CLOSED_ERRORS))
+            if rest is not None:
+                raise rest
+            log.debug("connection %d closed: %r", self.ctx.connection_id, group)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        idle_s = self.limits.idle_s
+        async with self._send_channel:
+            with self.reader_scope:
+                # One cancel scope whose deadline moves on every receive (cheaper than a
+                # new scope per receive_some).
+                with trio.CancelScope(deadline=trio.current_time() + idle_s) as idle:
+                    await self._read_requests(idle)
+                if idle.cancelled_caught:
+                    log.debug("connection %d idle for %.0f s: closing", self.ctx.connection_id, idle_s)
+
+    async def _read_requests(self, idle: trio.CancelScope) -> None:
+        stream, codec, channel = self.stream, self.codec, self._send_channel
+        idle_s, bytes_max = self.limits.idle_s, self.limits.queued_request_bytes_max
+        while True:
+            data = await stream.receive_some(_RECEIVE_BYTES)
+            if not data:
+                return
+            idle.deadline = trio.current_time() + idle_s
+            codec.feed(data)
+            while True:
+                try:
+                    request = codec.next_request()
+                except FrameError as exc:
+                    log.info("connection %d from %s: malformed frame, closing: %s",
+                             self.ctx.connection_id, self.ctx.client_host, exc)
+                    return
+                if request is NEED_DATA:
+                    break
+                try:
+                    channel.send_nowait(request)         # no scheduling hop per request
+                except trio.WouldBlock:
+                    await channel.send(request)          # queued.max.requests reached
+                self._queued_bytes += request[0].size_bytes
+                while self._queued_bytes >= bytes_max:   # queued.max.request.bytes reached
+                    self._queue_space = trio.Event()
+                    await self._queue_space.wait()
+
+    # -- processing ---------------------------------------------------------------------------
+
+    async def _run_processor(self, connection_scope: trio.CancelScope) -> None:
+        with self._send_guard:
+            await self._process()
+        if self._send_guard.cancelled_caught:
+            raise trio.TooSlowError(f"response not sent within {self.limits.request_timeout_s} s")
+        connection_scope.cancel()
+
+    async def _process(self) -> None:
+        receive = self._receive_channel
+        output: list[Any] = []
+        output_bytes = 0
+        handled_without_yield = 0
+        async with receive:
+            while True:
+                try:
+                    request = receive.receive_nowait()
+                except trio.WouldBlock:
+                    if output:                           # answer before waiting for more
+                        await self._send(output)
+                        output, output_bytes = [], 0
+                    handled_without_yield = 0
+                    try:
+                        request = await receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                except trio.EndOfChannel:
+                    break
+                pieces = await self._handle(*request)
+                if pieces:
+                    output.extend(pieces)
+                    for piece in pieces:
+                        output_bytes += len(piece)
+                if output_bytes >= _OUTPUT_FLUSH_BYTES:
+                    await self._send(output)
+                    output, output_bytes = [], 0
+                    handled_without_yield = 0
+                handled_without_yield += 1
+                if handled_without_yield >= _REQUESTS_PER_YIELD:
+                    await trio.sleep(0)                  # fairness to other connections
+                    handled_without_yield = 0
+            if output:
+                await self._send(output)
+
+    async def _handle(self, header: RequestHeader, request: Any) -> list[Any] | None:
+        """Dispatch one request; return the encoded response's pieces (None: no answer)."""
+        self._queued_bytes -= header.size_bytes
+        if self._queued_bytes < self.limits.queued_request_bytes_max:
+            self._queue_space.set()
+        ctx = self.ctx
+        ctx.requests += 1
+        ctx.client_id = header.client_id
+        started = time.perf_counter()
+        response = await dispatch(self.services, request, ctx, self.limits.request_timeout_s)
+        pieces = None if response is None else self.codec.encode_response(header, response)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("connection %d: api %d v%d corr %d in %.3f ms", ctx.connection_id,
+                      header.api_key, header.api_version, header.correlation_id,
+                      (time.perf_counter() - started) * 1000)
+        return pieces
+
+    async def _send(self, pieces: list[Any]) -> None:
+        guard = self._send_guard
+        guard.deadline = trio.current_time() + self.limits.request_timeout_s
+        for piece in _pieces_for_send(pieces):
+            await self.stream.send_all(piece)
+        guard.deadline = math.inf

@@ -1,0 +1,227 @@
+"""Handlers of cluster metadata and topic administration.
+
+Rules: answers describe this broker as the listener the request came
+through sees it (its own address and port, its codec's API versions);
+administrative refusals are error codes per topic or resource.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minilog import __version__
+from minilog.protocol import (
+    CONFIG_OP_DELETE,
+    CONFIG_OP_SET,
+    RESOURCE_BROKER,
+    RESOURCE_TOPIC,
+    AlterConfigsResult,
+    ApiVersionsRequest,
+    ApiVersionsResponse,
+    CreatePartitionsRequest,
+    CreatePartitionsResponse,
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+    DescribeConfigsEntry,
+    DescribeConfigsRequest,
+    DescribeConfigsResponse,
+    DescribeConfigsResource,
+    DescribeConfigsResult,
+    DescribedTopic,
+    DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse,
+    ErrorCode,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+    MetadataBroker,
+    MetadataRequest,
+    MetadataResponse,
+    MetadataTopic,
+    PartitionMetadata,
+    TopicResult,
+    error_message,
+)
+
+from .._services import BrokerServices, Handler, RequestContext
+from ..config import BROKER_CONFIG_KEYS, TOPIC_CONFIG_KEYS, TOPIC_DEFAULT_FROM_BROKER, BrokerConfig
+
+__all__ = ["HANDLERS"]
+
+
+async def handle_api_versions(services: BrokerServices, request: ApiVersionsRequest,
+                              ctx: RequestContext) -> ApiVersionsResponse:
+    versions = [list(v) for v in ctx.listener.api_versions]
+    return ApiVersionsResponse(0, versions, __version__, services.broker_id)
+
+
+def _partition_metadata(services: BrokerServices, topic: str, p: int) -> PartitionMetadata:
+    state = services.replicas.partition_state(topic, p)
+    if state is None:
+        return PartitionMetadata(p, int(ErrorCode.LEADER_NOT_AVAILABLE), -1, -1, [], [])
+    return PartitionMetadata(p, 0, state.leader, state.leader_epoch, list(state.replicas),
+                             list(state.isr))
+
+
+async def handle_metadata(services: BrokerServices, request: MetadataRequest,
+                          ctx: RequestContext) -> MetadataResponse:
+    metadata = services.metadata
+    names = request.topics if request.topics is not None else metadata.topic_names()
+    topics = []
+    for name in names:
+        meta = metadata.topic(name)
+        if meta is None:
+            code = (services.admin.auto_create_topic(name) if request.allow_auto_topic_creation
+                    else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+            meta = metadata.topic(name)
+            if code != ErrorCode.NONE or meta is None:
+                topics.append(MetadataTopic(name, int(code), []))
+                continue
+        topics.append(MetadataTopic(name, 0, [_partition_metadata(services, name, p)
+                                              for p in range(meta.partitions)], meta.internal))
+    me = MetadataBroker(services.broker_id, ctx.advertised_host, ctx.listener.port)
+    return MetadataResponse([me], metadata.cluster_id, services.broker_id, topics)
+
+
+async def handle_describe_topic_partitions(services: BrokerServices,
+                                           request: DescribeTopicPartitionsRequest,
+                                           ctx: RequestContext) -> DescribeTopicPartitionsResponse:
+    metadata = services.metadata
+    names = request.topics if request.topics is not None else metadata.topic_names()
+    topics = []
+    for name in names:
+        meta = metadata.topic(name)
+        if meta is None:
+            topics.append(DescribedTopic(name, int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), []))
+            continue
+        topics.append(DescribedTopic(name, 0, [services.replicas.describe_partition(name, p)
+                                               for p in range(meta.partitions)], meta.internal))
+    return DescribeTopicPartitionsResponse(topics)
+
+
+def _result(name: str, code: ErrorCode, message: str | None = None) -> TopicResult:
+    return TopicResult(name, int(code), (message or error_message(code)) if code else None)
+
+
+async def handle_create_topics(services: BrokerServices, request: CreateTopicsRequest,
+                               ctx: RequestContext) -> CreateTopicsResponse:
+    results = []
+    seen = set()
+    for t in request.topics:
+        if t.name in seen:
+            results.append(_result(t.name, ErrorCode.INVALID_REQUEST, "topic named twice in one request"))
+            continue
+        seen.add(t.name)
+        code, message = services.admin.create_topic(t.name, t.num_partitions, t.replication_factor,
+                                                    t.configs, validate_only=request.validate_only)
+        results.append(_result(t.name, code, message))
+    return CreateTopicsResponse(results)
+
+
+async def handle_delete_topics(services: BrokerServices, request: DeleteTopicsRequest,
+                               ctx: RequestContext) -> DeleteTopicsResponse:
+    results = []
+    for name in request.topics:
+        code, message = await services.admin.delete_topic(name)
+        results.append(_result(name, code, message))
+    return DeleteTopicsResponse(results)
+
+
+async def handle_create_partitions(services: BrokerServices, request: CreatePartitionsRequest,
+                                   ctx: RequestContext) -> CreatePartitionsResponse:
+    results = []
+    for t in request.topics:
+        code, message = services.admin.create_partitions(t.name, t.count,
+                                                         validate_only=request.validate_only)
+        results.append(_result(t.name, code, message))
+    return CreatePartitionsResponse(results)
+
+
+def _config_source(config: BrokerConfig, topic_overrides: dict[str, str], key: str) -> tuple[bool, str]:
+    if key in topic_overrides:
+        return False, "TOPIC_CONFIG"
+    broker_key = next((b for b, t in TOPIC_DEFAULT_FROM_BROKER.items() if t == key), None)
+    if broker_key is not None and not config.is_default(broker_key):
+        return False, "STATIC_BROKER_CONFIG"
+    return True, "DEFAULT_CONFIG"
+
+
+def _fmt(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _describe_resource(services: BrokerServices, res: DescribeConfigsResource) -> DescribeConfigsResult:
+    config = services.config
+    rtype, name, wanted = res.resource_type, res.resource_name, res.config_names
+    entry = DescribeConfigsResult(rtype, name)
+    if rtype == RESOURCE_TOPIC:
+        meta = services.metadata.topic(name)
+        if meta is None:
+            entry.error_code = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+            entry.error_message = f"unknown topic {name!r}"
+            return entry
+        effective = config.topic_config(meta.configs)
+        for key in TOPIC_CONFIG_KEYS:
+            if wanted is None or key.name in wanted:
+                is_default, source = _config_source(config, meta.configs, key.name)
+                entry.configs.append(DescribeConfigsEntry(key.name, _fmt(effective[key.name]), False,
+                                                          is_default, source))
+    elif rtype == RESOURCE_BROKER and name in ("", str(services.broker_id)):
+        for key in BROKER_CONFIG_KEYS:
+            if wanted is None or key.name in wanted:
+                default = config.is_default(key.name)
+                entry.configs.append(DescribeConfigsEntry(
+                    key.name, _fmt(config[key.name]), True, default,
+                    "DEFAULT_CONFIG" if default else "STATIC_BROKER_CONFIG"))
+    else:
+        entry.error_code = int(ErrorCode.INVALID_REQUEST)
+        entry.error_message = f"unknown resource type {rtype} or name {name!r}"
+    return entry
+
+
+async def handle_describe_configs(services: BrokerServices, request: DescribeConfigsRequest,
+                                  ctx: RequestContext) -> DescribeConfigsResponse:
+    return DescribeConfigsResponse([_describe_resource(services, res) for res in request.resources])
+
+
+async def handle_incremental_alter_configs(services: BrokerServices,
+                                           request: IncrementalAlterConfigsRequest,
+                                           ctx: RequestContext) -> IncrementalAlterConfigsResponse:
+    results = []
+    for res in request.resources:
+        entry = AlterConfigsResult(res.resource_type, res.resource_name)
+        results.append(entry)
+        if res.resource_type != RESOURCE_TOPIC:
+            entry.error_code = int(ErrorCode.INVALID_REQUEST)
+            entry.error_message = ("only topic configs can be altered; broker settings are "
+                                   "static (restart with --set)")
+            continue
+        changes: dict[str, str | None] = {}
+        bad = None
+        for c in res.configs:
+            if c.op == CONFIG_OP_SET:
+                changes[c.name] = c.value
+            elif c.op == CONFIG_OP_DELETE:
+                changes[c.name] = None
+            else:
+                bad = f"config op {c.op} is not supported (0 set, 1 delete)"
+        if bad:
+            entry.error_code, entry.error_message = int(ErrorCode.INVALID_REQUEST), bad
+            continue
+        code, message = services.admin.alter_topic_configs(res.resource_name, changes,
+                                                           validate_only=request.validate_only)
+        entry.error_code, entry.error_message = int(code), (message if code else None)
+    return IncrementalAlterConfigsResponse(results)
+
+
+HANDLERS: dict[type, Handler] = {
+    ApiVersionsRequest: handle_api_versions,
+    MetadataRequest: handle_metadata,
+    DescribeTopicPartitionsRequest: handle_describe_topic_partitions,
+    CreateTopicsRequest: handle_create_topics,
+    DeleteTopicsRequest: handle_delete_topics,
+    CreatePartitionsRequest: handle_create_partitions,
+    DescribeConfigsRequest: handle_describe_configs,
+    IncrementalAlterConfigsRequest: handle_incremental_alter_configs,
+}

@@ -1,0 +1,213 @@
+"""Topic administration: create, delete, add partitions, alter configs.
+
+Rules:
+- Bad input is answered, not raised: every operation returns
+  `(ErrorCode, message)`; storage failures become KAFKA_STORAGE_ERROR.
+- Creation opens the partition logs first, then stores the metadata: a
+  crash in between leaves only orphan directories, which the next start
+  removes (`LogManager.clean`). Deletion stores the metadata first (it is
+  the truth), then closes the logs and removes the directories.
+- Configs are validated in full (`BrokerConfig.topic_config`) before
+  anything changes, and applied live to every partition.
+- Listeners registered with `on_topic_change(callback)` hear
+  `callback(event, topic)`, event in "created" | "deleted" | "partitions"
+  | "configs", after the change is durable.
+
+Task-safety: the trio thread only; only `delete_topic` awaits (closing logs).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from minilog.protocol import ErrorCode
+from minilog.storage import ConfigError, StorageError
+
+from .config import TOPIC_CONFIG_KEYS, BrokerConfig, normalize_topic_overrides
+from .log_manager import LogManager
+from .metadata import MetadataStore, ReplicaPlacementError, TopicMeta, validate_topic_name
+from .partition import Partition
+from .replica_manager import ReplicaManager
+
+__all__ = ["TopicAdmin", "PARTITIONS_MAX"]
+
+log = logging.getLogger("minilog.broker")
+
+PARTITIONS_MAX = 10_000
+TOPIC_CONFIG_NAMES = frozenset(key.name for key in TOPIC_CONFIG_KEYS)
+
+Result = tuple[ErrorCode, str | None]
+
+
+class TopicAdmin:
+    """Topic administration over the metadata store, the log manager and the replica manager."""
+
+    def __init__(self, config: BrokerConfig, metadata: MetadataStore, logs: LogManager,
+                 replicas: ReplicaManager) -> None:
+        self._config = config
+        self._metadata = metadata
+        self._logs = logs
+        self._replicas = replicas
+        self._callbacks: list[Callable[[str, str], Any]] = []
+
+    def on_topic_change(self, callback: Callable[[str, str], Any]) -> None:
+        self._callbacks.append(callback)
+
+    def _notify(self, event: str, topic: str) -> None:
+        for callback in self._callbacks:
+            try:
+                callback(event, topic)
+            except Exception:
+                log.exception("topic-change callback failed")
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def open_partitions(self, meta: TopicMeta, numbers: Iterable[int]) -> None:
+        """Open (recovering) partitions `numbers` of a stored topic and make them served."""
+        effective = self._config.topic_config(meta.configs)
+        logs = self._logs.open_logs(meta, numbers, Partition.log_config_for(effective))
+        self._replicas.add_partitions(meta, logs, effective)
+
+    def _open_and_store(self, meta: TopicMeta, numbers: Iterable[int]) -> None:
+        effective = self._config.topic_config(meta.configs)
+        logs = self._logs.open_logs(meta, numbers, Partition.log_config_for(effective))
+        try:
+            self._metadata.put(meta)
+        except OSError as exc:
+            for plog in logs.values():
+                plog.close()
+            raise StorageError(f"cannot write topic metadata: {exc}") from exc
+        self._replicas.add_partitions(meta, logs, effective)
+
+    # -- creating -----------------------------------------------------------------------------
+
+    def create_topic(self, name: str, num_partitions: int, replication_factor: int,
+                     configs: dict[str, Any], *, validate_only: bool = False) -> Result:
+        problem = validate_topic_name(name) if isinstance(name, str) else "topic name is not a string"
+        if problem:
+            return ErrorCode.INVALID_TOPIC_EXCEPTION, problem
+        if self._metadata.topic(name) is not None:
+            return ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists"
+        if num_partitions == -1:
+            num_partitions = self._config.num_partitions
+        if not 1 <= num_partitions <= PARTITIONS_MAX:
+            return ErrorCode.INVALID_PARTITIONS, f"partition count must be in [1, {PARTITIONS_MAX}]"
+        if replication_factor == -1:
+            replication_factor = self._config.default_replication_factor
+        problem = self._metadata.check_replication_factor(replication_factor)
+        if problem:
+            return ErrorCode.INVALID_REPLICATION_FACTOR, problem
+        try:
+            overrides = normalize_topic_overrides(configs)
+            self._config.topic_config(overrides)
+        except ConfigError as exc:
+            return ErrorCode.INVALID_CONFIG, str(exc)
+        if validate_only:
+            return ErrorCode.NONE, None
+        try:
+            self._create(name, num_partitions, replication_factor, overrides)
+        except ReplicaPlacementError as exc:
+            return ErrorCode.INVALID_REPLICATION_FACTOR, str(exc)
+        except StorageError as exc:
+            log.error("cannot create topic %s: %s", name, exc)
+            return ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
+        return ErrorCode.NONE, None
+
+    def auto_create_topic(self, name: str) -> ErrorCode:
+        """METADATA's auto-creation; returns NONE when the topic now exists."""
+        if not self._config.auto_create_topics_enable:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        if validate_topic_name(name):
+            return ErrorCode.INVALID_TOPIC_EXCEPTION
+        code, _ = self.create_topic(name, -1, -1, {})
+        return code
+
+    def create_internal_topic(self, name: str, partitions: int, configs: dict[str, Any]) -> TopicMeta:
+        """Create an internal topic (e.g. __consumer_offsets) unless it exists; return it.
+
+        Raises:
+            ConfigError: `configs` holds an unknown key or a bad value.
+            StorageError: the logs or the metadata cannot be written.
+        """
+        meta = self._metadata.topic(name)
+        if meta is not None:
+            return meta
+        overrides = normalize_topic_overrides(configs)
+        self._config.topic_config(overrides)
+        self._create(name, partitions, 1, overrides, internal=True)
+        created = self._metadata.topic(name)
+        assert created is not None
+        return created
+
+    def _create(self, name: str, partitions: int, replication_factor: int, overrides: dict[str, str],
+                *, internal: bool = False) -> None:
+        meta = self._metadata.new_topic(name, partitions, replication_factor, overrides,
+                                        internal=internal)
+        self._open_and_store(meta, range(partitions))
+        log.info("created topic %s with %d partitions%s%s", name, partitions,
+                 f", configs {overrides}" if overrides else "", " (internal)" if internal else "")
+        self._notify("created", name)
+
+    # -- changing -----------------------------------------------------------------------------
+
+    async def delete_topic(self, name: str) -> Result:
+        """Forget a topic durably, close its logs, remove its directories in the background."""
+        meta = self._metadata.topic(name)
+        if meta is None:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
+        if meta.internal:
+            return ErrorCode.INVALID_REQUEST, f"{name!r} is an internal topic"
+        self._metadata.delete(name)
+        await self._replicas.remove_topic(meta)
+        self._logs.delete_dirs(meta)
+        log.info("deleted topic %s (%d partitions)", name, meta.partitions)
+        self._notify("deleted", name)
+        return ErrorCode.NONE, None
+
+    def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> Result:
+        meta = self._metadata.topic(name)
+        if meta is None:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
+        if count <= meta.partitions:
+            return (ErrorCode.INVALID_PARTITIONS,
+                    f"topic has {meta.partitions} partitions; the count can only increase")
+        if count > PARTITIONS_MAX:
+            return ErrorCode.INVALID_PARTITIONS, f"at most {PARTITIONS_MAX} partitions"
+        if validate_only:
+            return ErrorCode.NONE, None
+        old = meta.partitions
+        try:
+            self._open_and_store(self._metadata.with_partitions(name, count), range(old, count))
+        except StorageError as exc:
+            return ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
+        log.info("topic %s now has %d partitions (was %d)", name, count, old)
+        self._notify("partitions", name)
+        return ErrorCode.NONE, None
+
+    def alter_topic_configs(self, name: str, changes: dict[str, str | None], *,
+                            validate_only: bool = False) -> Result:
+        """Set (value) or delete (None) topic overrides; applied live to every partition."""
+        meta = self._metadata.topic(name)
+        if meta is None:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
+        overrides = dict(meta.configs)
+        try:
+            for key, value in changes.items():
+                if value is None:
+                    if key not in TOPIC_CONFIG_NAMES:
+                        raise ConfigError(str(key), "unknown topic config key")
+                    overrides.pop(key, None)
+                else:
+                    overrides.update(normalize_topic_overrides({key: value}))
+            effective = self._config.topic_config(overrides)
+        except ConfigError as exc:
+            return ErrorCode.INVALID_CONFIG, str(exc)
+        if validate_only:
+            return ErrorCode.NONE, None
+        meta = self._metadata.set_configs(name, overrides)
+        self._replicas.apply_config(meta, effective)
+        log.info("altered topic %s configs: %s", name, changes)
+        self._notify("configs", name)
+        return ErrorCode.NONE, None
