@@ -23,10 +23,14 @@ from ._api import *  # noqa: F403
 from ._api import __all__ as _api_all
 from ._messages import *  # noqa: F403
 from ._messages import __all__ as _messages_all
+from ._messages_admin import *  # noqa: F403
+from ._messages_admin import __all__ as _messages_admin_all
+from ._messages_groups import *  # noqa: F403
+from ._messages_groups import __all__ as _messages_groups_all
 from ._codec import *  # noqa: F403
 from ._codec import __all__ as _codec_all
 from .native import *  # noqa: F403
 from .native import __all__ as _native_all
 
 __all__ = [*_header_all, *_errors_all, *_records_all, *_validate_all, *_error_codes_all, *_api_all,
-           *_messages_all, *_codec_all, *_native_all]
+           *_messages_all, *_messages_admin_all, *_messages_groups_all, *_codec_all, *_native_all]

@@ -16,6 +16,11 @@ Rules:
 - Classes are mutable `slots` dataclasses: cheap to build on the hot path
   (no frozen `__setattr__` detour). Treat received objects as read-only.
 
+Layout: this module holds the envelope (`RequestHeader`, `BadRequest`,
+`ErrorResponse`), the data-path APIs and the codecs' tables;
+`_messages_admin.py` the topic-administration APIs; `_messages_groups.py`
+the consumer-group APIs.
+
 Theory of operation: `native/` converts a msgpack payload to the request
 class of its API key (`REQUEST_TYPES`) and a response object back to a map;
 `minilog.broker.handlers` routes on the request's class.
@@ -23,9 +28,11 @@ class of its API key (`REQUEST_TYPES`) and a response object back to a map;
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
+from . import _messages_admin as _admin
+from . import _messages_groups as _groups
 from ._api import ApiKey
 
 __all__ = [
@@ -33,36 +40,31 @@ __all__ = [
     "RequestHeader",
     "BadRequest",
     "ErrorResponse",
-    "TopicPartitions",
-    "TopicResult",
-    "ApiVersionsRequest", "ApiVersionsResponse",
-    "MetadataRequest", "MetadataResponse", "MetadataBroker", "MetadataTopic", "PartitionMetadata",
-    "ProduceRequest", "ProduceTopic", "ProducePartition",
-    "ProduceResponse", "ProduceTopicResponse", "ProducePartitionResponse",
-    "FetchRequest", "FetchTopic", "FetchPartition",
-    "FetchResponse", "FetchTopicResponse", "FetchPartitionResponse",
-    "ListOffsetsRequest", "ListOffsetsTopic", "ListOffsetsPartition",
-    "ListOffsetsResponse", "ListOffsetsTopicResponse", "ListOffsetsPartitionResponse",
-    "CreateTopicsRequest", "CreatableTopic", "CreateTopicsResponse",
-    "DeleteTopicsRequest", "DeleteTopicsResponse",
-    "CreatePartitionsRequest", "CreatePartitionsTopic", "CreatePartitionsResponse",
-    "DescribeConfigsRequest", "DescribeConfigsResource", "DescribeConfigsResponse",
-    "DescribeConfigsResult", "DescribeConfigsEntry",
-    "IncrementalAlterConfigsRequest", "AlterConfigsResource", "AlterableConfig",
-    "IncrementalAlterConfigsResponse", "AlterConfigsResult",
-    "DescribeTopicPartitionsRequest", "DescribeTopicPartitionsResponse",
-    "DescribedTopic", "DescribedPartition",
-    "InitProducerIdRequest", "InitProducerIdResponse",
-    "FindCoordinatorRequest", "FindCoordinatorResponse", "Coordinator",
-    "ConsumerGroupHeartbeatRequest", "ConsumerGroupHeartbeatResponse",
-    "ConsumerGroupDescribeRequest", "ConsumerGroupDescribeResponse", "DescribedGroup",
-    "DescribedGroupMember",
-    "OffsetCommitRequest", "OffsetCommitTopic", "OffsetCommitPartition",
-    "OffsetCommitResponse", "OffsetCommitTopicResponse", "OffsetCommitPartitionResponse",
-    "OffsetFetchRequest", "OffsetFetchResponse", "OffsetFetchTopicResponse",
-    "OffsetFetchPartitionResponse",
-    "ListGroupsRequest", "ListGroupsResponse", "ListedGroup",
-    "DeleteGroupsRequest", "DeleteGroupsResponse", "DeleteGroupsResult",
+    "ApiVersionsRequest",
+    "ApiVersionsResponse",
+    "MetadataRequest",
+    "MetadataBroker",
+    "PartitionMetadata",
+    "MetadataTopic",
+    "MetadataResponse",
+    "ProducePartition",
+    "ProduceTopic",
+    "ProduceRequest",
+    "ProducePartitionResponse",
+    "ProduceTopicResponse",
+    "ProduceResponse",
+    "FetchPartition",
+    "FetchTopic",
+    "FetchRequest",
+    "FetchPartitionResponse",
+    "FetchTopicResponse",
+    "FetchResponse",
+    "ListOffsetsPartition",
+    "ListOffsetsTopic",
+    "ListOffsetsRequest",
+    "ListOffsetsPartitionResponse",
+    "ListOffsetsTopicResponse",
+    "ListOffsetsResponse",
     "REQUEST_TYPES",
     "RESPONSE_TYPES",
 ]
@@ -100,21 +102,6 @@ class BadRequest:
 class ErrorResponse:
     """The answer to any API when the request failed as a whole."""
 
-    error_code: int
-    error_message: str | None = None
-
-
-# -- shared shapes ---------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class TopicPartitions:
-    topic: str
-    partitions: list[int]
-
-
-@dataclass(slots=True)
-class TopicResult:
-    name: str
     error_code: int
     error_message: str | None = None
 
@@ -310,375 +297,29 @@ class ListOffsetsResponse:
     topics: list[ListOffsetsTopicResponse]
 
 
-# -- topic administration --------------------------------------------------------------------
-
-@dataclass(slots=True)
-class CreatableTopic:
-    name: str
-    num_partitions: int                  # -1: the broker's num.partitions
-    replication_factor: int              # -1: the broker's default.replication.factor
-    configs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class CreateTopicsRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.CREATE_TOPICS
-    topics: list[CreatableTopic]
-    timeout_ms: int
-    validate_only: bool = False
-
-
-@dataclass(slots=True)
-class CreateTopicsResponse:
-    topics: list[TopicResult]
-
-
-@dataclass(slots=True)
-class DeleteTopicsRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.DELETE_TOPICS
-    topics: list[str]
-    timeout_ms: int
-
-
-@dataclass(slots=True)
-class DeleteTopicsResponse:
-    topics: list[TopicResult]
-
-
-@dataclass(slots=True)
-class CreatePartitionsTopic:
-    name: str
-    count: int
-
-
-@dataclass(slots=True)
-class CreatePartitionsRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.CREATE_PARTITIONS
-    topics: list[CreatePartitionsTopic]
-    timeout_ms: int
-    validate_only: bool = False
-
-
-@dataclass(slots=True)
-class CreatePartitionsResponse:
-    results: list[TopicResult]
-
-
-@dataclass(slots=True)
-class DescribeConfigsResource:
-    resource_type: int                   # RESOURCE_TOPIC or RESOURCE_BROKER
-    resource_name: str
-    config_names: list[str] | None = None
-
-
-@dataclass(slots=True)
-class DescribeConfigsRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.DESCRIBE_CONFIGS
-    resources: list[DescribeConfigsResource]
-
-
-@dataclass(slots=True)
-class DescribeConfigsEntry:
-    name: str
-    value: str | None
-    read_only: bool
-    is_default: bool
-    source: str                          # TOPIC_CONFIG | STATIC_BROKER_CONFIG | DEFAULT_CONFIG
-
-
-@dataclass(slots=True)
-class DescribeConfigsResult:
-    resource_type: int
-    resource_name: str
-    error_code: int = 0
-    error_message: str | None = None
-    configs: list[DescribeConfigsEntry] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class DescribeConfigsResponse:
-    results: list[DescribeConfigsResult]
-
-
-@dataclass(slots=True)
-class AlterableConfig:
-    name: str
-    op: int                              # CONFIG_OP_SET or CONFIG_OP_DELETE
-    value: str | None = None
-
-
-@dataclass(slots=True)
-class AlterConfigsResource:
-    resource_type: int
-    resource_name: str
-    configs: list[AlterableConfig]
-
-
-@dataclass(slots=True)
-class IncrementalAlterConfigsRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.INCREMENTAL_ALTER_CONFIGS
-    resources: list[AlterConfigsResource]
-    validate_only: bool = False
-
-
-@dataclass(slots=True)
-class AlterConfigsResult:
-    resource_type: int
-    resource_name: str
-    error_code: int = 0
-    error_message: str | None = None
-
-
-@dataclass(slots=True)
-class IncrementalAlterConfigsResponse:
-    results: list[AlterConfigsResult]
-
-
-@dataclass(slots=True)
-class DescribeTopicPartitionsRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.DESCRIBE_TOPIC_PARTITIONS
-    topics: list[str] | None = None
-
-
-@dataclass(slots=True)
-class DescribedPartition:
-    partition: int
-    error_code: int
-    leader: int
-    leader_epoch: int
-    replicas: list[int]
-    isr: list[int]
-    log_start_offset: int = -1
-    log_end_offset: int = -1
-    high_watermark: int = -1
-    size_bytes: int = -1
-
-
-@dataclass(slots=True)
-class DescribedTopic:
-    topic: str
-    error_code: int
-    partitions: list[DescribedPartition]
-    is_internal: bool = False
-
-
-@dataclass(slots=True)
-class DescribeTopicPartitionsResponse:
-    topics: list[DescribedTopic]
-
-
-@dataclass(slots=True)
-class InitProducerIdRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.INIT_PRODUCER_ID
-    transactional_id: str | None
-    transaction_timeout_ms: int
-    producer_id: int = -1
-    producer_epoch: int = -1
-
-
-@dataclass(slots=True)
-class InitProducerIdResponse:
-    error_code: int
-    producer_id: int
-    producer_epoch: int
-    error_message: str | None = None
-
-
-# -- consumer groups -------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class FindCoordinatorRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.FIND_COORDINATOR
-    key_type: int                        # 0: group
-    keys: list[str]
-
-
-@dataclass(slots=True)
-class Coordinator:
-    key: str
-    node_id: int = -1
-    host: str = ""
-    port: int = -1
-    error_code: int = 0
-    error_message: str | None = None
-
-
-@dataclass(slots=True)
-class FindCoordinatorResponse:
-    coordinators: list[Coordinator]
-
-
-@dataclass(slots=True)
-class ConsumerGroupHeartbeatRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.CONSUMER_GROUP_HEARTBEAT
-    group_id: str
-    member_id: str                       # "" to join; the coordinator assigns one
-    member_epoch: int                    # 0 to join, -1 to leave, else the current epoch
-    rebalance_timeout_ms: int
-    subscribed_topic_names: list[str] | None     # None: unchanged since the last heartbeat
-    server_assignor: str | None
-    topic_partitions: list[TopicPartitions] | None   # partitions the member owns now
-    client_id: str
-    session_timeout_ms: int | None = None        # None: the broker's default
-
-
-@dataclass(slots=True)
-class ConsumerGroupHeartbeatResponse:
-    error_code: int
-    error_message: str | None
-    member_id: str | None
-    member_epoch: int
-    heartbeat_interval_ms: int
-    assignment: list[TopicPartitions] | None     # None: unchanged
-
-
-@dataclass(slots=True)
-class ConsumerGroupDescribeRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.CONSUMER_GROUP_DESCRIBE
-    group_ids: list[str]
-
-
-@dataclass(slots=True)
-class DescribedGroupMember:
-    member_id: str
-    client_id: str
-    client_host: str
-    member_epoch: int
-    subscribed_topic_names: list[str]
-    assignment: list[TopicPartitions]
-
-
-@dataclass(slots=True)
-class DescribedGroup:
-    group_id: str
-    error_code: int = 0
-    error_message: str | None = None
-    group_state: str = "empty"          # empty | assigning | reconciling | stable | dead
-    group_epoch: int = 0
-    assignment_epoch: int = 0
-    assignor_name: str = ""
-    members: list[DescribedGroupMember] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class ConsumerGroupDescribeResponse:
-    groups: list[DescribedGroup]
-
-
-@dataclass(slots=True)
-class OffsetCommitPartition:
-    partition: int
-    committed_offset: int
-    committed_leader_epoch: int = -1
-    committed_metadata: str | None = None
-
-
-@dataclass(slots=True)
-class OffsetCommitTopic:
-    topic: str
-    partitions: list[OffsetCommitPartition]
-
-
-@dataclass(slots=True)
-class OffsetCommitRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.OFFSET_COMMIT
-    group_id: str
-    member_id: str
-    member_epoch: int                    # -1 for a commit outside group membership
-    topics: list[OffsetCommitTopic]
-
-
-@dataclass(slots=True)
-class OffsetCommitPartitionResponse:
-    partition: int
-    error_code: int
-
-
-@dataclass(slots=True)
-class OffsetCommitTopicResponse:
-    topic: str
-    partitions: list[OffsetCommitPartitionResponse]
-
-
-@dataclass(slots=True)
-class OffsetCommitResponse:
-    topics: list[OffsetCommitTopicResponse]
-
-
-@dataclass(slots=True)
-class OffsetFetchRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.OFFSET_FETCH
-    group_id: str
-    member_id: str | None
-    member_epoch: int
-    topics: list[TopicPartitions] | None     # None: every partition the group committed
-
-
-@dataclass(slots=True)
-class OffsetFetchPartitionResponse:
-    partition: int
-    committed_offset: int
-    committed_leader_epoch: int
-    metadata: str | None
-    error_code: int = 0
-
-
-@dataclass(slots=True)
-class OffsetFetchTopicResponse:
-    topic: str
-    partitions: list[OffsetFetchPartitionResponse]
-
-
-@dataclass(slots=True)
-class OffsetFetchResponse:
-    error_code: int
-    topics: list[OffsetFetchTopicResponse]
-
-
-@dataclass(slots=True)
-class ListGroupsRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.LIST_GROUPS
-    states_filter: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class ListedGroup:
-    group_id: str
-    protocol_type: str
-    group_state: str
-
-
-@dataclass(slots=True)
-class ListGroupsResponse:
-    error_code: int
-    groups: list[ListedGroup]
-
-
-@dataclass(slots=True)
-class DeleteGroupsRequest:
-    API_KEY: ClassVar[ApiKey] = ApiKey.DELETE_GROUPS
-    group_ids: list[str]
-
-
-@dataclass(slots=True)
-class DeleteGroupsResult:
-    group_id: str
-    error_code: int
-
-
-@dataclass(slots=True)
-class DeleteGroupsResponse:
-    results: list[DeleteGroupsResult]
-
-
 # -- the tables codecs use -------------------------------------------------------------------
 
-REQUEST_TYPES: dict[int, type] = {cls.API_KEY: cls for cls in (
-    ApiVersionsRequest, MetadataRequest, ProduceRequest, FetchRequest, ListOffsetsRequest,
-    CreateTopicsRequest, DeleteTopicsRequest, CreatePartitionsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, DescribeTopicPartitionsRequest, InitProducerIdRequest,
-    FindCoordinatorRequest, ConsumerGroupHeartbeatRequest, ConsumerGroupDescribeRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ListGroupsRequest, DeleteGroupsRequest)}
+REQUEST_TYPES: dict[int, type] = {
+    ApiKey.API_VERSIONS: ApiVersionsRequest,
+    ApiKey.METADATA: MetadataRequest,
+    ApiKey.PRODUCE: ProduceRequest,
+    ApiKey.FETCH: FetchRequest,
+    ApiKey.LIST_OFFSETS: ListOffsetsRequest,
+    ApiKey.CREATE_TOPICS: _admin.CreateTopicsRequest,
+    ApiKey.DELETE_TOPICS: _admin.DeleteTopicsRequest,
+    ApiKey.CREATE_PARTITIONS: _admin.CreatePartitionsRequest,
+    ApiKey.DESCRIBE_CONFIGS: _admin.DescribeConfigsRequest,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: _admin.IncrementalAlterConfigsRequest,
+    ApiKey.DESCRIBE_TOPIC_PARTITIONS: _admin.DescribeTopicPartitionsRequest,
+    ApiKey.INIT_PRODUCER_ID: _admin.InitProducerIdRequest,
+    ApiKey.FIND_COORDINATOR: _groups.FindCoordinatorRequest,
+    ApiKey.CONSUMER_GROUP_HEARTBEAT: _groups.ConsumerGroupHeartbeatRequest,
+    ApiKey.CONSUMER_GROUP_DESCRIBE: _groups.ConsumerGroupDescribeRequest,
+    ApiKey.OFFSET_COMMIT: _groups.OffsetCommitRequest,
+    ApiKey.OFFSET_FETCH: _groups.OffsetFetchRequest,
+    ApiKey.LIST_GROUPS: _groups.ListGroupsRequest,
+    ApiKey.DELETE_GROUPS: _groups.DeleteGroupsRequest,
+}
 
 RESPONSE_TYPES: dict[int, type] = {
     ApiKey.API_VERSIONS: ApiVersionsResponse,
@@ -686,20 +327,21 @@ RESPONSE_TYPES: dict[int, type] = {
     ApiKey.PRODUCE: ProduceResponse,
     ApiKey.FETCH: FetchResponse,
     ApiKey.LIST_OFFSETS: ListOffsetsResponse,
-    ApiKey.CREATE_TOPICS: CreateTopicsResponse,
-    ApiKey.DELETE_TOPICS: DeleteTopicsResponse,
-    ApiKey.CREATE_PARTITIONS: CreatePartitionsResponse,
-    ApiKey.DESCRIBE_CONFIGS: DescribeConfigsResponse,
-    ApiKey.INCREMENTAL_ALTER_CONFIGS: IncrementalAlterConfigsResponse,
-    ApiKey.DESCRIBE_TOPIC_PARTITIONS: DescribeTopicPartitionsResponse,
-    ApiKey.INIT_PRODUCER_ID: InitProducerIdResponse,
-    ApiKey.FIND_COORDINATOR: FindCoordinatorResponse,
-    ApiKey.CONSUMER_GROUP_HEARTBEAT: ConsumerGroupHeartbeatResponse,
-    ApiKey.CONSUMER_GROUP_DESCRIBE: ConsumerGroupDescribeResponse,
-    ApiKey.OFFSET_COMMIT: OffsetCommitResponse,
-    ApiKey.OFFSET_FETCH: OffsetFetchResponse,
-    ApiKey.LIST_GROUPS: ListGroupsResponse,
-    ApiKey.DELETE_GROUPS: DeleteGroupsResponse,
+    ApiKey.CREATE_TOPICS: _admin.CreateTopicsResponse,
+    ApiKey.DELETE_TOPICS: _admin.DeleteTopicsResponse,
+    ApiKey.CREATE_PARTITIONS: _admin.CreatePartitionsResponse,
+    ApiKey.DESCRIBE_CONFIGS: _admin.DescribeConfigsResponse,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: _admin.IncrementalAlterConfigsResponse,
+    ApiKey.DESCRIBE_TOPIC_PARTITIONS: _admin.DescribeTopicPartitionsResponse,
+    ApiKey.INIT_PRODUCER_ID: _admin.InitProducerIdResponse,
+    ApiKey.FIND_COORDINATOR: _groups.FindCoordinatorResponse,
+    ApiKey.CONSUMER_GROUP_HEARTBEAT: _groups.ConsumerGroupHeartbeatResponse,
+    ApiKey.CONSUMER_GROUP_DESCRIBE: _groups.ConsumerGroupDescribeResponse,
+    ApiKey.OFFSET_COMMIT: _groups.OffsetCommitResponse,
+    ApiKey.OFFSET_FETCH: _groups.OffsetFetchResponse,
+    ApiKey.LIST_GROUPS: _groups.ListGroupsResponse,
+    ApiKey.DELETE_GROUPS: _groups.DeleteGroupsResponse,
 }
 
 assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) == set(ApiKey)
+assert all(cls.API_KEY == key for key, cls in REQUEST_TYPES.items())  # type: ignore[attr-defined]

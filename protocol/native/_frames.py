@@ -65,14 +65,14 @@ class Request(NamedTuple):
     api_version: int
     correlation_id: int
     client_id: str
-    payload: dict
-    attachments: list  # list[memoryview]
+    payload: dict[str, Any]
+    attachments: list[memoryview]
 
 
 class Response(NamedTuple):
     correlation_id: int
-    payload: dict
-    attachments: list  # list[memoryview]
+    payload: dict[str, Any]
+    attachments: list[memoryview]
 
 
 class FrameLimits(NamedTuple):
@@ -88,12 +88,13 @@ class FrameLimits(NamedTuple):
 
 def _pack(obj: Any) -> bytes:
     try:
-        return msgpack.packb(obj, use_bin_type=True)
+        packed: bytes = msgpack.packb(obj, use_bin_type=True)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise FrameError(f"cannot encode message: {exc}") from exc
 
 
-def _frame(body: bytes, attachments: Sequence) -> list:
+def _frame(body: bytes, attachments: Sequence[Any]) -> list[Any]:
     sizes_total = sum(len(a) for a in attachments)
     prefix = _PREFIX.pack(4 + len(body) + sizes_total, len(body))
     return [prefix, body, *attachments]
@@ -104,16 +105,17 @@ def encode_request(
     api_version: int,
     correlation_id: int,
     client_id: str,
-    payload: dict,
-    attachments: Sequence = (),
-) -> list:
+    payload: dict[str, Any],
+    attachments: Sequence[Any] = (),
+) -> list[Any]:
     """Encode a request; returns the pieces to send in order (no joining copy)."""
     sizes = [len(a) for a in attachments]
     body = _pack([api_key, api_version, correlation_id, client_id, payload, sizes])
     return _frame(body, attachments)
 
 
-def encode_response(correlation_id: int, payload: dict, attachments: Sequence = ()) -> list:
+def encode_response(correlation_id: int, payload: dict[str, Any],
+                    attachments: Sequence[Any] = ()) -> list[Any]:
     """Encode a response; returns the pieces to send in order (no joining copy)."""
     sizes = [len(a) for a in attachments]
     body = _pack([correlation_id, payload, sizes])
@@ -141,7 +143,7 @@ class FrameDecoder:
         # A large frame still arriving is kept as a list of chunks and joined
         # once when complete (one copy), instead of growing `_buf` chunk by
         # chunk (a realloc copy per chunk) and slicing the frame out (another).
-        self._chunks: list | None = None
+        self._chunks: list[Any] | None = None
         self._chunks_bytes = 0     # bytes in _chunks
         self._chunks_need = 0      # bytes of the frame (prefix included) still missing from _buf
         self._rest: bytearray | None = None   # bytes after a joined frame, until it is taken
@@ -152,7 +154,7 @@ class FrameDecoder:
         return (len(self._buf) - self._pos + self._chunks_bytes
                 + (len(rest) if rest is not None else 0))
 
-    def feed(self, data) -> None:
+    def feed(self, data: Any) -> None:
         """Add received bytes. An empty `data` is allowed and does nothing.
 
         `bytes` are kept by reference while a large frame gathers (no copy);
@@ -177,6 +179,7 @@ class FrameDecoder:
     def _join_chunks(self) -> None:
         """The large frame is complete: make `_buf` exactly that frame, keep the rest aside."""
         chunks, extra = self._chunks, self._chunks_bytes - self._chunks_need
+        assert chunks is not None
         rest = bytearray()
         if extra:
             last = chunks[-1]
@@ -201,7 +204,7 @@ class FrameDecoder:
             self._error = exc
             raise
 
-    def _next_frame(self):
+    def _next_frame(self) -> Any:
         buf, pos = self._buf, self._pos
         if len(buf) - pos < FRAME_PREFIX_SIZE:
             return NEED_DATA
@@ -241,7 +244,7 @@ class FrameDecoder:
             return self._request(body, attachments)
         return self._response(body, attachments)
 
-    def _unpack(self, body):
+    def _unpack(self, body: memoryview) -> Any:
         lim = self._limits
         try:
             return msgpack.unpackb(
@@ -257,7 +260,7 @@ class FrameDecoder:
         except Exception as exc:  # msgpack raises many types (ExtraData, ValueError, ...)
             raise FrameError(f"malformed message body: {exc.__class__.__name__}: {exc}") from None
 
-    def _split(self, frame: bytearray, body_length: int, body) -> list:
+    def _split(self, frame: bytearray, body_length: int, body: Any) -> list[memoryview]:
         if not isinstance(body, list) or not body:
             raise FrameError("message body is not a non-empty array")
         sizes = body[-1]
@@ -276,7 +279,7 @@ class FrameDecoder:
         return attachments
 
     @staticmethod
-    def _request(body: list, attachments: list) -> Request:
+    def _request(body: list[Any], attachments: list[memoryview]) -> Request:
         if len(body) != 6:
             raise FrameError("request body must have 6 fields")
         api_key, api_version, correlation_id, client_id, payload, _ = body
@@ -287,7 +290,7 @@ class FrameDecoder:
         return Request(api_key, api_version, correlation_id, client_id, payload, attachments)
 
     @staticmethod
-    def _response(body: list, attachments: list) -> Response:
+    def _response(body: list[Any], attachments: list[memoryview]) -> Response:
         if len(body) != 3:
             raise FrameError("response body must have 3 fields")
         correlation_id, payload, _ = body
