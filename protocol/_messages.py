@@ -343,5 +343,7 @@ RESPONSE_TYPES: dict[int, type] = {
     ApiKey.DELETE_GROUPS: _groups.DeleteGroupsResponse,
 }
 
-assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) == set(ApiKey)
+# Every API has both; an API only one codec speaks (Kafka's classic groups) is in these
+# tables too, and a codec serves the subset it has schemas for.
+assert set(REQUEST_TYPES) == set(RESPONSE_TYPES) <= set(ApiKey)
 assert all(cls.API_KEY == key for key, cls in REQUEST_TYPES.items())  # type: ignore[attr-defined]

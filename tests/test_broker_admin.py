@@ -266,3 +266,82 @@ async def test_idempotent_dedup_survives_restart(tmp_path):
         r = await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [nxt])
         assert r.payload["topics"][0]["partitions"][0]["error_code"] == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
         await c.aclose()
+
+
+async def test_issue_7_each_produced_batch_is_checked_once(inproc_broker, monkeypatch):
+    """The replica manager's validate_records checks each batch (structure, CRC) once; the
+    partition and the log use its header fields and never check the batch again."""
+    import minilog.broker.replica_manager as rm
+    import minilog.storage._log as storage_log
+
+    checked = []
+    real = rm.check_batch_fields
+
+    def counting(buf, pos=0, size_max=None):
+        checked.append(pos)
+        return real(buf, pos, size_max)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the log checked a batch the broker had already checked")
+
+    monkeypatch.setattr(rm, "check_batch_fields", counting)
+    monkeypatch.setattr(storage_log, "check_batch_fields", refuse)
+    c = await _client(inproc_broker)
+    await c.create_topic("t")
+    batch = build_batch([b"x"] * 3)
+    r = await c.request(ApiKey.PRODUCE, produce_payload("t", 0), [batch + batch])
+    assert r.payload["topics"][0]["partitions"][0]["error_code"] == 0
+    assert checked == [0, len(batch)]
+    assert inproc_broker.partition("t", 0).log_end_offset == 6
+
+
+async def test_each_listener_advertises_its_own_port(tmp_path):
+    """A broker with two listeners: METADATA and FIND_COORDINATOR name the port the request
+    came through, and both listeners serve the same topics."""
+    from minilog.broker.app import Broker
+    from minilog.broker.config import BrokerConfig
+    from minilog.broker.listeners import ListenerConfig
+
+    b = Broker(BrokerConfig.from_sources({}), str(tmp_path / "d"),
+               listeners=[ListenerConfig("a", "127.0.0.1", 0), ListenerConfig("b", "127.0.0.1", 0)])
+    async with trio.open_nursery() as n:
+        await n.start(b.run)
+        ports = [bound.info.port for bound in b.listeners.bound]
+        assert len(set(ports)) == 2 and b.port == ports[0]
+        for port in ports:
+            c = await AsyncRawClient.connect(port)
+            if port == ports[0]:
+                assert await c.create_topic("t") == 0
+            r = await c.request(ApiKey.METADATA, {"topics": ["t"], "allow_auto_topic_creation": False})
+            assert r.payload["brokers"] == [{"node_id": 0, "host": "127.0.0.1", "port": port}]
+            assert r.payload["topics"][0]["error_code"] == 0
+            r = await c.request(ApiKey.FIND_COORDINATOR, {"key_type": 0, "keys": ["g"]})
+            assert r.payload["coordinators"][0]["port"] == port
+            await c.aclose()
+        b.request_shutdown()
+
+
+async def test_group_coordinator_follows_offsets_partition_leadership(inproc_broker):
+    """The coordinator serves a group only while its __consumer_offsets partition is led here:
+    resign forgets it, become_leader reloads it with its committed offsets."""
+    from minilog.broker.groups import OFFSETS_TOPIC
+
+    c = await _client(inproc_broker)
+    await c.create_topic("t")
+    r = await c.request(ApiKey.OFFSET_COMMIT, {"group_id": "g", "member_id": "", "member_epoch": -1,
+                        "topics": [{"topic": "t", "partitions": [
+                            {"partition": 0, "committed_offset": 42, "committed_leader_epoch": -1,
+                             "committed_metadata": None}]}]})
+    assert r.payload["topics"][0]["partitions"][0]["error_code"] == 0
+    coordinator = inproc_broker.groups
+    p = coordinator.partition_for("g")
+    coordinator.resign(p)
+    assert "g" not in coordinator.store.groups()
+    r = await c.request(ApiKey.FIND_COORDINATOR, {"key_type": 0, "keys": ["g"]})
+    assert r.payload["coordinators"][0]["error_code"] == ErrorCode.COORDINATOR_NOT_AVAILABLE
+    # The replica manager calls become_leader for a partition led here (as after a leader move).
+    inproc_broker.replicas.on_leadership(OFFSETS_TOPIC, coordinator.become_leader, coordinator.resign)
+    r = await c.request(ApiKey.OFFSET_FETCH, {"group_id": "g", "member_id": None, "member_epoch": -1,
+                                              "topics": None})
+    assert r.payload["error_code"] == 0
+    assert r.payload["topics"][0]["partitions"][0]["committed_offset"] == 42

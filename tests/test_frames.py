@@ -13,8 +13,21 @@ from hypothesis import strategies as st
 from minilog.protocol import (
     NEED_DATA,
     REQUEST_SCHEMAS,
+    REQUEST_TYPES,
     RESPONSE_SCHEMAS,
+    SUPPORTED_VERSIONS,
     ApiKey,
+    BadRequest,
+    ErrorCode,
+    ErrorResponse,
+    FetchPartitionResponse,
+    FetchResponse,
+    FetchTopicResponse,
+    NativeServerCodec,
+    ProducePartition,
+    ProduceRequest,
+    ProduceTopic,
+    RequestHeader,
     FrameDecoder,
     FrameError,
     FrameLimits,
@@ -178,8 +191,9 @@ def test_mutated_valid_frames_decode_or_raise_frame_error(seed):
 
 
 def test_every_api_has_request_and_response_schema():
-    """The schema tables cover every API key."""
-    assert set(REQUEST_SCHEMAS) == set(ApiKey) == set(RESPONSE_SCHEMAS)
+    """The native schema tables, its versions and the request model agree on the APIs."""
+    assert set(REQUEST_SCHEMAS) == set(RESPONSE_SCHEMAS) == set(SUPPORTED_VERSIONS)
+    assert set(REQUEST_SCHEMAS) <= set(REQUEST_TYPES)
 
 
 def test_schema_check_names_the_bad_field():
@@ -263,3 +277,60 @@ def test_large_frame_limits_checked_before_gathering():
         dec.next_frame()
     with pytest.raises(FrameError):
         dec.next_frame()
+
+
+def _serve(data: bytes):
+    codec = NativeServerCodec()
+    codec.feed(data)
+    return codec, codec.next_request()
+
+
+def test_native_codec_decodes_to_the_request_model():
+    """A produce frame becomes a ProduceRequest whose records are a writable view of the frame."""
+    payload = {"acks": -1, "timeout_ms": 100,
+               "topics": [{"topic": "t", "partitions": [{"partition": 2, "records": 0}]}]}
+    _, (header, request) = _serve(b"".join(encode_request(ApiKey.PRODUCE, 0, 5, "cli", payload, [b"BATCH"])))
+    assert (header.api_key, header.correlation_id, header.client_id) == (0, 5, "cli")
+    assert header.size_bytes >= 5
+    assert request == ProduceRequest(-1, 100, [ProduceTopic("t", [ProducePartition(2, request.topics[0]
+                                                                                   .partitions[0].records)])])
+    records = request.topics[0].partitions[0].records
+    assert bytes(records) == b"BATCH" and not records.readonly
+
+
+@pytest.mark.parametrize("api_key,version,payload,code,respond", [
+    (ApiKey.METADATA, 9, {"topics": None, "allow_auto_topic_creation": False},
+     ErrorCode.UNSUPPORTED_VERSION, True),
+    (999, 0, {}, ErrorCode.UNSUPPORTED_VERSION, True),
+    (ApiKey.FETCH, 0, {"replica_id": -1}, ErrorCode.INVALID_REQUEST, True),
+    (ApiKey.PRODUCE, 0, {"acks": 0, "topics": "oops"}, ErrorCode.INVALID_REQUEST, False),
+])
+def test_native_codec_bad_requests(api_key, version, payload, code, respond):
+    """Unknown APIs and versions, and payloads off their schema, become BadRequest (answered
+    unless acks=0), with the bad field named; the codec stays usable."""
+    codec, (_, request) = _serve(b"".join(encode_request(api_key, version, 1, "c", payload)))
+    assert type(request) is BadRequest
+    assert (request.error_code, request.respond) == (code, respond)
+    if code == ErrorCode.INVALID_REQUEST:
+        assert "payload." in request.message
+    codec.feed(b"".join(encode_request(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, 2, "c", {"topics": None})))
+    assert codec.next_request()[1].topics is None
+
+
+def test_native_codec_encodes_responses():
+    """Response objects become schema-shaped payloads; records travel as attachments;
+    ErrorResponse is the API's empty response with a top-level error."""
+    codec = NativeServerCodec()
+    fetch = FetchResponse(0, [FetchTopicResponse("t", [FetchPartitionResponse(0, records=b"REC"),
+                                                       FetchPartitionResponse(1)])])
+    dec = FrameDecoder("client")
+    dec.feed(b"".join(bytes(p) for p in codec.encode_response(RequestHeader(1, 0, 7, "c"), fetch)))
+    frame = dec.next_frame()
+    check(RESPONSE_SCHEMAS[ApiKey.FETCH], frame.payload)
+    parts = frame.payload["topics"][0]["partitions"]
+    assert (parts[0]["records"], parts[1]["records"]) == (0, -1)
+    assert [bytes(a) for a in frame.attachments] == [b"REC"]
+    dec.feed(b"".join(bytes(p) for p in codec.encode_response(
+        RequestHeader(0, 0, 8, "c"), ErrorResponse(int(ErrorCode.REQUEST_TIMED_OUT), "slow"))))
+    frame = dec.next_frame()
+    assert frame.payload == {"topics": [], "error_code": 7, "error_message": "slow"}

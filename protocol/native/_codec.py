@@ -31,8 +31,9 @@ from ._schemas import OPT, REQUEST_SCHEMAS, RESPONSE_SCHEMAS, SUPPORTED_VERSIONS
 
 __all__ = ["NativeServerCodec", "decode_request", "encode_response_payload", "empty_payload"]
 
-_DECODERS = {key: decoder_for(cls, REQUEST_SCHEMAS[key]) for key, cls in REQUEST_TYPES.items()}
-_ENCODERS = {cls: encoder_for(cls) for cls in RESPONSE_TYPES.values()}
+# The APIs this codec speaks: those with a native schema.
+_DECODERS = {key: decoder_for(REQUEST_TYPES[key], spec) for key, spec in REQUEST_SCHEMAS.items()}
+_ENCODERS = {RESPONSE_TYPES[key]: encoder_for(RESPONSE_TYPES[key]) for key in RESPONSE_SCHEMAS}
 
 
 def empty_payload(spec: Any) -> Any:

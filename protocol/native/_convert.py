@@ -19,7 +19,7 @@ Rules:
 Theory of operation: for each dataclass, `_compile_decoder` and
 `_compile_encoder` generate one small Python function (source built here,
 then `exec`), so a produce request is converted with one call per nested
-object and no per-field dispatch on the hot path.
+object, leaves checked inline, and no per-field dispatch on the hot path.
 """
 
 from __future__ import annotations
@@ -135,27 +135,61 @@ def _decoder(hint: Any, spec: Any) -> Decoder:
     return lambda x, att: None if x is None else inner(x, att)
 
 
+# Inline type checks of leaves, as `check` does them (an int field accepts bool).
+_LEAF_CHECKS: dict[Any, str] = {
+    int: "(type({0}) is int or type({0}) is bool)",
+    str: "isinstance({0}, str)",
+    bool: "isinstance({0}, bool)",
+    float: "((type({0}) is float or type({0}) is int))",
+}
+
+
+def _leaf_check(hint: Any, var: str) -> str | None:
+    """An inline check of a leaf field (None: no check needed), or "" when not a leaf."""
+    base, optional = _split_optional(hint)
+    if base is Any:
+        return None
+    if base is dict or typing.get_origin(base) is dict:
+        test = f"isinstance({var}, dict)"
+    elif base in _LEAF_CHECKS:
+        test = _LEAF_CHECKS[base].format(var)
+    else:
+        return ""
+    return f"({var} is None or {test})" if optional else test
+
+
 def _compile_decoder(cls: Any, spec: dict[str, Any]) -> Decoder:
+    """Generate `decode(v, att)`: fetch every field, convert the nested ones, check the
+    leaves in one `if`, build the object. Leaves cost no call."""
     hints = typing.get_type_hints(cls)
     env: dict[str, Any] = {"_cls": cls, "_bad": _bad, "_dict": dict}
-    args = []
+    lines = ["def decode(v, att):", "    if type(v) is not _dict:", "        _bad()"]
+    checks = []
     for i, f in enumerate(dataclasses.fields(cls)):
         sub = spec.get(f.name)
-        env[f"_d{i}"] = _decoder(hints[f.name], sub)
         name = repr(f.name)
         if f.name in spec and not isinstance(sub, OPT):
-            args.append(f"_d{i}(v[{name}], att)")                 # required
+            fetch = f"v[{name}]"                                    # required
         elif f.name in spec or _split_optional(hints[f.name])[1]:
-            args.append(f"_d{i}(v.get({name}), att)")             # optional: absent reads None
+            fetch = f"v.get({name})"                                # optional: absent reads None
         else:                                                       # not on this wire: default
             env[f"_f{i}"] = (f.default_factory if f.default_factory is not dataclasses.MISSING
                              else (lambda d=f.default: d))
-            args.append(f"(_d{i}(v[{name}], att) if {name} in v else _f{i}())")
-    source = ("def decode(v, att):\n"
-              "    if type(v) is not _dict:\n"
-              "        _bad()\n"
-              f"    return _cls({', '.join(args)})\n")
-    exec(source, env)
+            fetch = f"(v[{name}] if {name} in v else _f{i}())"
+        check = _leaf_check(hints[f.name], f"a{i}")
+        if check == "":
+            env[f"_d{i}"] = _decoder(hints[f.name], sub)
+            lines.append(f"    a{i} = _d{i}({fetch}, att)")
+        else:
+            lines.append(f"    a{i} = {fetch}")
+            if check is not None:
+                checks.append(check)
+    if checks:
+        lines.append(f"    if not ({' and '.join(checks)}):")
+        lines.append("        _bad()")
+    fields = ", ".join(f"a{i}" for i in range(len(dataclasses.fields(cls))))
+    lines.append(f"    return _cls({fields})")
+    exec("\n".join(lines) + "\n", env)
     decode: Decoder = env["decode"]
     return decode
 

@@ -7,7 +7,8 @@ Modules, each with one job:
   record format and loader (pure).
 - `_classic`: one Kafka classic (JoinGroup/SyncGroup) group's state machine (pure).
 - `classic`: the classic groups of a coordinator, with trio's clock and the waiting.
-- `coordinator`: the trio-facing GroupCoordinator and the request handlers.
+- `coordinator`: the trio-facing GroupCoordinator; its request-model methods
+  serve `minilog.broker.handlers.groups`.
 
 The broker builds and wires the coordinator (see minilog/broker/app.py).
 """

@@ -493,6 +493,8 @@ class GroupCoordinator:
         self._pending.pop(p, None)                     # the new leader deletes them on load
         for group_id in [g for g in self.groups if self.partition_for(g) == p]:
             del self.groups[group_id]
+        for group_id in [g for g in self.store.groups() if self.partition_for(g) == p]:
+            self.store.delete_group(group_id)
 
     # ------------------------------------------------------------------ request model (GroupService)
 
