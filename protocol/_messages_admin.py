@@ -185,6 +185,7 @@ class DescribedPartition:
     log_end_offset: int = -1
     high_watermark: int = -1
     size_bytes: int = -1
+    cleanable_ratio: float | None = None    # compacted topics: dirty / cleanable bytes
 
 
 @dataclass(slots=True)

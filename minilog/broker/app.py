@@ -59,6 +59,7 @@ from .config import BrokerConfig
 from .connection import ConnectionLimits
 from .groups import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, offsets_topic_configs
 from .listeners import ListenerConfig, Listeners
+from .log_cleaner import LogCleaner, LogCleanerStatistics
 from .log_manager import LogManager
 from .metadata import DataDirMetadata, MetadataStore, TopicMeta
 from .partition import Partition
@@ -82,6 +83,7 @@ class BrokerStatistics:
     partitions: int
     size_bytes: int               # sum of partition sizes on disk
     fetch_waiters: int            # parked long-poll fetch registrations
+    cleaner: LogCleanerStatistics | None = None   # log cleaner progress (None: disabled)
 
 
 class Broker:
@@ -111,7 +113,8 @@ class Broker:
         self.port = configs[0].port
         self.metadata: MetadataStore = metadata or DataDirMetadata(self.data_dir)
         self.logs = LogManager(self.data_dir,
-                               retention_check_interval_s=config.log_retention_check_interval_ms / 1000)
+                               retention_check_interval_s=config.log_retention_check_interval_ms / 1000,
+                               cleaner=LogCleaner.from_config(config) if config.log_cleaner_enable else None)
         self.replicas = ReplicaManager(self.broker_id, config)
         self.admin = TopicAdmin(config, self.metadata, self.logs, self.replicas)
         self.groups: GroupCoordinator | None = None
@@ -148,7 +151,8 @@ class Broker:
         return BrokerStatistics(
             self.broker_id, self.listeners.connections, self.listeners.connections_total,
             self.listeners.requests_total, len(self.metadata.topic_names()), len(parts),
-            self.replicas.size_bytes(), self.replicas.waiters())
+            self.replicas.size_bytes(), self.replicas.waiters(),
+            self.logs.cleaner.statistics() if self.logs.cleaner is not None else None)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ Rules:
   atomic) and removed in a worker thread; directories no topic names
   (a crash mid-deletion or mid-creation) are removed at start-up.
 - Opening logs is all or none: a failure closes the ones already opened.
+- Compacted topics are cleaned by the `LogCleaner` (log_cleaner.py), which
+  runs in this manager's nursery with the retention and flush loops.
 - The retention and flush loops visit one partition at a time and yield
   between them; every fsync runs in a worker thread (through the
   partition, which keeps one flush at a time and lets retention wait for it).
@@ -35,6 +37,7 @@ import trio
 
 from minilog.storage import Log, LogConfig, StorageError, parse_partition_dir_name, partition_dir_name
 
+from .log_cleaner import LogCleaner
 from .metadata import TOPICS_FILE, TopicMeta
 from .partition import Partition
 
@@ -56,9 +59,11 @@ class LogManager:
         retention_check_interval_s: how often retention visits every partition.
     """
 
-    def __init__(self, data_dir: str, *, retention_check_interval_s: float) -> None:
+    def __init__(self, data_dir: str, *, retention_check_interval_s: float,
+                 cleaner: LogCleaner | None = None) -> None:
         self.data_dir = data_dir
         self._retention_interval_s = retention_check_interval_s
+        self.cleaner = cleaner                    # compaction (log.cleaner.enable)
         self._lock_fd: int | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -150,12 +155,14 @@ class LogManager:
 
     async def run(self, partitions: Callable[[], Iterable[Partition]], *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the retention and flush loops until cancelled."""
+        """Run the retention and flush loops (and the cleaner) until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
                 nursery.start_soon(self._retention_loop, partitions)
                 nursery.start_soon(self._flush_loop, partitions)
+                if self.cleaner is not None:
+                    await nursery.start(self.cleaner.run, partitions)
                 task_status.started()
                 await trio.sleep_forever()
             finally:

@@ -50,10 +50,11 @@ from minilog.protocol import (
     check_batch_fields,
     validate_batch,
 )
-from minilog.storage import Log, StorageError
+from minilog.storage import Log, StorageError, keyless_records
 
 from ._services import PartitionState
 from .config import BrokerConfig
+from .log_cleaner import cleanable_ratio
 from .metadata import TopicMeta
 from .partition import Partition, PartitionError
 
@@ -100,6 +101,23 @@ def validate_records(records: memoryview, max_message_bytes: int) -> list[tuple[
         raise PartitionError(ErrorCode.INVALID_RECORD, str(exc)) from exc
     except CorruptBatchError as exc:
         raise PartitionError(ErrorCode.CORRUPT_MESSAGE, str(exc)) from exc
+
+
+def check_keys(batches: list[tuple[memoryview, tuple[int, ...]]]) -> None:
+    """A compacted topic takes only keyed records: any keyless record refuses the whole
+    request, before anything is appended (Kafka's INVALID_RECORD).
+
+    Raises:
+        PartitionError: INVALID_RECORD, or CORRUPT_MESSAGE for records that do not decode.
+    """
+    for batch, _header in batches:
+        try:
+            keyless = keyless_records(batch)
+        except CorruptBatchError as exc:
+            raise PartitionError(ErrorCode.CORRUPT_MESSAGE, str(exc)) from exc
+        if keyless:
+            raise PartitionError(ErrorCode.INVALID_RECORD,
+                                 f"compacted topic: {keyless} record(s) without a key")
 
 
 class ReplicaManager:
@@ -204,7 +222,7 @@ class ReplicaManager:
             return DescribedPartition(partition, int(ErrorCode.LEADER_NOT_AVAILABLE), -1, -1, [], [])
         return DescribedPartition(partition, 0, part.leader_id, part.leader_epoch, list(part.replicas),
                                   list(part.isr), part.log_start_offset, part.log_end_offset,
-                                  part.high_watermark, part.size_bytes)
+                                  part.high_watermark, part.size_bytes, cleanable_ratio(part))
 
     def waiters(self) -> int:
         return sum(p.statistics().waiters for p in self._partitions.values())
@@ -229,6 +247,8 @@ class ReplicaManager:
             if records is None:
                 raise PartitionError(ErrorCode.INVALID_REQUEST, "no record batch attached")
             batches = validate_records(records, part.log.config.max_message_bytes)
+            if part.log.config.compact:
+                check_keys(batches)
             first = None
             for batch, header in batches:
                 info = await part.append(batch, acks=acks, timeout_s=timeout_s, header=header)

@@ -152,16 +152,21 @@ def describe(name: str, bootstrap_server: str) -> None:
     replication = len(partitions[0].replicas) if partitions else 0
     total = sum(p.size_bytes or 0 for p in partitions)
     console = _console()
+    policy = _config_value(config, "cleanup.policy")
     console.print(
         f"Topic: {desc.name}  PartitionCount: {len(partitions)}  "
         f"ReplicationFactor: {replication}  Size: {_size(total)}"
+        + (f"  CleanupPolicy: {policy}" if policy else "")
     )
+    ratios = [getattr(p, "cleanable_ratio", None) for p in partitions]
+    compacted = any(r is not None for r in ratios)     # issue 12: the cleaner's dirty share
     table = _table("PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "LOG-START-OFFSET",
-                   "LOG-END-OFFSET", "HIGH-WATERMARK", "SIZE")
-    for p in partitions:
+                   "LOG-END-OFFSET", "HIGH-WATERMARK", "SIZE", *(["CLEANABLE-RATIO"] if compacted else []))
+    for p, ratio in zip(partitions, ratios):
         table.add_row(str(p.partition), str(p.leader), str(p.leader_epoch), _ids(p.replicas),
                       _ids(p.isr), str(p.log_start_offset), str(p.log_end_offset),
-                      str(p.high_watermark), _size(p.size_bytes))
+                      str(p.high_watermark), _size(p.size_bytes),
+                      *([f"{ratio:.2f}" if ratio is not None else "-"] if compacted else []))
     console.print(table)
     configs = _config_rows(config)
     if configs:
@@ -174,6 +179,14 @@ def describe(name: str, bootstrap_server: str) -> None:
 
 _SOURCES = {"TOPIC_CONFIG": "topic", "DEFAULT_CONFIG": "default",
             "STATIC_BROKER_CONFIG": "broker", "DYNAMIC_BROKER_CONFIG": "broker"}
+
+
+def _config_value(config: Any, key: str) -> str:
+    """One config's value from {key: value} or {key: {"value": ...}} ("" when absent)."""
+    entry = dict(config or {}).get(key)
+    if isinstance(entry, dict):
+        entry = entry.get("value")
+    return "" if entry is None else str(entry)
 
 
 def _config_rows(config: Any) -> list[tuple[str, str, str]]:

@@ -56,6 +56,7 @@ class PartitionInfo:
     log_end_offset: int = -1
     high_watermark: int = -1
     size_bytes: int = -1
+    cleanable_ratio: float | None = None     # compacted topics only
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ class AsyncAdmin(_GroupMixin, ClientLifecycle):
                                  f"{error_for_code(t['error_code']).message}")
         parts = [PartitionInfo(p["partition"], p["leader"], p["leader_epoch"], list(p["replicas"]),
                                list(p["isr"]), p["log_start_offset"], p["log_end_offset"],
-                               p["high_watermark"], p["size_bytes"])
+                               p["high_watermark"], p["size_bytes"], p.get("cleanable_ratio"))
                  for p in sorted(t["partitions"], key=lambda p: p["partition"])]
         return TopicDescription(name, parts, await self.describe_configs(name))
 

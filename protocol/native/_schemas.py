@@ -306,6 +306,7 @@ RESPONSE_SCHEMAS: dict[int, Any] = {
                         "log_end_offset": int,
                         "high_watermark": int,
                         "size_bytes": int,
+                        "cleanable_ratio": OPT(float),
                     }
                 ],
             }
