@@ -43,6 +43,7 @@ class BrokerProcess:
         self.log_path = log_path
         self.extra = list(extra or [])
         self.proc: subprocess.Popen | None = None
+        self.more_lines: list[str] = []
         self.host = "127.0.0.1"
         self.port = 0
 
@@ -53,7 +54,8 @@ class BrokerProcess:
             [*_SERVE, "--data-dir", self.data_dir, "--port", "0", *self.extra],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
-        line = _readline_with_deadline(self.proc, START_TIMEOUT_S)
+        lines = _readline_with_deadline(self.proc, START_TIMEOUT_S).splitlines() or [""]
+        line, self.more_lines = lines[0], lines[1:]     # more listeners may have been read too
         assert "listening on" in line, f"broker did not start: {line!r}\n{self.logs()}"
         address = line.rsplit(" ", 1)[1]
         self.host, port = address.rsplit(":", 1)

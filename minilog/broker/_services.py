@@ -32,6 +32,9 @@ from .metadata import TopicMeta
 
 if TYPE_CHECKING:
     from minilog import protocol as p
+    from minilog.protocol import kafka as pk
+
+    from .groups.classic import ClassicGroups
 
 __all__ = [
     "RequestContext",
@@ -147,6 +150,11 @@ class GroupService(Protocol):
     def list_groups(self, states: Iterable[str]) -> list[p.ListedGroup]: ...
 
     async def delete_group(self, group_id: str) -> ErrorCode: ...
+
+    @property
+    def classic(self) -> ClassicGroups: ...          # Kafka clients' JoinGroup/SyncGroup groups
+
+    def describe_classic(self, group_id: str) -> pk.ClassicDescribedGroup: ...
 
 
 class BrokerServices(Protocol):

@@ -137,6 +137,8 @@ BROKER_CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "cap on the record bytes of one fetch response"),
     ConfigKey("fetch.max.wait.ms", "fetch_max_wait_ms", int, 30_000, at_least(0), "ms",
               "cap on a fetch's max_wait_ms (long poll)"),
+    ConfigKey("kafka.port", "kafka_port", int, -1, between(-1, 65535), "",
+              "port of the Kafka-protocol listener (0: a free port; -1: none)"),
     ConfigKey("shutdown.timeout.ms", "shutdown_timeout_ms", int, 5_000, at_least(0), "ms",
               "minilog: on SIGTERM, how long in-flight requests may still run"),
     # Consumer groups (read by minilog.broker.groups).

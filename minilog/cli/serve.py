@@ -74,6 +74,8 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=9092, show_default=True,
               help="TCP port; 0 picks a free one (printed on start).")
+@click.option("--kafka-port", type=click.IntRange(0, 65535), default=None,
+              help="Also serve Kafka's binary protocol on this port (setting kafka.port); 0 picks a free one.")
 @click.option("--broker-id", type=click.IntRange(0, 2**31 - 1), default=None,
               help="Broker id (default: broker.id setting, 0).")
 @click.option("--config", "config_file", default=None, metavar="FILE.toml",
@@ -82,8 +84,8 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
               help="A broker setting by Kafka key; repeatable; wins over --config.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
               case_sensitive=False), default="INFO", show_default=True)
-def serve(data_dir: str, host: str, port: int, broker_id: int | None, config_file: str | None,
-          sets: tuple[str, ...], log_level: str) -> None:
+def serve(data_dir: str, host: str, port: int, kafka_port: int | None, broker_id: int | None,
+          config_file: str | None, sets: tuple[str, ...], log_level: str) -> None:
     """Run a minilog broker in the foreground until SIGTERM or SIGINT."""
     import trio
 
@@ -92,7 +94,8 @@ def serve(data_dir: str, host: str, port: int, broker_id: int | None, config_fil
 
     file_values = _read_config_file(config_file) if config_file else {}
     try:
-        config = BrokerConfig.from_sources(file_values, _parse_sets(sets))
+        extra = {} if kafka_port is None else {"kafka.port": kafka_port}
+        config = BrokerConfig.from_sources(file_values, _parse_sets(sets), extra)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
@@ -103,6 +106,9 @@ def serve(data_dir: str, host: str, port: int, broker_id: int | None, config_fil
         async with trio.open_nursery() as nursery:
             bound_host, bound_port = await nursery.start(broker.run)
             click.echo(f"minilog broker {broker.broker_id} listening on {bound_host}:{bound_port}")
+            for bound in broker.listeners.bound[1:]:
+                click.echo(f"minilog broker {broker.broker_id} {bound.info.name} listener on "
+                           f"{bound.config.host}:{bound.info.port}")
             sys.stdout.flush()
 
     from minilog._exceptions import leaf_exceptions

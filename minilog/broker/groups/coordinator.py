@@ -76,8 +76,13 @@ from minilog.protocol import (
     TopicPartitions,
 )
 
+from minilog.protocol.kafka import ClassicDescribedGroup, ClassicDescribedMember
+from minilog.protocol.kafka import decode_assignment, decode_subscription_topics
+
 from ._assignors import ASSIGNORS
+from ._classic import INCONSISTENT_GROUP_PROTOCOL
 from ._group import Group, GroupError, GroupState, HeartbeatResult, tp_set
+from .classic import ClassicGroups, ClassicLimits
 from ._offsets import (
     METADATA_BYTES_MAX,
     OffsetStore,
@@ -189,6 +194,10 @@ class GroupCoordinator:
         # Per offsets partition: deletion batches already applied in memory, not yet appended.
         self._pending: dict[int, deque[bytes]] = {}
         self._nursery: trio.Nursery | None = None
+        # Kafka clients' classic (JoinGroup/SyncGroup) groups; a group id is one kind or the other.
+        self.classic = ClassicGroups(
+            ClassicLimits(config.session_timeout_min_ms, config.session_timeout_max_ms, config.group_max_size),
+            is_native=lambda g: g in self.groups and bool(self.groups[g].members))
 
     # ------------------------------------------------------------------ helpers
 
@@ -349,6 +358,9 @@ class GroupCoordinator:
     async def _member_timer_loop(self) -> None:
         while True:
             deadlines = [d for g in self.groups.values() if (d := g.next_deadline()) is not None]
+            classic = self.classic.next_deadline()
+            if classic is not None:
+                deadlines.append(classic)
             self._scheduled = min(deadlines, default=math.inf)
             with trio.move_on_at(self._scheduled):
                 await self._wakeup.wait()
@@ -358,6 +370,7 @@ class GroupCoordinator:
     async def expire_members(self, now: float) -> list[tuple[str, str, str]]:
         """Remove every member past its session or revocation deadline."""
         removed = []
+        self.classic.expire_all(now)
         for group in list(self.groups.values()):
             deadline = group.next_deadline()
             if deadline is None or deadline > now:
@@ -398,6 +411,11 @@ class GroupCoordinator:
         if not group_id:
             raise GroupError(ErrorCode.INVALID_REQUEST, "empty group id")
         self._check_loaded(group_id)
+        if self.classic.is_classic(group_id):
+            if self.classic.delete(group_id) != ErrorCode.NONE:
+                raise GroupError(INCONSISTENT_GROUP_PROTOCOL,
+                                 f"group {group_id!r} is a Kafka classic-protocol group (JoinGroup/SyncGroup) "
+                                 "with members; a minilog consumer cannot join it (use another group id)")
         session_ms = p.get("session_timeout_ms") or self.config.session_timeout_ms
         if not isinstance(session_ms, int) or not (
                 self.config.session_timeout_min_ms <= session_ms <= self.config.session_timeout_max_ms):
@@ -446,7 +464,9 @@ class GroupCoordinator:
                 raise GroupError(ErrorCode.INVALID_REQUEST, "empty group id")
             self._check_loaded(group_id)
             group = self.groups.get(group_id)
-            if group is not None:
+            if self.classic.is_classic(group_id):      # member_epoch is the generation
+                self.classic.check_commit(group_id, member_id, member_epoch)
+            elif group is not None:
                 group.check_member_epoch(member_id, member_epoch)
             elif member_epoch >= 0:
                 raise GroupError(ErrorCode.UNKNOWN_MEMBER_ID)
@@ -526,8 +546,11 @@ class GroupCoordinator:
     def describe_group(self, group_id: str) -> DescribedGroup:
         entry = DescribedGroup(group_id, assignor_name=self.config.assignors[0])
         group = self.groups.get(group_id)
+        classic = self.classic.describe(group_id)
         if self.partition_for(group_id) not in self.loaded:
             entry.error_code = int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+        elif classic is not None and (classic["members"] or group is None):
+            _describe_classic_as_native(entry, classic)
         elif group is not None:
             d = group.describe()
             entry.group_state, entry.group_epoch = d["group_state"], d["group_epoch"]
@@ -579,12 +602,32 @@ class GroupCoordinator:
         return OffsetFetchResponse(0, [OffsetFetchTopicResponse(t, ps) for t, ps in by_topic.items()])
 
     def group_state(self, group_id: str) -> str:
+        classic = self.classic.describe(group_id)
+        if classic is not None and classic["members"]:
+            return _CLASSIC_STATES[str(classic["group_state"])]
         group = self.groups.get(group_id)
         return group.state.value if group is not None else GroupState.EMPTY.value
 
+    def describe_classic(self, group_id: str) -> ClassicDescribedGroup:
+        """A group as Kafka's DescribeGroups shows it (minilog's own groups included)."""
+        d = self.classic.describe(group_id)
+        if d is not None:
+            return ClassicDescribedGroup(group_id, 0, str(d["group_state"]), str(d["protocol_type"]),
+                                         str(d["protocol_data"]), [
+                ClassicDescribedMember(m["member_id"], m["client_id"], m["client_host"],
+                                       m["member_metadata"], m["member_assignment"])
+                for m in d["members"]])
+        group = self.groups.get(group_id)
+        if group is not None and group.members:
+            return ClassicDescribedGroup(group_id, 0, "Stable", "consumer", group.assignor, [
+                ClassicDescribedMember(m, "", "", b"", b"") for m in group.members])
+        if group is not None or group_id in self.store.groups():
+            return ClassicDescribedGroup(group_id, 0, "Empty", "consumer")
+        return ClassicDescribedGroup(group_id, 0, "Dead")
+
     def list_groups(self, states: Iterable[str]) -> list[ListedGroup]:
         wanted = {s.lower() for s in states}
-        names = set(self.groups) | self.store.groups()
+        names = set(self.groups) | self.store.groups() | set(self.classic.groups)
         out = [ListedGroup(g, "consumer", self.group_state(g)) for g in sorted(names)]
         if wanted:
             out = [e for e in out if e.group_state in wanted]
@@ -596,9 +639,9 @@ class GroupCoordinator:
         except GroupError as exc:
             return exc.code
         group = self.groups.get(group_id)
-        if group is None and group_id not in self.store.groups():
+        if group is None and group_id not in self.store.groups() and not self.classic.is_classic(group_id):
             return ErrorCode.GROUP_ID_NOT_FOUND
-        if group is not None and group.members:
+        if (group is not None and group.members) or self.classic.delete(group_id) != ErrorCode.NONE:
             return ErrorCode.NON_EMPTY_GROUP
         try:
             await self._append(group_id, encode_group_tombstone(group_id, self._wall_ms()))
@@ -618,6 +661,24 @@ class GroupCoordinator:
             records_loaded=self.records_loaded,
             partitions_loaded=len(self.loaded))
 
+
+
+_CLASSIC_STATES = {"Empty": "empty", "PreparingRebalance": "assigning",
+                   "CompletingRebalance": "reconciling", "Stable": "stable", "Dead": "dead"}
+
+
+def _describe_classic_as_native(entry: DescribedGroup, d: dict[str, Any]) -> None:
+    """Fill a native description from a classic group's: the generation stands for the epochs,
+    the chosen protocol for the assignor, and the members' subscriptions and assignments are read
+    from Kafka's consumer protocol bytes when they are in that format."""
+    entry.group_state = _CLASSIC_STATES[d["group_state"]]
+    entry.group_epoch = entry.assignment_epoch = d["generation_id"]
+    entry.assignor_name = d["protocol_data"] or entry.assignor_name
+    entry.members = [DescribedGroupMember(
+        m["member_id"], m["client_id"], m["client_host"], d["generation_id"],
+        decode_subscription_topics(m["member_metadata"]) or [],
+        [TopicPartitions(t, ps) for t, ps in decode_assignment(m["member_assignment"]) or []])
+        for m in d["members"]]
 
 
 def _tps(tp_list: list[dict[str, Any]] | None) -> list[TopicPartitions] | None:

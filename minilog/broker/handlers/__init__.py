@@ -31,13 +31,15 @@ import trio
 from minilog.protocol import BadRequest, ErrorCode, ErrorResponse, FetchRequest, error_message
 
 from .._services import BrokerServices, Handler, RequestContext
+from ..kafka import handlers as kafka_handlers
 from . import admin, groups, records
 
 __all__ = ["HANDLERS", "dispatch"]
 
 log = logging.getLogger("minilog.broker.handlers")
 
-HANDLERS: dict[type, Handler] = {**records.HANDLERS, **admin.HANDLERS, **groups.HANDLERS}
+HANDLERS: dict[type, Handler] = {**records.HANDLERS, **admin.HANDLERS, **groups.HANDLERS,
+                              **kafka_handlers.HANDLERS}
 
 
 def error_response(code: ErrorCode, message: str | None = None) -> ErrorResponse:
