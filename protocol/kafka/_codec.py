@@ -40,6 +40,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from .._codec import NEED_DATA     # the one sentinel every codec of the package returns
 from ._messages import API_BY_KEY, APIS, Api, ApiKey
 from ._schema import Plan, compile_plan, decode, encode
 from ._types import Buffer, KafkaProtocolError, Reader, UnsupportedVersionError, Writer
@@ -66,14 +67,6 @@ _SIZE = struct.Struct(">i")
 _UNSUPPORTED_VERSION = 35
 
 
-class _NeedData:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA = _NeedData()
 
 
 class KafkaRequest(NamedTuple):
@@ -152,7 +145,7 @@ class KafkaFrameDecoder:
         """Add received bytes (copied)."""
         self._buf += data
 
-    def next_frame(self) -> bytearray | _NeedData:
+    def next_frame(self) -> bytearray | Any:
         """The next complete frame's bytes (after the size), or NEED_DATA.
 
         Raises:

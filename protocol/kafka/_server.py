@@ -313,6 +313,7 @@ class KafkaServerCodec:
         # Bodies of requests whose ErrorResponse must name their items, until answered.
         self._pending: dict[int, Body] = {}
         self._unsupported_api_versions: set[int] = set()
+        self._error: FrameError | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -327,6 +328,15 @@ class KafkaServerCodec:
         Raises:
             FrameError: the bytes cannot be framed or parsed; sticky (the decoder's).
         """
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_request()
+        except FrameError as exc:
+            self._error = exc
+            raise
+
+    def _next_request(self) -> DecodedRequest | Any:
         frame = self._decoder.next_frame()
         if not isinstance(frame, bytearray):
             return NEED_DATA
