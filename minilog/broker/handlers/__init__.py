@@ -57,6 +57,8 @@ async def dispatch(services: BrokerServices, request: Any, ctx: RequestContext,
         return error_response(ErrorCode.UNSUPPORTED_VERSION, f"{kind.__name__} is not served here")
     if kind is FetchRequest:           # a long poll may wait on top of the handling bound
         timeout_s += min(max(request.max_wait_ms, 0), services.config.fetch_max_wait_ms) / 1000
+    elif kind in kafka_handlers.LONG_WAITS:   # a classic group's rebalance may wait on top too
+        timeout_s += kafka_handlers.LONG_WAITS[kind](request, services.config) / 1000
     reply = None
     with trio.move_on_after(timeout_s) as scope:
         try:

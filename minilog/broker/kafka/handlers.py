@@ -9,13 +9,17 @@ listener produces these requests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from minilog.broker.groups._group import GroupError
 from minilog.protocol import ErrorCode
 from minilog.protocol.kafka import _classic_model as c
 
 from .._services import BrokerServices, Handler, RequestContext
+from ..config import BrokerConfig
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "LONG_WAITS"]
 
 
 def _not_coordinator(services: BrokerServices, group_id: str) -> int | None:
@@ -106,4 +110,13 @@ HANDLERS: dict[type, Handler] = {
     c.HeartbeatRequest: handle_heartbeat,
     c.LeaveGroupRequest: handle_leave_group,
     c.DescribeGroupsRequest: handle_describe_groups,
+}
+
+# How long (ms) a request may wait on top of request.timeout.ms: a JoinGroup until the round
+# completes (the group's rebalance timeout; this member's own is what it allows for, as Kafka's
+# clients do), a follower's SyncGroup until the leader's arrives (at most its session timeout,
+# itself at most group.max.session.timeout.ms).
+LONG_WAITS: dict[type, Callable[[Any, BrokerConfig], int]] = {
+    c.JoinGroupRequest: lambda r, config: max(r.rebalance_timeout_ms, r.session_timeout_ms, 0),
+    c.SyncGroupRequest: lambda r, config: config.group_max_session_timeout_ms,
 }
