@@ -349,3 +349,32 @@ def test_frame_above_socket_request_max_bytes_closes_the_connection(kbroker):
         sock.sendall(struct.pack(">i", 2**31 - 1) + b"\x00\x12")
         with pytest.raises((ConnectionError, OSError)):
             _recv_exactly(sock, 4)
+
+
+# -- the `listeners` setting -----------------------------------------------------------------
+
+def test_listeners_setting_opens_both_listeners(broker_factory):
+    """`listeners = "kafka://...,native://..."` opens both (native first, whatever the order)."""
+    proc = broker_factory("--set", "listeners=kafka://127.0.0.1:0,native://127.0.0.1:0")
+    kb = KafkaBroker(proc)
+    with _raw(kb) as sock:
+        answer = K.decode_response(18, 1, _roundtrip(sock, K.encode_request(18, 1, 5, "t", {})))
+    assert answer.body["error_code"] == 0
+    with minilog.Admin(kb.native) as admin:
+        admin.create_topic("via-native", partitions=1)
+        assert "via-native" in admin.list_topics()
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("kafka://h:1", "needs a native listener"),
+    ("native://h:1,native://h:2", "a second native"),
+    ("plaintext://h:1", "KIND://HOST:PORT"),
+    ("native://h:x", "not a number"),
+    ("native://h:70000", "not in"),
+])
+def test_listeners_setting_refuses_bad_specs(spec, problem):
+    from minilog.broker.kafka.spec import listeners_problem, parse_listeners
+
+    assert problem in (listeners_problem(spec) or "")
+    assert parse_listeners("native://:9092, kafka://[::1]:9093") == [("native", "0.0.0.0", 9092),
+                                                                     ("kafka", "::1", 9093)]

@@ -59,7 +59,7 @@ from .config import BrokerConfig
 from .connection import ConnectionLimits
 from .groups import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, offsets_topic_configs
 from .listeners import ListenerConfig, Listeners
-from .kafka.listener import kafka_listener
+from .kafka.listener import configured_listeners
 from .log_cleaner import LogCleaner, LogCleanerStatistics
 from .log_manager import LogManager
 from .metadata import DataDirMetadata, MetadataStore, TopicMeta
@@ -109,9 +109,7 @@ class Broker:
         self.config = config
         self.data_dir = os.path.abspath(data_dir)
         self.broker_id = config.broker_id if broker_id is None else broker_id
-        configs = listeners or [ListenerConfig("native", host, port)]
-        if listeners is None and config.kafka_port >= 0:       # kafka.port / serve --kafka-port
-            configs.append(kafka_listener(host, config.kafka_port))
+        configs = listeners or configured_listeners(config, host, port)
         self.host = configs[0].host
         self.port = configs[0].port
         self.metadata: MetadataStore = metadata or DataDirMetadata(self.data_dir)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Mapping
 
+from minilog.broker.kafka.spec import listeners_problem
 from minilog.storage import (
     LOG_CONFIG_KEYS,
     ConfigError,
@@ -139,6 +140,8 @@ BROKER_CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "cap on a fetch's max_wait_ms (long poll)"),
     ConfigKey("kafka.port", "kafka_port", int, -1, between(-1, 65535), "",
               "port of the Kafka-protocol listener (0: a free port; -1: none)"),
+    ConfigKey("listeners", "listeners", str, "", listeners_problem, "",
+              "KIND://HOST:PORT,... with KIND native or kafka (empty: --host/--port and kafka.port)"),
     ConfigKey("shutdown.timeout.ms", "shutdown_timeout_ms", int, 5_000, at_least(0), "ms",
               "minilog: on SIGTERM, how long in-flight requests may still run"),
     # Consumer groups (read by minilog.broker.groups).
