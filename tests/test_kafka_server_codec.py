@@ -47,7 +47,7 @@ def _frame(api_key: int, version: int, correlation_id: int, body: dict) -> bytes
 
 def test_produce_becomes_the_request_model_with_records_as_views():
     codec = K.KafkaServerCodec()
-    batch = bytes(70)
+    batch = bytes(16) + b"\x02" + bytes(53)      # opaque here; only its magic byte is looked at
     [(header, request)] = _requests(codec, _frame(0, 7, 5, {
         "transactional_id": None, "acks": -1, "timeout_ms": 100,
         "topic_data": [{"name": "t", "partition_data": [{"index": 2, "records": batch}]}]}))
@@ -63,6 +63,12 @@ def test_produce_v2_is_refused_as_old_message_format_and_a_transactional_produce
     [(_, old)] = _requests(codec, _frame(0, 2, 1, body))
     assert isinstance(old, BadRequest) and old.error_code == ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT
     assert "magic 2" in old.message
+    magic1 = bytearray(70)
+    magic1[16] = 1
+    [(_, old_batch)] = _requests(codec, _frame(0, 7, 3, {**body, "transactional_id": None, "topic_data": [
+        {"name": "t", "partition_data": [{"index": 0, "records": bytes(magic1)}]}]}))
+    assert isinstance(old_batch, BadRequest) and old_batch.error_code == ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT
+    assert "magic 1" in old_batch.message
     [(_, tx)] = _requests(codec, _frame(0, 3, 2, {**body, "transactional_id": "tx"}))
     assert isinstance(tx, BadRequest) and "transactions" in tx.message
 

@@ -56,6 +56,7 @@ __all__ = ["KafkaServerCodec"]
 Body = dict[str, Any]
 _KEY_TYPE_GROUP = 0
 _PRODUCE_MAGIC_2_VERSION_MIN = 3     # Produce v0-2 carry message sets of magic 0/1
+_MAGIC_OFFSET = 16                   # of the first batch: base offset int64, length int32, epoch int32
 
 
 def _tp(topics: list[Body] | None, name_key: str, parts_key: str) -> list[mg.TopicPartitions] | None:
@@ -75,6 +76,14 @@ def _produce(v: int, b: Body) -> Any:
                             f"Produce v{v} carries message format v0/v1; minilog stores only "
                             "RecordBatch v2 (magic 2): use a client that speaks Produce v3 or later",
                             respond=b["acks"] != 0)
+    for t in topics:
+        for p in t.partitions:
+            records = p.records
+            if records is not None and len(records) > _MAGIC_OFFSET and records[_MAGIC_OFFSET] != 2:
+                # Kafka's rule for Produce v3+; a code clients do not retry, unlike CORRUPT_MESSAGE
+                return m.BadRequest(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+                                    f"{t.topic}-{p.partition}: record batch magic {records[_MAGIC_OFFSET]}; "
+                                    "minilog stores only RecordBatch v2 (magic 2)", respond=b["acks"] != 0)
     if b["transactional_id"] is not None:
         return m.BadRequest(ErrorCode.INVALID_REQUEST, "transactions are not supported",
                             respond=b["acks"] != 0)
