@@ -393,6 +393,7 @@ class GroupCoordinator:
         """Delete the offsets of groups empty for longer than the retention."""
         now_ms, now = self._wall_ms(), trio.current_time()
         active = {g for g, group in self.groups.items() if group.members}
+        active |= {g for g, group in self.classic.groups.items() if group.members}
         empty_since_ms = {g: int(now_ms - (now - group.empty_since) * 1000)
                           for g, group in self.groups.items() if group.empty_since is not None}
         expired = self.store.expired_groups(now_ms, self.config.offsets_retention_ms, active,
