@@ -37,6 +37,7 @@ from typing import Any
 
 import trio
 
+from minilog._logsafe import logsafe
 from minilog.protocol import NEED_DATA, FrameError, RequestHeader, ServerCodec
 
 from ._services import BrokerServices, RequestContext
@@ -69,6 +70,14 @@ class ConnectionLimits:
         return cls(config.socket_request_max_bytes, config.connections_max_idle_ms / 1000,
                    config.request_timeout_ms / 1000, config.queued_max_requests,
                    config.queued_max_request_bytes)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside a (nested) exception group."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _pieces_for_send(pieces: list[Any]) -> list[Any]:
@@ -133,10 +142,15 @@ class Connection:
         except _CLOSED_ERRORS as exc:
             log.debug("connection %d closed: %r", self.ctx.connection_id, exc)
         except BaseExceptionGroup as group:
-            rest = group.subgroup(lambda e: not isinstance(e, _CLOSED_ERRORS))
+            # split() by type tests the leaves (a predicate given to subgroup() is called
+            # on the group itself first, and a group is never one of _CLOSED_ERRORS: that
+            # re-raised every ordinary disconnect as an ERROR traceback, issue 8 item 7).
+            closed, rest = group.split(_CLOSED_ERRORS)
             if rest is not None:
-                raise rest
-            log.debug("connection %d closed: %r", self.ctx.connection_id, group)
+                raise rest from None
+            assert closed is not None
+            log.debug("connection %d closed: %s", self.ctx.connection_id,
+                      "; ".join(repr(e) for e in _leaves(closed)))
         finally:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
@@ -160,6 +174,7 @@ class Connection:
         while True:
             data = await stream.receive_some(_RECEIVE_BYTES)
             if not data:
+                log.debug("connection %d closed: end of stream", self.ctx.connection_id)
                 return
             idle.deadline = trio.current_time() + idle_s
             codec.feed(data)
@@ -168,7 +183,7 @@ class Connection:
                     request = codec.next_request()
                 except FrameError as exc:
                     log.info("connection %d from %s: malformed frame, closing: %s",
-                             self.ctx.connection_id, self.ctx.client_host, exc)
+                             self.ctx.connection_id, self.ctx.client_host, logsafe(exc))
                     return
                 if request is NEED_DATA:
                     break

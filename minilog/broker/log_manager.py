@@ -12,7 +12,10 @@ Rules:
 - Directories of deleted topics are renamed to `*-delete` first (cheap,
   atomic) and removed in a worker thread; directories no topic names
   (a crash mid-deletion or mid-creation) are removed at start-up.
-- Opening logs is all or none: a failure closes the ones already opened.
+- Opening logs is all or none: a failure closes the ones already opened
+  (each one, whatever closing another raised) and, for a creation, removes
+  the directories it made. Creations that would not fit in the descriptor
+  budget (RLIMIT_NOFILE minus a headroom) are refused up front.
 - Compacted topics are cleaned by the `LogCleaner` (log_cleaner.py), which
   runs in this manager's nursery with the retention and flush loops.
 - The retention and flush loops visit one partition at a time and yield
@@ -30,10 +33,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import resource
 import shutil
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 
 import trio
+
+from minilog._logsafe import logsafe
 
 from minilog.storage import Log, LogConfig, StorageError, parse_partition_dir_name, partition_dir_name
 
@@ -41,7 +48,7 @@ from .log_cleaner import LogCleaner
 from .metadata import TOPICS_FILE, TopicMeta
 from .partition import Partition
 
-__all__ = ["LogManager"]
+__all__ = ["LogManager", "fd_headroom"]
 
 log = logging.getLogger("minilog.broker")
 
@@ -49,6 +56,24 @@ _DELETE_SUFFIX = "-delete"
 _LOCK_FILE = ".lock"
 _FLUSH_CHECK_INTERVAL_S = 1.0     # flush.ms granularity and delay before rolled segments are fsynced
 _CLOSE_THREADS_MAX = 16           # logs closed (each fsyncs) at once on shutdown
+_FDS_PER_LOG = 1                  # descriptors a newly created log keeps open (its active segment)
+_FD_HEADROOM_MAX = 1024           # descriptors kept free for connections when creating topics
+_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+
+
+def fd_headroom(soft_limit: int) -> int:
+    """Descriptors topic creation leaves free: a quarter of the limit, at most 1,024."""
+    return min(_FD_HEADROOM_MAX, soft_limit // 4)
+
+
+def _close_quietly(meta: TopicMeta, logs: Mapping[int, Log]) -> None:
+    """Close every log in `logs`; a failure is logged and the next one is closed anyway
+    (Log.close releases its descriptors even when its final flush fails)."""
+    for p, plog in logs.items():
+        try:
+            plog.close()
+        except Exception as exc:
+            log.warning("%s-%d: close after a failed open: %s", logsafe(meta.name), p, exc)
 
 
 class LogManager:
@@ -100,35 +125,77 @@ class LogManager:
                 continue
             meta = topics.get(topic)
             if meta is None or p >= meta.partitions:
-                log.warning("removing orphan partition directory %s (not in %s)", entry.name,
+                log.warning("removing orphan partition directory %s (not in %s)", logsafe(entry.name),
                             TOPICS_FILE)
-                doomed.append(self._rename_for_delete(entry.name, "orphan"))
+                doomed.append(self._rename_for_delete(entry.name))
         for path in doomed:
             if path:
                 shutil.rmtree(path, ignore_errors=True)
 
-    def open_logs(self, meta: TopicMeta, numbers: Iterable[int], log_config: LogConfig
-                  ) -> dict[int, Log]:
+    def open_logs(self, meta: TopicMeta, numbers: Iterable[int], log_config: LogConfig, *,
+                  new: bool = False) -> dict[int, Log]:
         """Open (creating, recovering) partitions `numbers` of `meta`; all or none.
 
+        Args:
+            new: the partitions are being created: a failure also removes the
+                directories this call made (a failed creation leaves nothing behind).
+
         Raises:
-            StorageError: a log cannot be opened (the ones opened are closed again).
+            StorageError: a log cannot be opened (every one opened is closed again,
+                whatever closing them raises: issue 8, item 2).
         """
+        numbers = list(numbers)
         opened: dict[int, Log] = {}
         try:
             for p in numbers:
                 path = os.path.join(self.data_dir, partition_dir_name(meta.name, p))
                 opened[p] = Log.open(path, log_config)
         except BaseException:
-            for plog in opened.values():
-                plog.close()
+            if new:
+                self.discard_new_logs(meta, numbers, opened)
+            else:
+                _close_quietly(meta, opened)
             raise
         return opened
 
+    def discard_new_logs(self, meta: TopicMeta, numbers: Iterable[int], logs: Mapping[int, Log]
+                         ) -> None:
+        """Undo a creation: close `logs` (every one, whatever fails) and remove the
+        directories of partitions `numbers` (renamed now, removed in the background)."""
+        _close_quietly(meta, logs)
+        names = [partition_dir_name(meta.name, p) for p in numbers]
+        self._remove_dirs(n for n in names if os.path.isdir(os.path.join(self.data_dir, n)))
+
+    def descriptor_problem(self, partitions: int) -> str | None:
+        """Why opening `partitions` more logs would exhaust file descriptors, or None.
+
+        A log keeps `_FDS_PER_LOG` descriptor open; the budget is RLIMIT_NOFILE's soft
+        limit minus what is open now minus a headroom kept for connections and for the
+        files a log opens briefly (`fd_headroom`). Kafka has no such check and fails
+        half-way with "Too many open files"; refusing up front answers with a reason.
+        """
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        try:
+            in_use = len(os.listdir(_FD_DIR))
+        except OSError:
+            return None                                      # no /proc: no estimate
+        headroom = fd_headroom(soft)
+        needed = partitions * _FDS_PER_LOG
+        free = soft - headroom - in_use
+        if needed <= free:
+            return None
+        return (f"{partitions} new partitions need {needed} file descriptors but only "
+                f"{max(free, 0)} are free (RLIMIT_NOFILE {soft}, {in_use} open, {headroom} kept "
+                f"for connections): raise the broker's limit (ulimit -n) or ask for fewer partitions")
+
     def delete_dirs(self, meta: TopicMeta) -> None:
         """Rename the topic's partition dirs for deletion; remove them in the background."""
-        doomed = [self._rename_for_delete(partition_dir_name(meta.name, p), meta.topic_id)
-                  for p in range(meta.partitions)]
+        self._remove_dirs(partition_dir_name(meta.name, p) for p in range(meta.partitions))
+
+    def _remove_dirs(self, dir_names: Iterable[str]) -> None:
+        doomed = [self._rename_for_delete(name) for name in dir_names]
         paths = [d for d in doomed if d]
         if not paths:
             return
@@ -142,13 +209,28 @@ class LogManager:
         else:
             remove()
 
-    def _rename_for_delete(self, dir_name: str, topic_id: str) -> str | None:
+    def _rename_for_delete(self, dir_name: str) -> str | None:
+        """Rename a directory to a delete marker and return its new path (None: it is gone).
+
+        The marker is `<32 hex digits>-delete`, whatever the directory's name: Kafka's
+        `<dir>.<id>-delete` overflows NAME_MAX (255 bytes) for topic names over ~210
+        characters, and then neither the deletion nor the next start could get rid of
+        it (issue 8, item 1). The old name goes to the log. Should the rename fail
+        anyway, the directory is removed where it is: a directory the broker made
+        never stops the broker.
+        """
         src = os.path.join(self.data_dir, dir_name)
-        dst = f"{src}.{topic_id}{_DELETE_SUFFIX}"
+        dst = os.path.join(self.data_dir, f"{uuid.uuid4().hex}{_DELETE_SUFFIX}")
         try:
             os.rename(src, dst)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            log.warning("cannot rename %s for deletion (%s): removing it in place",
+                        logsafe(dir_name), exc)
+            shutil.rmtree(src, ignore_errors=True)     # now: the name may be reused at once
+            return None
+        log.debug("%s renamed to %s for deletion", logsafe(dir_name), os.path.basename(dst))
         return dst
 
     # -- upkeep -------------------------------------------------------------------------------
@@ -178,7 +260,7 @@ class LogManager:
                 try:
                     part.log.apply_retention(high_watermark=part.high_watermark)
                 except StorageError as exc:
-                    log.error("%s-%d: retention failed: %s", part.topic, part.partition, exc)
+                    log.error("%s-%d: retention failed: %s", logsafe(part.topic), part.partition, exc)
                 await trio.sleep(0)           # one partition at a time; let requests run
 
     async def _flush_loop(self, partitions: Callable[[], Iterable[Partition]]) -> None:
@@ -195,7 +277,7 @@ class LogManager:
                     elif part.log.rolled_segments_unflushed:
                         await part.flush_rolled()
                 except StorageError as exc:
-                    log.error("%s-%d: flush failed: %s", part.topic, part.partition, exc)
+                    log.error("%s-%d: flush failed: %s", logsafe(part.topic), part.partition, exc)
 
     # -- shutdown -----------------------------------------------------------------------------
 
@@ -208,7 +290,7 @@ class LogManager:
             try:
                 await part.aclose(limiter)
             except StorageError as exc:
-                log.error("%s-%d: close failed: %s", part.topic, part.partition, exc)
+                log.error("%s-%d: close failed: %s", logsafe(part.topic), part.partition, exc)
 
         async with trio.open_nursery() as nursery:
             for part in list(partitions):
@@ -221,4 +303,4 @@ class LogManager:
             try:
                 part.close()
             except StorageError as exc:
-                log.error("%s-%d: close failed: %s", part.topic, part.partition, exc)
+                log.error("%s-%d: close failed: %s", logsafe(part.topic), part.partition, exc)

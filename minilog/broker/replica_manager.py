@@ -34,6 +34,8 @@ from typing import Any
 
 import trio
 
+from minilog._logsafe import logsafe
+
 from minilog.protocol import (
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
@@ -157,7 +159,7 @@ class ReplicaManager:
             try:
                 part.load_producer_state()
             except (StorageError, CorruptBatchError) as exc:
-                log.warning("%s-%d: producer state not rebuilt: %s", meta.name, p, exc)
+                log.warning("%s-%d: producer state not rebuilt: %s", logsafe(meta.name), p, exc)
             self._partitions[(meta.name, p)] = part
         hooks = self._leadership.get(meta.name)
         if hooks is not None:
@@ -176,7 +178,7 @@ class ReplicaManager:
             try:
                 await part.aclose()               # waits for a running flush, wakes fetches
             except StorageError as exc:
-                log.warning("%s-%d: close before delete failed: %s", meta.name, p, exc)
+                log.warning("%s-%d: close before delete failed: %s", logsafe(meta.name), p, exc)
 
     def apply_config(self, meta: TopicMeta, topic_config: dict[str, Any]) -> None:
         for p in range(meta.partitions):

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from minilog._logsafe import logsafe
 from minilog.protocol import ErrorCode
 from minilog.storage import ConfigError, StorageError
 
@@ -71,14 +72,19 @@ class TopicAdmin:
         self._replicas.add_partitions(meta, logs, effective)
 
     def _open_and_store(self, meta: TopicMeta, numbers: Iterable[int]) -> None:
+        """Open new partitions and store the metadata naming them; on any failure undo both
+        (logs closed, directories removed): a failed creation leaves nothing behind."""
+        numbers = list(numbers)
         effective = self._config.topic_config(meta.configs)
-        logs = self._logs.open_logs(meta, numbers, Partition.log_config_for(effective))
+        logs = self._logs.open_logs(meta, numbers, Partition.log_config_for(effective), new=True)
         try:
             self._metadata.put(meta)
         except OSError as exc:
-            for plog in logs.values():
-                plog.close()
+            self._logs.discard_new_logs(meta, numbers, logs)
             raise StorageError(f"cannot write topic metadata: {exc}") from exc
+        except BaseException:
+            self._logs.discard_new_logs(meta, numbers, logs)
+            raise
         self._replicas.add_partitions(meta, logs, effective)
 
     # -- creating -----------------------------------------------------------------------------
@@ -106,12 +112,15 @@ class TopicAdmin:
             return ErrorCode.INVALID_CONFIG, str(exc)
         if validate_only:
             return ErrorCode.NONE, None
+        problem = self._logs.descriptor_problem(num_partitions)
+        if problem:
+            return ErrorCode.RESOURCE_LIMIT_EXCEEDED, problem
         try:
             self._create(name, num_partitions, replication_factor, overrides)
         except ReplicaPlacementError as exc:
             return ErrorCode.INVALID_REPLICATION_FACTOR, str(exc)
         except StorageError as exc:
-            log.error("cannot create topic %s: %s", name, exc)
+            log.error("cannot create topic %s: %s", logsafe(name), exc)
             return ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
         return ErrorCode.NONE, None
 
@@ -146,8 +155,8 @@ class TopicAdmin:
         meta = self._metadata.new_topic(name, partitions, replication_factor, overrides,
                                         internal=internal)
         self._open_and_store(meta, range(partitions))
-        log.info("created topic %s with %d partitions%s%s", name, partitions,
-                 f", configs {overrides}" if overrides else "", " (internal)" if internal else "")
+        log.info("created topic %s with %d partitions%s%s", logsafe(name), partitions,
+                 f", configs {logsafe(overrides, 1024)}" if overrides else "", " (internal)" if internal else "")
         self._notify("created", name)
 
     # -- changing -----------------------------------------------------------------------------
@@ -162,7 +171,7 @@ class TopicAdmin:
         self._metadata.delete(name)
         await self._replicas.remove_topic(meta)
         self._logs.delete_dirs(meta)
-        log.info("deleted topic %s (%d partitions)", name, meta.partitions)
+        log.info("deleted topic %s (%d partitions)", logsafe(name), meta.partitions)
         self._notify("deleted", name)
         return ErrorCode.NONE, None
 
@@ -177,12 +186,15 @@ class TopicAdmin:
             return ErrorCode.INVALID_PARTITIONS, f"at most {PARTITIONS_MAX} partitions"
         if validate_only:
             return ErrorCode.NONE, None
+        problem = self._logs.descriptor_problem(count - meta.partitions)
+        if problem:
+            return ErrorCode.RESOURCE_LIMIT_EXCEEDED, problem
         old = meta.partitions
         try:
             self._open_and_store(self._metadata.with_partitions(name, count), range(old, count))
         except StorageError as exc:
             return ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
-        log.info("topic %s now has %d partitions (was %d)", name, count, old)
+        log.info("topic %s now has %d partitions (was %d)", logsafe(name), count, old)
         self._notify("partitions", name)
         return ErrorCode.NONE, None
 
@@ -208,6 +220,6 @@ class TopicAdmin:
             return ErrorCode.NONE, None
         meta = self._metadata.set_configs(name, overrides)
         self._replicas.apply_config(meta, effective)
-        log.info("altered topic %s configs: %s", name, changes)
+        log.info("altered topic %s configs: %s", logsafe(name), logsafe(changes, 1024))
         self._notify("configs", name)
         return ErrorCode.NONE, None

@@ -6,7 +6,8 @@ Rules:
 - An unknown API key or an unsupported version becomes
   `BadRequest(UNSUPPORTED_VERSION)`; a payload that does not fit the API's
   schema becomes `BadRequest(INVALID_REQUEST)` naming the first bad field
-  (a produce with acks=0 gets no answer even then, as Kafka).
+  (a produce with acks=0 gets no answer even then, as Kafka). So does a
+  payload naming one attachment twice: each attachment is used at most once.
 - `ErrorResponse` is encoded as the API's empty response payload with a
   top-level `error_code` and `error_message`.
 
@@ -25,7 +26,7 @@ from .._codec import NEED_DATA, DecodedRequest
 from .._error_codes import ErrorCode
 from .._errors import FrameError
 from .._messages import REQUEST_TYPES, RESPONSE_TYPES, BadRequest, ErrorResponse, RequestHeader
-from ._convert import Mismatch, decoder_for, encoder_for
+from ._convert import AttachmentReused, Mismatch, decoder_for, encoder_for
 from ._frames import FrameDecoder, FrameLimits, encode_response
 from ._schemas import OPT, REQUEST_SCHEMAS, RESPONSE_SCHEMAS, SUPPORTED_VERSIONS, check
 
@@ -63,14 +64,18 @@ def decode_request(api_key: int, api_version: int, payload: dict[str, Any],
     if decode is None or versions is None or not versions[0] <= api_version <= versions[1]:
         return BadRequest(ErrorCode.UNSUPPORTED_VERSION,
                           f"api key {api_key} version {api_version} is not supported")
+    silent = api_key == ApiKey.PRODUCE and payload.get("acks") == 0
     try:
-        return decode(payload, attachments)
+        return decode(payload, list(attachments))     # a copy: the decoder takes what it uses
     except (Mismatch, KeyError):                      # KeyError: a required field is absent
         pass
+    except AttachmentReused as exc:
+        return BadRequest(ErrorCode.INVALID_REQUEST,
+                          f"attachment {exc.args[0]} is referenced more than once",
+                          respond=not silent)
     try:
         check(REQUEST_SCHEMAS[api_key], payload)       # the authority: names the bad field
     except FrameError as exc:
-        silent = api_key == ApiKey.PRODUCE and payload.get("acks") == 0
         return BadRequest(ErrorCode.INVALID_REQUEST, str(exc), respond=not silent)
     raise AssertionError(f"api {api_key}: the decoder refused a payload the schema accepts")
 

@@ -12,7 +12,9 @@ Rules:
   The two must agree (tests/test_frames.py checks both on every API).
 - A `memoryview`-typed field is records: on the wire an attachment index
   (-1 for none). Decoding looks the attachment up (an index naming no
-  attachment reads as None); encoding appends it and writes its index.
+  attachment reads as None) and takes it: each attachment is used at most
+  once, a second reference raises `AttachmentReused` (the decoder works on
+  a copy of the attachment list). Encoding appends it and writes its index.
 - Response objects are encoded field by field, every dataclass field
   included (peers ignore fields they do not know).
 
@@ -32,7 +34,7 @@ from collections.abc import Callable
 
 from ._schemas import OPT
 
-__all__ = ["Mismatch", "decoder_for", "encoder_for"]
+__all__ = ["AttachmentReused", "Mismatch", "decoder_for", "encoder_for"]
 
 Attachments = list[Any]
 Decoder = Callable[[Any, Attachments], Any]
@@ -81,10 +83,24 @@ def _any(x: Any, att: Attachments) -> Any:
     return x
 
 
+class AttachmentReused(Exception):
+    """A payload names one attachment twice (a 1 MB batch named by 300 partition entries
+    would be written 300 times: issue 8, item 4). `args[0]` is the index."""
+
+
+_TAKEN = object()       # stands in the decoder's copy of the attachments for one taken
+
+
 def _records_in(x: Any, att: Attachments) -> Any:
     if type(x) is not int:
         _bad()
-    return att[x] if 0 <= x < len(att) else None
+    if not 0 <= x < len(att):
+        return None
+    value = att[x]
+    if value is _TAKEN:
+        raise AttachmentReused(x)
+    att[x] = _TAKEN
+    return value
 
 
 def _records_out(x: Any, att: Attachments) -> int:
@@ -233,8 +249,9 @@ def _compile_encoder(cls: Any) -> Encoder:
 
 
 def decoder_for(cls: Any, spec: dict[str, Any]) -> Callable[[dict[str, Any], Attachments], Any]:
-    """A function (payload map, attachments) -> `cls` instance; raises `Mismatch`, or
-    `KeyError` when a required field is absent."""
+    """A function (payload map, attachments) -> `cls` instance; raises `Mismatch`,
+    `KeyError` when a required field is absent, or `AttachmentReused`. It takes each
+    attachment out of the list it is given: pass a copy."""
     return _compile_decoder(cls, spec)
 
 
