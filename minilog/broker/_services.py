@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from minilog.protocol import ErrorCode
 
@@ -115,16 +115,19 @@ class ReplicaService(Protocol):
 class TopicAdminService(Protocol):
     """Topic administration; every method returns (code, message) instead of raising."""
 
-    def create_topic(self, name: str, num_partitions: int, replication_factor: int,
-                     configs: dict[str, Any], *, validate_only: bool = False
-                     ) -> tuple[ErrorCode, str | None]: ...
+    async def create_topics(self, specs: Sequence[tuple[str, int, int, dict[str, Any]]], *,
+                            validate_only: bool = False) -> list[tuple[ErrorCode, str | None]]: ...
 
-    def auto_create_topic(self, name: str) -> ErrorCode: ...
+    async def create_topic(self, name: str, num_partitions: int, replication_factor: int,
+                           configs: dict[str, Any], *, validate_only: bool = False
+                           ) -> tuple[ErrorCode, str | None]: ...
+
+    async def auto_create_topics(self, names: Sequence[str]) -> dict[str, ErrorCode]: ...
 
     async def delete_topic(self, name: str) -> tuple[ErrorCode, str | None]: ...
 
-    def create_partitions(self, name: str, count: int, *, validate_only: bool = False
-                          ) -> tuple[ErrorCode, str | None]: ...
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False
+                                ) -> tuple[ErrorCode, str | None]: ...
 
     def alter_topic_configs(self, name: str, changes: dict[str, str | None], *,
                             validate_only: bool = False) -> tuple[ErrorCode, str | None]: ...

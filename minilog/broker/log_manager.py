@@ -61,6 +61,14 @@ _FD_HEADROOM_MAX = 1024           # descriptors kept free for connections when c
 _FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 
 
+def _in_trio_thread() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
 def fd_headroom(soft_limit: int) -> int:
     """Descriptors topic creation leaves free: a quarter of the limit, at most 1,024."""
     return min(_FD_HEADROOM_MAX, soft_limit // 4)
@@ -204,10 +212,10 @@ class LogManager:
             for path in paths:
                 shutil.rmtree(path, ignore_errors=True)
 
-        if self._nursery is not None:
+        if self._nursery is not None and _in_trio_thread():
             self._nursery.start_soon(trio.to_thread.run_sync, remove)
         else:
-            remove()
+            remove()                   # in a worker thread already (a failed creation)
 
     def _rename_for_delete(self, dir_name: str) -> str | None:
         """Rename a directory to a delete marker and return its new path (None: it is gone).

@@ -132,6 +132,11 @@ class MetadataStore(abc.ABC):
     def put(self, meta: TopicMeta) -> None:
         """Store a topic's metadata (new or changed)."""
 
+    def put_many(self, metas: list[TopicMeta]) -> None:
+        """Store several topics' metadata; a store that can writes them at once."""
+        for meta in metas:
+            self.put(meta)
+
     @abc.abstractmethod
     def delete(self, name: str) -> None: ...
 
@@ -275,6 +280,12 @@ class DataDirMetadata(MetadataStore):
     def put(self, meta: TopicMeta) -> None:
         """Store a topic's metadata (new or changed)."""
         self._apply({**self.topics, meta.name: meta})
+
+    def put_many(self, metas: list[TopicMeta]) -> None:
+        """Store several topics in one write of the file (2,000 auto-created topics
+        rewrote and fsynced it 2,000 times: issue 8, item 3)."""
+        if metas:
+            self._apply({**self.topics, **{meta.name: meta for meta in metas}})
 
     def delete(self, name: str) -> None:
         topics = dict(self.topics)

@@ -68,16 +68,21 @@ async def handle_metadata(services: BrokerServices, request: MetadataRequest,
                           ctx: RequestContext) -> MetadataResponse:
     metadata = services.metadata
     names = request.topics if request.topics is not None else metadata.topic_names()
+    unknown = list(dict.fromkeys(name for name in names if metadata.topic(name) is None))
+    codes: dict[str, ErrorCode] = {}
+    if unknown:                         # all at once: one metadata write, logs opened off the loop
+        codes = (await services.admin.auto_create_topics(unknown)
+                 if request.allow_auto_topic_creation
+                 else dict.fromkeys(unknown, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
     topics = []
     for name in names:
         meta = metadata.topic(name)
         if meta is None:
-            code = (services.admin.auto_create_topic(name) if request.allow_auto_topic_creation
-                    else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-            meta = metadata.topic(name)
-            if code != ErrorCode.NONE or meta is None:
-                topics.append(MetadataTopic(name, int(code), []))
-                continue
+            code = codes.get(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+            if code == ErrorCode.NONE:
+                code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION    # deleted meanwhile
+            topics.append(MetadataTopic(name, int(code), []))
+            continue
         topics.append(MetadataTopic(name, 0, [_partition_metadata(services, name, p)
                                               for p in range(meta.partitions)], meta.internal))
     me = MetadataBroker(services.broker_id, ctx.advertised_host, ctx.listener.port)
@@ -106,17 +111,10 @@ def _result(name: str, code: ErrorCode, message: str | None = None) -> TopicResu
 
 async def handle_create_topics(services: BrokerServices, request: CreateTopicsRequest,
                                ctx: RequestContext) -> CreateTopicsResponse:
-    results = []
-    seen = set()
-    for t in request.topics:
-        if t.name in seen:
-            results.append(_result(t.name, ErrorCode.INVALID_REQUEST, "topic named twice in one request"))
-            continue
-        seen.add(t.name)
-        code, message = services.admin.create_topic(t.name, t.num_partitions, t.replication_factor,
-                                                    t.configs, validate_only=request.validate_only)
-        results.append(_result(t.name, code, message))
-    return CreateTopicsResponse(results)
+    specs = [(t.name, t.num_partitions, t.replication_factor, t.configs) for t in request.topics]
+    outcome = await services.admin.create_topics(specs, validate_only=request.validate_only)
+    return CreateTopicsResponse([_result(t.name, code, message)
+                                 for t, (code, message) in zip(request.topics, outcome, strict=True)])
 
 
 async def handle_delete_topics(services: BrokerServices, request: DeleteTopicsRequest,
@@ -132,8 +130,8 @@ async def handle_create_partitions(services: BrokerServices, request: CreatePart
                                    ctx: RequestContext) -> CreatePartitionsResponse:
     results = []
     for t in request.topics:
-        code, message = services.admin.create_partitions(t.name, t.count,
-                                                         validate_only=request.validate_only)
+        code, message = await services.admin.create_partitions(t.name, t.count,
+                                                               validate_only=request.validate_only)
         results.append(_result(t.name, code, message))
     return CreatePartitionsResponse(results)
 
