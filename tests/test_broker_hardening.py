@@ -14,7 +14,7 @@ import pytest
 
 from minilog.protocol import ApiKey, ErrorCode, build_batch, encode_request
 
-from conftest import fetch_payload, produce_payload, wait_until
+from conftest import RawClient, fetch_payload, produce_payload, wait_until
 
 
 def _reset(sock: socket.socket) -> None:
@@ -179,3 +179,77 @@ def test_issue_8_item_3_other_clients_are_served_while_topics_are_created(broker
         for i in range(2)], "timeout_ms": 5000, "validate_only": True})
     assert [t["error_code"] for t in r.payload["topics"]] == [0, ErrorCode.RESOURCE_LIMIT_EXCEEDED]
     assert "at most 10000 partitions" in r.payload["topics"][1]["error_message"]
+
+
+def _served(client) -> bool:
+    """The broker answers this client (an ApiVersions round trip)."""
+    try:
+        client.request(ApiKey.API_VERSIONS, {})
+        return True
+    except (ConnectionError, OSError):
+        return False
+
+
+def _served_client(b) -> RawClient:
+    """A client the broker has accepted and answered (retried while the start-up probe's
+    connection, closed by `BrokerProcess.start`, may still hold a slot)."""
+    def attempt():
+        c = b.client()
+        if _served(c):
+            return c
+        c.close()
+        return None
+    return wait_until(attempt, "a client is served")
+
+
+def test_issue_8_item_6_connections_per_address(broker_factory):
+    """max.connections.per.ip: the sixth socket from one address is closed at once; another
+    address is still served, and a freed slot can be taken again."""
+    b = broker_factory("--set", "max.connections.per.ip=5")
+    mine = [_served_client(b) for _ in range(5)]
+    sixth = RawClient(b.host, b.port)
+    assert sixth.is_closed_by_peer()
+    other = socket.socket()
+    other.bind(("127.0.0.2", 0))
+    other.connect((b.host, b.port))
+    from_elsewhere = RawClient(b.host, b.port)      # its socket is swapped for the bound one
+    from_elsewhere.sock.close()
+    from_elsewhere.sock = other
+    assert _served(from_elsewhere)
+    mine.pop().close()
+    wait_until(lambda: _served(RawClient(b.host, b.port)), "a freed slot is taken again")
+
+
+def test_issue_8_item_6_a_request_must_arrive_whole_in_time(broker_factory):
+    """A client dripping one byte at a time is never idle, yet is closed once its request
+    has not arrived whole within request.arrival.timeout.ms; others are served throughout."""
+    b = broker_factory("--set", "request.arrival.timeout.ms=1000",
+                       "--set", "connections.max.idle.ms=500")
+    frame = b"".join(bytes(p) for p in encode_request(      # longer than the drip lasts
+        ApiKey.PRODUCE, 0, 1, "x", produce_payload("t", 0), [build_batch([b"v" * 10_000])]))
+    drip = b.client()
+    assert _served(drip)
+    closed = False
+    for i in range(400):                    # paced by the 50 ms read below, ~20 s at most
+        try:
+            drip.sock.send(frame[i: i + 1])
+        except OSError:
+            closed = True
+            break
+        if drip.is_closed_by_peer(timeout_s=0.05):
+            closed = True
+            break
+    assert closed, "a client dripping bytes was never closed"
+    assert "did not arrive within 1 s" in b.logs()
+    assert _served(b.client())
+
+
+def test_issue_8_item_6_idle_sockets_leave_slots_for_new_clients(broker_factory):
+    """At max.connections a new client takes the slot of the longest-idle connection;
+    connections with a request in flight are never the ones evicted."""
+    b = broker_factory("--set", "max.connections=5")
+    idle = [_served_client(b) for _ in range(5)]
+    newcomer = b.client()
+    assert _served(newcomer)
+    wait_until(lambda: idle[0].is_closed_by_peer(timeout_s=0.1), "the longest-idle one went")
+    assert all(_served(c) for c in idle[1:])

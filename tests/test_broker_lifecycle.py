@@ -75,7 +75,7 @@ async def test_orphan_partition_dirs_removed_at_start(tmp_path):
     """Partition dirs not named by topics.json (a crash mid-create/delete) are removed."""
     data = tmp_path / "d"
     async with open_inproc_broker(str(data), group_coordinator=False) as b:
-        assert b.admin.create_topic("t", 1, 1, {}) == (ErrorCode.NONE, None)
+        assert await b.admin.create_topic("t", 1, 1, {}) == (ErrorCode.NONE, None)
     os.makedirs(data / "ghost-0")
     os.makedirs(data / "t-5")
     os.makedirs(data / "t-0.abc-delete")
@@ -102,7 +102,7 @@ async def test_internal_topic_hooks(tmp_path):
         r = await c.request(ApiKey.DELETE_TOPICS, {"topics": ["__internal"], "timeout_ms": 100})
         assert r.payload["topics"][0]["error_code"] != 0
         await c.create_topic("t", 1)
-        b.admin.create_partitions("t", 2)
+        await b.admin.create_partitions("t", 2)
         b.admin.alter_topic_configs("t", {"retention.ms": "1000"})
         await b.admin.delete_topic("t")
         await c.aclose()

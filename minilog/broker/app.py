@@ -121,7 +121,7 @@ class Broker:
         self.groups: GroupCoordinator | None = None
         services: BrokerServices = self
         self.listeners = Listeners(configs, services, ConnectionLimits.from_config(config),
-                                   config.max_connections)
+                                   config.max_connections, config.max_connections_per_ip)
         self._run_group_coordinator = group_coordinator
         self._install_signals = install_signal_handlers
         self.stopping = False

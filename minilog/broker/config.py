@@ -122,9 +122,15 @@ BROKER_CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("log.cleaner.backoff.ms", "log_cleaner_backoff_ms", int, 15_000, at_least(1), "ms",
               "how long a cleaner thread sleeps when no log is due for cleaning"),
     ConfigKey("max.connections", "max_connections", int, 10_000, at_least(1), "connections",
-              "connections beyond this are closed as soon as they are accepted"),
+              "at the limit a new connection takes the slot of the longest-idle one, "
+              "or is closed when none is idle"),
+    ConfigKey("max.connections.per.ip", "max_connections_per_ip", int, 2_000, at_least(1),
+              "connections", "connections from one client address; beyond, closed at once"),
     ConfigKey("connections.max.idle.ms", "connections_max_idle_ms", int, 600_000, at_least(1), "ms",
               "close a connection that sent nothing for this long"),
+    ConfigKey("request.arrival.timeout.ms", "request_arrival_timeout_ms", int, 60_000, at_least(1),
+              "ms", "minilog: a request whose first byte came must arrive whole within this "
+              "(slowloris); else the connection is closed"),
     ConfigKey("request.timeout.ms", "request_timeout_ms", int, 30_000, at_least(1), "ms",
               "bound on handling one request and on sending one response"),
     ConfigKey("queued.max.requests", "queued_max_requests", int, 100, between(1, 100_000), "requests",

@@ -2,6 +2,10 @@
 
 Rules (each a bound, from Kafka's settings, per listener in `ConnectionLimits`):
 - `connections.max.idle.ms`: a connection that sends nothing this long is closed.
+- `request.arrival.timeout.ms`: once a request's first byte came, the whole
+  request must arrive within this (a client dripping a byte a second is never
+  idle: slowloris). Time the reader spends waiting on the broker's own queue
+  does not count against the client.
 - `queued.max.requests` / `queued.max.request.bytes`: requests (and their
   bytes) read ahead per connection; when either is reached the reader stops
   reading (TCP back-pressure does the rest). One request always fits.
@@ -64,12 +68,13 @@ class ConnectionLimits:
     request_timeout_s: float = 30.0                 # request.timeout.ms
     queued_requests_max: int = 100                  # queued.max.requests
     queued_request_bytes_max: int = 100 * 1024 * 1024   # queued.max.request.bytes
+    request_arrival_s: float = 60.0                 # request.arrival.timeout.ms
 
     @classmethod
     def from_config(cls, config: BrokerConfig) -> ConnectionLimits:
         return cls(config.socket_request_max_bytes, config.connections_max_idle_ms / 1000,
                    config.request_timeout_ms / 1000, config.queued_max_requests,
-                   config.queued_max_request_bytes)
+                   config.queued_max_request_bytes, config.request_arrival_timeout_ms / 1000)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -129,16 +134,21 @@ class Connection:
         # processor whose deadline is moved in for a send and back out after (cheaper than
         # a trio.fail_after per response). The deadline passing mid-send ends the connection.
         self._send_guard = trio.CancelScope()
+        self._connection_scope = trio.CancelScope()     # evict(): end the whole connection
+        self._arrival_deadline: float | None = None      # request.arrival.timeout.ms, if armed
+        self._last_receive = trio.current_time()
+        self._busy = False                               # a request is being handled or sent
 
     async def serve(self) -> None:
         """Run the reader and the processor; close the stream at the end. Raises nothing
         for network trouble (logged at DEBUG)."""
         try:
-            async with trio.open_nursery() as nursery:
-                # The reader closes the channel when it stops (EOF, idle, bad frame,
-                # shutdown); the processor then answers what was read and ends.
-                nursery.start_soon(self._read)
-                nursery.start_soon(self._run_processor, nursery.cancel_scope)
+            with self._connection_scope:
+                async with trio.open_nursery() as nursery:
+                    # The reader closes the channel when it stops (EOF, idle, bad frame,
+                    # shutdown); the processor then answers what was read and ends.
+                    nursery.start_soon(self._read)
+                    nursery.start_soon(self._run_processor, nursery.cancel_scope)
         except _CLOSED_ERRORS as exc:
             log.debug("connection %d closed: %r", self.ctx.connection_id, exc)
         except BaseExceptionGroup as group:
@@ -157,26 +167,54 @@ class Connection:
 
     # -- reading ------------------------------------------------------------------------------
 
+    @property
+    def idle_since(self) -> float | None:
+        """When this connection last received bytes, if it is idle now (nothing buffered,
+        queued or being answered); None when busy. Lets the listeners give an idle
+        connection's slot to a new client at `max.connections`."""
+        if self._busy or self._queued_bytes or self.codec.buffered_bytes:
+            return None
+        return self._last_receive
+
+    @property
+    def evicted(self) -> bool:
+        return self._connection_scope.cancel_called
+
+    def evict(self) -> None:
+        """Close this (idle) connection to make room for a new one."""
+        log.debug("connection %d idle: closed to make room for a new connection",
+                  self.ctx.connection_id)
+        self._connection_scope.cancel()
+
     async def _read(self) -> None:
         idle_s = self.limits.idle_s
         async with self._send_channel:
             with self.reader_scope:
                 # One cancel scope whose deadline moves on every receive (cheaper than a
-                # new scope per receive_some).
+                # new scope per receive_some): connections.max.idle.ms, or, while part of
+                # a request is buffered, what is left of request.arrival.timeout.ms.
                 with trio.CancelScope(deadline=trio.current_time() + idle_s) as idle:
                     await self._read_requests(idle)
                 if idle.cancelled_caught:
-                    log.debug("connection %d idle for %.0f s: closing", self.ctx.connection_id, idle_s)
+                    if self._arrival_deadline is not None:
+                        log.info("connection %d from %s: a request did not arrive within %.0f s "
+                                 "of its first byte: closing", self.ctx.connection_id,
+                                 self.ctx.client_host, self.limits.request_arrival_s)
+                    else:
+                        log.debug("connection %d idle for %.0f s: closing",
+                                  self.ctx.connection_id, idle_s)
 
     async def _read_requests(self, idle: trio.CancelScope) -> None:
         stream, codec, channel = self.stream, self.codec, self._send_channel
         idle_s, bytes_max = self.limits.idle_s, self.limits.queued_request_bytes_max
+        arrival_s = self.limits.request_arrival_s
         while True:
             data = await stream.receive_some(_RECEIVE_BYTES)
             if not data:
                 log.debug("connection %d closed: end of stream", self.ctx.connection_id)
                 return
-            idle.deadline = trio.current_time() + idle_s
+            now = self._last_receive = trio.current_time()
+            idle.deadline = now + idle_s
             codec.feed(data)
             while True:
                 try:
@@ -187,14 +225,24 @@ class Connection:
                     return
                 if request is NEED_DATA:
                     break
+                self._arrival_deadline = None
                 try:
                     channel.send_nowait(request)         # no scheduling hop per request
                 except trio.WouldBlock:
+                    idle.deadline = math.inf             # waiting on us: no client timer runs
                     await channel.send(request)          # queued.max.requests reached
                 self._queued_bytes += request[0].size_bytes
                 while self._queued_bytes >= bytes_max:   # queued.max.request.bytes reached
+                    idle.deadline = math.inf
                     self._queue_space = trio.Event()
                     await self._queue_space.wait()
+                idle.deadline = min(idle.deadline, trio.current_time() + idle_s)
+            if codec.buffered_bytes:                     # part of a request: it must come whole
+                if self._arrival_deadline is None:
+                    self._arrival_deadline = now + arrival_s
+                idle.deadline = min(idle.deadline, self._arrival_deadline)
+            else:
+                self._arrival_deadline = None
 
     # -- processing ---------------------------------------------------------------------------
 
@@ -219,12 +267,14 @@ class Connection:
                         await self._send(output)
                         output, output_bytes = [], 0
                     handled_without_yield = 0
+                    self._busy = False
                     try:
                         request = await receive.receive()
                     except trio.EndOfChannel:
                         break
                 except trio.EndOfChannel:
                     break
+                self._busy = True
                 pieces = await self._handle(*request)
                 if pieces:
                     output.extend(pieces)

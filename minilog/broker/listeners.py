@@ -6,8 +6,11 @@ Rules:
   and the connection limits of that listener. Handlers learn the listener
   a request came through from `RequestContext.listener`, so METADATA and
   FIND_COORDINATOR advertise that listener's own address and port.
-- `max.connections` bounds the connections of all listeners together: a
-  connection beyond it is closed as soon as it is accepted.
+- `max.connections` bounds the connections of all listeners together: at
+  the limit a new connection takes the slot of the connection idle the
+  longest (none busy is ever evicted), or is closed when none is idle.
+- `max.connections.per.ip` bounds the connections from one client address:
+  one host's flood of sockets leaves slots for everyone else.
 - Accepting is trio's `serve_listeners` (it also rides out EMFILE & co.).
 
 Theory of operation: `open()` binds every listener (port 0 picks a free
@@ -21,6 +24,7 @@ serving one is logged and closes only that one.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,15 +73,20 @@ class Listeners:
         services: what handlers may use.
         limits: the connection limits of listeners that set none.
         max_connections: max.connections, over all listeners.
+        max_connections_per_ip: max.connections.per.ip, over all listeners.
     """
 
     def __init__(self, configs: list[ListenerConfig], services: BrokerServices,
-                 limits: ConnectionLimits, max_connections: int) -> None:
+                 limits: ConnectionLimits, max_connections: int,
+                 max_connections_per_ip: int = 2_000) -> None:
         assert configs, "a broker needs at least one listener"
         self._configs = configs
         self._services = services
         self._default_limits = limits
         self._max_connections = max_connections
+        self._max_connections_per_ip = max_connections_per_ip
+        self._per_host: dict[str, int] = {}
+        self._evicting = 0                   # evicted connections still winding down
         self.bound: list[_Bound] = []
         self._connections: dict[int, Connection] = {}
         self._next_connection_id = 0
@@ -123,24 +132,50 @@ class Listeners:
 
         await trio.serve_listeners(handler, bound.sockets, handler_nursery=connections)
 
+    def _make_room(self) -> bool:
+        """At max.connections: evict the longest-idle connection (True), or find none (False).
+
+        Kafka's KIP-402 precedent: at the broker's limit a new connection may take the
+        slot of an idle one, so a flood of idle sockets cannot lock new clients out for
+        connections.max.idle.ms. A connection with a request in flight is never evicted.
+        """
+        oldest: Connection | None = None
+        oldest_since = math.inf
+        for conn in self._connections.values():
+            since = conn.idle_since
+            if since is not None and since < oldest_since and not conn.evicted:
+                oldest, oldest_since = conn, since
+        if oldest is None:
+            return False
+        oldest.evict()
+        self._evicting += 1
+        return True
+
     async def _serve_connection(self, bound: _Bound, stream: trio.SocketStream) -> None:
-        if len(self._connections) >= self._max_connections:
-            log.debug("max.connections %d reached: closing a new connection", self._max_connections)
-            await trio.aclose_forcefully(stream)
-            return
-        self._next_connection_id += 1
         try:
             peer = stream.socket.getpeername()
             local = stream.socket.getsockname()
         except OSError:
             await trio.aclose_forcefully(stream)
             return
-        ctx = RequestContext(self._next_connection_id, str(peer[0]), int(peer[1]), str(local[0]),
+        host = str(peer[0])
+        if self._per_host.get(host, 0) >= self._max_connections_per_ip:
+            log.debug("max.connections.per.ip %d reached for %s: closing a new connection",
+                      self._max_connections_per_ip, host)
+            await trio.aclose_forcefully(stream)
+            return
+        if len(self._connections) - self._evicting >= self._max_connections and not self._make_room():
+            log.debug("max.connections %d reached: closing a new connection", self._max_connections)
+            await trio.aclose_forcefully(stream)
+            return
+        self._next_connection_id += 1
+        ctx = RequestContext(self._next_connection_id, host, int(peer[1]), str(local[0]),
                              bound.info)
         conn = Connection(stream, bound.config.codec(bound.limits), self._services, ctx, bound.limits)
         if self.stopping:
             conn.reader_scope.cancel()
         self._connections[ctx.connection_id] = conn
+        self._per_host[host] = self._per_host.get(host, 0) + 1
         try:
             await conn.serve()
         except Exception:
@@ -150,6 +185,11 @@ class Listeners:
                           ctx.client_host, ctx.client_port)
         finally:
             del self._connections[ctx.connection_id]
+            self._per_host[host] -= 1
+            if not self._per_host[host]:
+                del self._per_host[host]
+            if conn.evicted:
+                self._evicting -= 1
             self._requests_closed += ctx.requests
 
     # -- statistics ---------------------------------------------------------------------------
