@@ -268,7 +268,8 @@ class TopicAdmin:
         if meta.internal:
             return ErrorCode.INVALID_REQUEST, f"{name!r} is an internal topic"
         async with self._changes:
-            if self._metadata.topic(name) is not meta:
+            meta = self._metadata.topic(name)          # again: it may have changed meanwhile
+            if meta is None:
                 return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
             with trio.CancelScope(shield=True):        # half a deletion helps nobody
                 self._metadata.delete(name)
