@@ -28,6 +28,15 @@ record arrived for T ms, Ctrl-C (SIGINT) or SIGTERM at any time. On every
 path the consumer is closed (a group member leaves its group) and no
 traceback is printed; Ctrl-C exits EXIT_INTERRUPTED (130), the other stops
 exit 0. A closed stdout (`| head`) stops quietly too.
+
+Signals are deferred: the SIGINT/SIGTERM handlers only record the signal,
+and the command acts on it at safe points (after each poll, at most
+_POLL_MS_MAX later). A KeyboardInterrupt raised asynchronously inside the
+client could land between a `with lock:`'s acquire and its block (in
+`Consumer.poll`'s `threading.Condition`, or in `trio.from_thread.run`'s
+queue), leaving that lock held by the main thread; the client's trio thread
+then blocks on it forever and close() never returns. A second Ctrl-C exits
+at once (EXIT_INTERRUPTED), for a start-up or close that waits on a broker.
 """
 
 from __future__ import annotations
@@ -87,6 +96,25 @@ class _Terminated(Exception):
     """SIGTERM arrived: stop like --max-messages did."""
 
 
+class _DeferredSignals:
+    """SIGINT/SIGTERM handlers that only record the signal; `check()` raises it at a safe point."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and self.pending is not None:
+            os._exit(EXIT_INTERRUPTED)      # a second Ctrl-C: the user will not wait
+        self.pending = signum
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt (SIGINT) or _Terminated (SIGTERM) if one arrived."""
+        if self.pending == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.pending is not None:
+            raise _Terminated()
+
+
 @main.command()
 @click.argument("topic", type=TOPIC)
 @click.option("--group", "-g", default=None, callback=non_empty, help="Join consumer group G and commit offsets.")
@@ -122,15 +150,15 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
     import minilog
 
     previous_term = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum, frame):
-        raise _Terminated()
-
-    signal.signal(signal.SIGTERM, on_term)
+    previous_int = signal.getsignal(signal.SIGINT)
+    signals = _DeferredSignals()
+    signal.signal(signal.SIGTERM, signals.handler)
+    signal.signal(signal.SIGINT, signals.handler)
     consumer = None
     code = EXIT_OK
     try:
         numbers = _partitions(minilog, bootstrap_server, topic)  # EXIT_TOPIC_NOT_FOUND early
+        signals.check()
         if group is not None:
             # We commit what we printed, after printing it; auto-commit could run ahead.
             consumer = minilog.Consumer(bootstrap_server, group_id=group, enable_auto_commit=False,
@@ -140,6 +168,7 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
         else:
             consumer = minilog.Consumer(bootstrap_server, **client_options())
             _assign(consumer, topic, numbers, partition, start)
+        signals.check()
         probe = None
         if group is not None:
             # A group member whose broker died only retries its heartbeats: poll() stays
@@ -148,7 +177,7 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
             probe_tp = (topic, numbers[0])
             probe = lambda: consumer.end_offsets([probe_tp])
         _loop(consumer, formatter, max_messages, timeout_ms, commit=group is not None,
-              probe=probe)
+              probe=probe, stopped=signals.check)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except (_Terminated, StdoutClosed):
@@ -158,9 +187,10 @@ def consume(topic: str, group: str | None, from_beginning: bool, max_messages: i
             raise                       # a pipe to the broker, not ours: handle_errors says so
         code = EXIT_OK
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
         if consumer is not None:
-            _close_quietly(consumer)
+            _close_quietly(consumer)      # a Ctrl-C now exits at once (signals.handler)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
         _flush_stdout()
     if code != EXIT_OK:
         sys.exit(code)
@@ -209,11 +239,13 @@ def _clamped(consumer: Any, topic: str, partition: int, offset: int) -> int:
 
 
 def _loop(consumer: Any, formatter: RecordFormatter, max_messages: int | None,
-          timeout_ms: int | None, commit: bool, probe: Callable[[], object] | None = None) -> None:
+          timeout_ms: int | None, commit: bool, probe: Callable[[], object] | None = None,
+          stopped: Callable[[], None] = lambda: None) -> None:
     """Poll and print until a stop condition; commit after each printed poll.
 
     `probe`, when given, runs after every _PROBE_IDLE_S without records; it raises
-    (BrokerUnavailableError) when the broker is gone.
+    (BrokerUnavailableError) when the broker is gone. `stopped` runs after every
+    poll and raises to stop (a deferred Ctrl-C or SIGTERM).
     """
     out = sys.stdout
     printed = 0
@@ -229,6 +261,7 @@ def _loop(consumer: Any, formatter: RecordFormatter, max_messages: int | None,
         if max_messages is not None:
             limit = min(limit, max_messages - printed)
         records = consumer.poll(timeout_ms=wait_ms, max_records=limit)
+        stopped()
         if not records:
             if stdout_closed():
                 raise StdoutClosed()   # `| head` exited: stop now, not at the next record
