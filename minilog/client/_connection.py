@@ -328,8 +328,7 @@ class BrokerConnection:
         except BlockingIOError:
             return False
         except OSError as exc:
-            raise self._fail(BrokerUnavailableError(
-                f"connection to broker {self.host}:{self.port} lost while sending: {exc}")) from None
+            raise self._fail(self._send_error(exc)) from None
         if n == size:
             return True
         # Partial write: the rest must follow before anything else. Holding
@@ -351,8 +350,20 @@ class BrokerConnection:
                 for piece in pieces:
                     await stream.send_all(piece)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise self._fail(BrokerUnavailableError(
-                f"connection to broker {self.host}:{self.port} lost while sending: {exc}")) from None
+            raise self._fail(self._send_error(exc)) from None
+
+    def _send_error(self, exc: BaseException) -> BrokerUnavailableError:
+        """The error for a failed send. A peer that closed (EPIPE, ECONNRESET, trio's
+        BrokenResourceError) is reported as the reader reports its EOF, "closed the
+        connection": which of the two sees the close first is a race, not a difference."""
+        where = f"{self.host}:{self.port}"
+        cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+        if isinstance(exc, trio.BrokenResourceError) or isinstance(
+                cause, (BrokenPipeError, ConnectionResetError)):
+            detail = f": {exc}" if str(exc) else ""
+            return BrokerUnavailableError(
+                f"broker {where} closed the connection while a request was being sent{detail}")
+        return BrokerUnavailableError(f"connection to broker {where} lost while sending: {exc}")
 
     async def _reader(self) -> None:
         decoder = self._decoder
