@@ -164,7 +164,7 @@ async def test_broker_statistics_report_cleaner_progress(tmp_path):
     async with open_inproc_broker(str(tmp_path / "data"), {"log.cleaner.backoff.ms": 20},
                                   group_coordinator=False) as broker:
         assert broker.statistics().cleaner.passes_total == 0
-        broker.admin.create_topic("t", 1, 1, {**COMPACT, "segment.bytes": "1024"})
+        await broker.admin.create_topic("t", 1, 1, {**COMPACT, "segment.bytes": "1024"})
         part = broker.partition("t", 0)
         for i in range(200):
             part.append_nowait(build_batch([b"v%d" % i], [b"k%d" % (i % 3)]))
