@@ -78,12 +78,15 @@ class RequestContext:
 
 @dataclass(frozen=True)
 class PartitionState:
-    """Leadership of one partition, as METADATA reports it."""
+    """Leadership of one partition, as METADATA reports it and as the control plane
+    stores it (`version` counts every change, ISR changes included: Kafka's
+    partition epoch)."""
 
     leader: int
     leader_epoch: int
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
+    version: int = 0
 
 
 class MetadataView(Protocol):
