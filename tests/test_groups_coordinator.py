@@ -13,7 +13,7 @@ import trio
 from minilog.broker._services import RequestContext
 from minilog.broker.groups import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator
 from minilog.broker.handlers import HANDLERS
-from minilog.broker.groups.coordinator import group_partition, java_string_hash
+from minilog.broker.groups import group_partition, java_string_hash
 from minilog.client._membership import GroupMembership
 from minilog.protocol import decode_request, encode_response_payload
 

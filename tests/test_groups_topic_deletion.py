@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import wait_until
-from minilog.broker.groups.coordinator import OFFSETS_TOPIC, group_partition
+from minilog.broker.groups import OFFSETS_TOPIC, group_partition
 from minilog.protocol import ApiKey, build_batch
 from test_groups_broker import GROUP_SETTINGS, commit, fetch_offsets
 

@@ -2,21 +2,22 @@
 
 Rules:
 - A group belongs to partition `group_partition(group_id, n)` of
-  `__consumer_offsets` (a stable hash: Java's String.hashCode, as Kafka,
-  never Python's randomized `hash()`); the coordinator of that partition's
-  leader owns it. On a single broker that is every group.
+  `__consumer_offsets` (`_placement.py`); the coordinator of that
+  partition's leader owns it. On a single broker that is every group.
 - Every commit, group-metadata change and deletion is appended to that
   partition through the broker's `Partition.append` and applied to memory
   only after the append returned; the response goes out after that. (The
   one exception, the offsets of a deleted topic, is below.) One
   trio.Lock per offsets partition keeps "append order == apply order".
-- Group state (`_group.Group`) and offsets (`_offsets.OffsetStore`) are pure;
-  this module adds time (trio's clock, so MockClock drives the tests), the
-  log, and the wire.
+- Group state (`_group.Group`) and offsets (`_offsets.OffsetStore`) are pure,
+  and so is their translation to and from the request model (`_views.py`);
+  this module adds ownership (which partitions are loaded here), ordering
+  (append, then apply), time (trio's clock, so MockClock drives the tests)
+  and the log.
 
 Theory of operation:
 - The broker builds the coordinator, creates `__consumer_offsets` if
-  missing (`offsets_topic_configs`), and registers `become_leader` /
+  missing (`_placement.offsets_topic_configs`), and registers `become_leader` /
   `resign` with its replica manager for that topic: each offsets partition
   led here is replayed into memory (`load_partition_nowait`) before the
   broker listens, and forgotten when leadership moves. The broker runs
@@ -62,93 +63,27 @@ from minilog.protocol import (
     ConsumerGroupHeartbeatResponse,
     CorruptBatchError,
     DescribedGroup,
-    DescribedGroupMember,
     ErrorCode,
     ListedGroup,
-    OffsetCommitPartitionResponse,
     OffsetCommitRequest,
     OffsetCommitResponse,
-    OffsetCommitTopicResponse,
-    OffsetFetchPartitionResponse,
     OffsetFetchRequest,
     OffsetFetchResponse,
-    OffsetFetchTopicResponse,
-    TopicPartitions,
 )
+from minilog.protocol.kafka import ClassicDescribedGroup
 
-from minilog.protocol.kafka import ClassicDescribedGroup, ClassicDescribedMember
-from minilog.protocol.kafka import decode_assignment, decode_subscription_topics
-
-from ._assignors import ASSIGNORS
+from . import _views
 from ._classic import INCONSISTENT_GROUP_PROTOCOL
-from ._group import Group, GroupError, GroupState, HeartbeatResult, tp_set
+from ._group import Group, GroupError, HeartbeatResult, tp_set
+from ._offsets import OffsetStore, encode_commit, encode_group_metadata, encode_group_tombstone, iter_offset_records
+from ._placement import OFFSETS_TOPIC, CoordinatorConfig, group_partition
 from .classic import ClassicGroups, ClassicLimits
-from ._offsets import (
-    METADATA_BYTES_MAX,
-    OffsetStore,
-    encode_commit,
-    encode_group_metadata,
-    encode_group_tombstone,
-    iter_offset_records,
-)
 
-__all__ = ["GroupCoordinator", "CoordinatorConfig", "CoordinatorStatistics", "group_partition",
-           "java_string_hash",
-           "OFFSETS_TOPIC", "offsets_topic_configs"]
+__all__ = ["GroupCoordinator", "CoordinatorStatistics"]
 
 log = logging.getLogger("minilog.broker.groups")
 
-OFFSETS_TOPIC = "__consumer_offsets"
 LOAD_CHUNK_BYTES = 8 * 1024 * 1024     # bytes read from the log per step while loading
-
-
-def java_string_hash(s: str) -> int:
-    """Java's String.hashCode (UTF-16 code units, int32 wrap-around), as Kafka uses."""
-    h = 0
-    data = s.encode("utf-16-be")
-    for i in range(0, len(data), 2):
-        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
-    return h - (1 << 32) if h & 0x80000000 else h
-
-
-def group_partition(group_id: str, num_partitions: int) -> int:
-    """The `__consumer_offsets` partition holding `group_id` (Kafka's rule,
-    including Utils.abs mapping Integer.MIN_VALUE to 0)."""
-    h = java_string_hash(group_id)
-    return (0 if h == -(1 << 31) else abs(h)) % num_partitions
-
-
-@dataclass(frozen=True)
-class CoordinatorConfig:
-    offsets_topic_num_partitions: int = 50          # partitions of __consumer_offsets
-    offsets_topic_segment_bytes: int = 100 * 1024 * 1024
-    offsets_retention_ms: int = 7 * 24 * 3600 * 1000   # offsets of an empty group live this long
-    offsets_retention_check_interval_ms: int = 600_000
-    offset_metadata_max_bytes: int = METADATA_BYTES_MAX
-    session_timeout_min_ms: int = 6_000
-    session_timeout_max_ms: int = 1_800_000
-    session_timeout_ms: int = 45_000                # default when the member sends none
-    heartbeat_interval_ms: int = 5_000
-    group_max_size: int = 2**31 - 1                 # members per group
-    assignors: tuple[str, ...] = ("sticky", "range", "roundrobin")
-
-    @classmethod
-    def from_broker_config(cls, c: Any) -> CoordinatorConfig:
-        assignors = tuple(a.strip() for a in str(c.group_consumer_assignors).split(",")
-                          if a.strip() in ASSIGNORS) or cls.assignors
-        return cls(
-            offsets_topic_num_partitions=c.offsets_topic_num_partitions,
-            offsets_topic_segment_bytes=c.offsets_topic_segment_bytes,
-            offsets_retention_ms=c.offsets_retention_minutes * 60_000,
-            offsets_retention_check_interval_ms=c.offsets_retention_check_interval_ms,
-            offset_metadata_max_bytes=c.offset_metadata_max_bytes,
-            session_timeout_min_ms=c.group_min_session_timeout_ms,
-            session_timeout_max_ms=c.group_max_session_timeout_ms,
-            session_timeout_ms=c.group_consumer_session_timeout_ms,
-            heartbeat_interval_ms=c.group_consumer_heartbeat_interval_ms,
-            group_max_size=c.group_consumer_max_size,
-            assignors=assignors,
-        )
 
 
 @dataclass(frozen=True)
@@ -528,58 +463,23 @@ class GroupCoordinator:
 
     async def heartbeat_request(self, request: ConsumerGroupHeartbeatRequest, *,
                                 client_host: str = "") -> ConsumerGroupHeartbeatResponse:
-        owned = request.topic_partitions
-        p = {"group_id": request.group_id, "member_id": request.member_id,
-             "member_epoch": request.member_epoch, "rebalance_timeout_ms": request.rebalance_timeout_ms,
-             "subscribed_topic_names": request.subscribed_topic_names,
-             "server_assignor": request.server_assignor,
-             "topic_partitions": None if owned is None else [
-                 {"topic": tp.topic, "partitions": tp.partitions} for tp in owned],
-             "client_id": request.client_id, "session_timeout_ms": request.session_timeout_ms}
         try:
-            result = await self.heartbeat(p, client_host=client_host)
+            result = await self.heartbeat(_views.heartbeat_payload(request), client_host=client_host)
         except GroupError as exc:
             return ConsumerGroupHeartbeatResponse(int(exc.code), str(exc), None, -1,
                                                   self.config.heartbeat_interval_ms, None)
-        return ConsumerGroupHeartbeatResponse(0, None, result.member_id, result.member_epoch,
-                                              result.heartbeat_interval_ms, _tps(result.assignment))
+        return _views.heartbeat_response(result)
 
     def describe_group(self, group_id: str) -> DescribedGroup:
-        entry = DescribedGroup(group_id, assignor_name=self.config.assignors[0])
-        group = self.groups.get(group_id)
-        classic = self.classic.describe(group_id)
-        if self.partition_for(group_id) not in self.loaded:
-            entry.error_code = int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
-        elif classic is not None and (classic["members"] or group is None):
-            _describe_classic_as_native(entry, classic)
-        elif group is not None:
-            d = group.describe()
-            entry.group_state, entry.group_epoch = d["group_state"], d["group_epoch"]
-            entry.assignment_epoch, entry.assignor_name = d["assignment_epoch"], d["assignor_name"]
-            entry.members = [DescribedGroupMember(
-                m["member_id"], m["client_id"], m["client_host"], m["member_epoch"],
-                m["subscribed_topic_names"], _tps(m["assignment"]) or []) for m in d["members"]]
-        elif group_id in self.store.groups():
-            meta = self.store.metadata.get(group_id)
-            if meta:
-                entry.group_epoch = entry.assignment_epoch = meta.group_epoch
-                entry.assignor_name = meta.assignor
-        else:
-            entry.error_code = int(ErrorCode.GROUP_ID_NOT_FOUND)
-            entry.group_state = "dead"
-            entry.error_message = f"unknown group {group_id!r}"
-        return entry
+        return _views.describe_native(
+            group_id, group=self.groups.get(group_id), classic=self.classic.describe(group_id),
+            store=self.store, loaded=self.partition_for(group_id) in self.loaded,
+            default_assignor=self.config.assignors[0])
 
     async def commit_offsets(self, request: OffsetCommitRequest) -> OffsetCommitResponse:
-        topics = [{"topic": t.topic, "partitions": [
-            {"partition": q.partition, "committed_offset": q.committed_offset,
-             "committed_leader_epoch": q.committed_leader_epoch,
-             "committed_metadata": q.committed_metadata} for q in t.partitions]}
-            for t in request.topics]
-        codes = await self.commit(request.group_id, request.member_id, request.member_epoch, topics)
-        return OffsetCommitResponse([OffsetCommitTopicResponse(t.topic, [
-            OffsetCommitPartitionResponse(q.partition, int(codes[(t.topic, q.partition)]))
-            for q in t.partitions]) for t in request.topics])
+        codes = await self.commit(request.group_id, request.member_id, request.member_epoch,
+                                  _views.commit_payload(request))
+        return _views.commit_response(request, codes)
 
     def fetch_offsets(self, request: OffsetFetchRequest) -> OffsetFetchResponse:
         group_id = request.group_id
@@ -595,36 +495,15 @@ class GroupCoordinator:
         wanted = None if request.topics is None else {
             (tp.topic, q) for tp in request.topics for q in tp.partitions}
         found = self.store.fetch(group_id, sorted(wanted) if wanted is not None else None)
-        by_topic: dict[str, list[OffsetFetchPartitionResponse]] = {}
-        for (topic, part), om in sorted(found.items()):
-            by_topic.setdefault(topic, []).append(OffsetFetchPartitionResponse(
-                part, om.offset if om else -1, om.leader_epoch if om else -1,
-                om.metadata if om else None, 0))
-        return OffsetFetchResponse(0, [OffsetFetchTopicResponse(t, ps) for t, ps in by_topic.items()])
+        return _views.fetch_response(found)
 
     def group_state(self, group_id: str) -> str:
-        classic = self.classic.describe(group_id)
-        if classic is not None and classic["members"]:
-            return _CLASSIC_STATES[str(classic["group_state"])]
-        group = self.groups.get(group_id)
-        return group.state.value if group is not None else GroupState.EMPTY.value
+        return _views.group_state(self.groups.get(group_id), self.classic.describe(group_id))
 
     def describe_classic(self, group_id: str) -> ClassicDescribedGroup:
         """A group as Kafka's DescribeGroups shows it (minilog's own groups included)."""
-        d = self.classic.describe(group_id)
-        if d is not None:
-            return ClassicDescribedGroup(group_id, 0, str(d["group_state"]), str(d["protocol_type"]),
-                                         str(d["protocol_data"]), [
-                ClassicDescribedMember(m["member_id"], m["client_id"], m["client_host"],
-                                       m["member_metadata"], m["member_assignment"])
-                for m in d["members"]])
-        group = self.groups.get(group_id)
-        if group is not None and group.members:
-            return ClassicDescribedGroup(group_id, 0, "Stable", "consumer", group.assignor, [
-                ClassicDescribedMember(m, "", "", b"", b"") for m in group.members])
-        if group is not None or group_id in self.store.groups():
-            return ClassicDescribedGroup(group_id, 0, "Empty", "consumer")
-        return ClassicDescribedGroup(group_id, 0, "Dead")
+        return _views.describe_classic(group_id, group=self.groups.get(group_id),
+                                       classic=self.classic.describe(group_id), store=self.store)
 
     def list_groups(self, states: Iterable[str]) -> list[ListedGroup]:
         wanted = {s.lower() for s in states}
@@ -662,34 +541,3 @@ class GroupCoordinator:
             records_loaded=self.records_loaded,
             partitions_loaded=len(self.loaded))
 
-
-
-_CLASSIC_STATES = {"Empty": "empty", "PreparingRebalance": "assigning",
-                   "CompletingRebalance": "reconciling", "Stable": "stable", "Dead": "dead"}
-
-
-def _describe_classic_as_native(entry: DescribedGroup, d: dict[str, Any]) -> None:
-    """Fill a native description from a classic group's: the generation stands for the epochs,
-    the chosen protocol for the assignor, and the members' subscriptions and assignments are read
-    from Kafka's consumer protocol bytes when they are in that format."""
-    entry.group_state = _CLASSIC_STATES[d["group_state"]]
-    entry.group_epoch = entry.assignment_epoch = d["generation_id"]
-    entry.assignor_name = d["protocol_data"] or entry.assignor_name
-    entry.members = [DescribedGroupMember(
-        m["member_id"], m["client_id"], m["client_host"], d["generation_id"],
-        decode_subscription_topics(m["member_metadata"]) or [],
-        [TopicPartitions(t, ps) for t, ps in decode_assignment(m["member_assignment"]) or []])
-        for m in d["members"]]
-
-
-def _tps(tp_list: list[dict[str, Any]] | None) -> list[TopicPartitions] | None:
-    """The pure layer's [{"topic", "partitions"}] as request-model objects."""
-    if tp_list is None:
-        return None
-    return [TopicPartitions(tp["topic"], list(tp["partitions"])) for tp in tp_list]
-
-
-def offsets_topic_configs(config: CoordinatorConfig) -> dict[str, str]:
-    """Topic configs of `__consumer_offsets` (no compaction yet: keep every commit)."""
-    return {"retention.ms": "-1", "retention.bytes": "-1",
-            "segment.bytes": str(config.offsets_topic_segment_bytes)}
