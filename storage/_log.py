@@ -18,11 +18,14 @@ Rules:
 
 Theory of operation: the work is split as in Kafka's storage module.
 
-    _log.py             Log: append, read, lookups, truncation and retention
-                        decisions, argument checks
+    _log.py             Log: append, read, lookups, argument checks, the error
+                        state; when to truncate, retain, roll and flush
+    _bounds.py          moving the log start forward and the log end back
+                        across the parts (truncation, retention, DeleteRecords)
     _loader.py          opening: from the directory's files to the state (LogLoader)
-    _segments.py        LogSegments: the segment list (lookup, roll, truncate,
-                        delete, read descriptors, index rebuilds)
+    _segments.py        LogSegments: the segment list (lookup, reads across
+                        segments, roll, truncate, delete, read descriptors,
+                        index rebuilds)
     _durability.py      Durability: fsync, the recovery point, log.checkpoint
     _producer_state.py  ProducerStateManager and its snapshots
     _segment.py         LogSegment: one .log file and its two indexes
@@ -53,6 +56,7 @@ from collections.abc import Callable
 
 from minilog.protocol import LOG_OVERHEAD, CorruptBatchError, check_batch_fields, stamp_batch
 
+from . import _bounds
 from ._checkpoint import CLEAN_SHUTDOWN, atomic_write
 from ._config import LONG_MAX, LogConfig
 from ._errors import (
@@ -68,7 +72,7 @@ from ._errors import (
 from ._fs import OS_FS, Buffer, FileSystem
 from ._recovery import RecoveryReport
 from ._retention import Deletion, SegmentInfo, segments_to_delete, should_roll
-from ._loader import load_log, rebuild_producer_state
+from ._loader import load_log
 from ._poison import Mutation, Poison
 from ._stamp import STAMP, STAMP_BYTES, stamp_log_append_time
 from ._types import AppendInfo, LogStatistics
@@ -193,12 +197,8 @@ class Log:
         """Raise unless usable; a write (`recover`) first reloads a log poisoned by a full disk."""
         if self._closed:
             raise StorageError(f"{self.dir_path}: log is closed")
-        poison = self._poisoned
-        if poison.reason is not None:
-            if not poison.disk_full or not (recover or (read and poison.readable)):
-                raise poison.error()
-            if not (read and poison.readable):
-                self.recover_after_disk_full()
+        if self._poisoned.reason is not None:
+            self._poisoned.check(read=read, recover=recover, reload=self._reload)
 
     def _poison(self, what: str, error: BaseException) -> LogCorruptedError:
         return self._poisoned.set(what, error)
@@ -215,26 +215,23 @@ class Log:
             DiskFullError: the disk is still full (the log stays poisoned; reads go on).
             LogCorruptedError: the log was poisoned by something else, or the reload failed.
         """
-        poison = self._poisoned
-        if poison.reason is None:
-            return
-        if not poison.disk_full:
-            raise poison.error()
+        self._poisoned.recover(self._reload)
+
+    def _reload(self) -> int:
+        """Rebuild the state from the directory; returns the bytes recovery cut.
+
+        Raises:
+            OSError: the state from before the attempt is kept (reads go on from it).
+        """
         old = (self.epoch_cache, self._durability, self._segments, self.producer_state, self.last_recovery)
         self._segments.close_fds()                # reopened lazily if the reload fails
         try:
             self._open_state()
-        except OSError as e:
-            # Keep serving reads from the state that was consistent before the attempt.
+        except OSError:
             (self.epoch_cache, self._durability, self._segments, self.producer_state,
              self.last_recovery) = old
-            readable = poison.readable
-            error = poison.set("recovery after disk full", e)
-            poison.readable = readable and poison.disk_full
-            raise error from e
-        _log.warning("%s: writes resume after %s; recovery cut %d bytes", self.dir_path, poison.reason,
-                     self.last_recovery.truncated_bytes if self.last_recovery else 0)
-        poison.clear()
+            raise
+        return self.last_recovery.truncated_bytes if self.last_recovery else 0
 
     def _mutation(self, what: str, *, in_thread: bool = False) -> Mutation:
         """`with self._mutation("truncate_to"):` checks the log is usable (recovering it from a
@@ -402,7 +399,7 @@ class Log:
         if offset == log_end or (max_offset is not None and offset >= max_offset):
             return b""
         try:
-            return self._read(offset, max_bytes, max_offset)
+            return self._segments.read(offset, max_bytes, max_offset)
         except CorruptLogError as e:
             if (e.path, e.position) not in self._corruptions_reported:
                 self._corruptions_reported.add((e.path, e.position))
@@ -412,26 +409,6 @@ class Log:
             raise self._poison("index lookup after rebuild", e) from e
         except OSError as e:
             raise StorageError(f"{self.dir_path}: read at offset {offset} failed: {e}") from e
-
-    def _read(self, offset: int, max_bytes: int, max_offset: int | None) -> bytes:
-        segments = self._segments
-        found = segments.find_batch(offset)
-        if found is None:
-            return b""
-        segment, position, header = found
-        if max_offset is not None and header.base_offset >= max_offset:
-            return b""
-        segment.check_whole(position, header)     # never hand out an unusable first batch
-        limit = segment.size_bytes
-        if max_offset is not None and max_offset < segment.next_offset:
-            limit = segments.with_index(segment, lambda s: s.position_of(max_offset))
-        budget_end = min(limit, position + max(max_bytes, 0))
-        end = segments.with_index(segment, lambda s: s.boundary_at_or_before(position, budget_end))
-        if end == position:
-            end = position + header.size       # at least one whole batch
-        data = segment.read(position, end - position)
-        segments.remember_fd(segment)
-        return data
 
     # ----------------------------------------------------------- epochs
 
@@ -488,12 +465,7 @@ class Log:
             self.truncate_fully_and_start_at(offset)
             return
         with self._mutation("truncate_to"):
-            self._segments.truncate_to(offset)
-            self.epoch_cache.truncate_from_end(self.log_end_offset)
-            rebuild_producer_state(self.producer_state, self._segments, self.log_start_offset)
-            durability = self._durability
-            durability.recovery_point = min(durability.recovery_point, self.log_end_offset)
-            durability.checkpoint(self.log_end_offset)
+            _bounds.truncate_end(self._segments, self._durability, self.epoch_cache, self.producer_state, offset)
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Delete every segment and restart the empty log at `offset` (Kafka's
@@ -507,12 +479,8 @@ class Log:
         if offset < 0:
             raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
         with self._mutation("truncate_fully_and_start_at"):
-            self._segments.restart_at(offset, self._clock())
-            durability = self._durability
-            durability.log_start_offset = durability.recovery_point = offset
-            self.epoch_cache.clear()
-            self.producer_state.clear(offset)
-            durability.checkpoint(self.log_end_offset)
+            _bounds.restart_at(self._segments, self._durability, self.epoch_cache, self.producer_state, offset,
+                               self._clock())
 
     # -------------------------------------------------------------- deletion
 
@@ -534,8 +502,7 @@ class Log:
             return []
         with self._mutation("delete_records_before"):
             now = self._clock()
-            self._durability.log_start_offset = offset
-            self.epoch_cache.truncate_from_start(offset)
+            _bounds.move_start(self._durability, self.epoch_cache, offset)
             deletions = segments_to_delete(self.segments(), now, -1, -1, log_start_offset=offset)
             self._delete_head(deletions, now)
         return deletions
@@ -573,17 +540,8 @@ class Log:
         return deletions
 
     def _delete_head(self, deletions: list[Deletion], now: int) -> None:
-        """Delete the segments `deletions` names (a prefix), move the log start, checkpoint."""
-        segments, durability = self._segments, self._durability
-        assert [d.segment.base_offset for d in deletions] == segments.bases[:len(deletions)]
-        segments.delete_head(len(deletions), now)
-        first_base = segments.segments[0].base_offset
-        if first_base > durability.log_start_offset:
-            durability.log_start_offset = first_base
-            self.epoch_cache.truncate_from_start(first_base)
-        self.producer_state.delete_snapshots_below(segments.segments[0].base_offset)
-        durability.recovery_point = max(durability.recovery_point, durability.log_start_offset)
-        durability.checkpoint(self.log_end_offset)
+        _bounds.delete_head(self._segments, self._durability, self.epoch_cache, self.producer_state,
+                            deletions, now)
 
     # ----------------------------------------------------------------- flush
 

@@ -7,7 +7,8 @@ Rules (tidwall/wal's `corrupt` flag; Kafka's `maybeHandleIOException`):
   Log: in-memory state and files may disagree, so every later call raises
   `LogCorruptedError` until the directory is reopened (and recovered).
 - ENOSPC is the one recoverable poison (`DiskFullError`): the Log reloads
-  itself from disk on the next write (`Log.recover_after_disk_full`), and
+  itself from disk on the next write (`Poison.recover` with the Log's
+  reload; `Log.recover_after_disk_full` calls it explicitly), and
   meanwhile serves reads when the failed operation left the in-memory
   state consistent with the files (`READABLE_AFTER_DISK_FULL`: nothing was
   tracked before the failing write).
@@ -58,6 +59,39 @@ class Poison:
         if self.disk_full:
             return DiskFullError(f"{self.dir_path}: {self.reason}; writes resume once space is freed")
         return LogCorruptedError(f"{self.dir_path}: {self.reason}; reopen the log to recover")
+
+    def check(self, *, read: bool, recover: bool, reload: Callable[[], int]) -> None:
+        """Raise unless a call may go on: a read while `readable`, or a write (`recover`)
+        after a successful `recover(reload)` of a full-disk poison."""
+        if self.reason is None:
+            return
+        if not self.disk_full or not (recover or (read and self.readable)):
+            raise self.error()
+        if not (read and self.readable):
+            self.recover(reload)
+
+    def recover(self, reload: Callable[[], int]) -> None:
+        """Clear a full-disk poison by `reload()`ing the log from disk (it returns the bytes its
+        recovery cut); a no-op when healthy.
+
+        Raises:
+            DiskFullError: the reload hit ENOSPC again (still poisoned; reads go on if they did).
+            LogCorruptedError: poisoned by something else, or the reload failed otherwise.
+        """
+        if self.reason is None:
+            return
+        if not self.disk_full:
+            raise self.error()
+        try:
+            truncated_bytes = reload()
+        except OSError as e:
+            readable = self.readable
+            error = self.set("recovery after disk full", e)
+            self.readable = readable and self.disk_full
+            raise error from e
+        _log.warning("%s: writes resume after %s; recovery cut %d bytes", self.dir_path, self.reason,
+                     truncated_bytes)
+        self.clear()
 
     def clear(self) -> None:
         self.reason = None

@@ -106,6 +106,30 @@ class LogSegments:
                 return segment, found[0], found[1]
         return None
 
+    def read(self, offset: int, max_bytes: int, max_offset: int | None) -> bytes:
+        """Whole batches from the one holding `offset`, within one segment, up to `max_bytes`
+        (at least one batch) and below `max_offset`; b"" when there is none.
+
+        The first batch is checked whole before it is handed out (`LogSegment.check_whole`).
+        """
+        found = self.find_batch(offset)
+        if found is None:
+            return b""
+        segment, position, header = found
+        if max_offset is not None and header.base_offset >= max_offset:
+            return b""
+        segment.check_whole(position, header)     # never hand out an unusable first batch
+        limit = segment.size_bytes
+        if max_offset is not None and max_offset < segment.next_offset:
+            limit = self.with_index(segment, lambda s: s.position_of(max_offset))
+        budget_end = min(limit, position + max(max_bytes, 0))
+        end = self.with_index(segment, lambda s: s.boundary_at_or_before(position, budget_end))
+        if end == position:
+            end = position + header.size       # at least one whole batch
+        data = segment.read(position, end - position)
+        self.remember_fd(segment)
+        return data
+
     def offset_for_timestamp(self, timestamp_ms: int, log_start: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after `log_start` with timestamp >=
         `timestamp_ms`, or None.

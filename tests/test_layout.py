@@ -152,6 +152,34 @@ def test_layers_import_only_downwards():
     assert not wrong, wrong
 
 
+MODULE_LINES_MAX = 650          # issue 7: "no module in minilog/, protocol/ or storage/ over 650 lines"
+
+
+def oversized_modules(root: pathlib.Path, package_dirs: dict[str, str] | None = None,
+                      lines_max: int = MODULE_LINES_MAX) -> list[str]:
+    """`module (N lines)` for every module under the source dirs longer than `lines_max`."""
+    out = []
+    for name, (path, _) in sorted(module_files(root, package_dirs).items()):
+        n = len(path.read_text().splitlines())
+        if n > lines_max:
+            out.append(f"{name} ({n} lines)")
+    return out
+
+
+def test_no_module_over_650_lines():
+    """Every module in minilog/, protocol/ and storage/ stays within 650 lines (split along a
+    real seam, one job per module, when one grows past it)."""
+    too_long = oversized_modules(ROOT)
+    assert not too_long, f"modules over {MODULE_LINES_MAX} lines: {too_long}"
+
+
+def test_module_size_check_finds_a_long_module(tmp_path):
+    """The size check above can fail: a 651-line module is reported, a 650-line one is not."""
+    _write_tree(tmp_path, {"pkg/__init__.py": "", "pkg/long.py": "x = 1\n" * 651,
+                           "pkg/sub/ok.py": "x = 1\n" * 650})
+    assert oversized_modules(tmp_path, {"pkg": "pkg"}) == ["pkg.long (651 lines)"]
+
+
 def _write_tree(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
     for rel, text in files.items():
         path = root / rel
