@@ -92,6 +92,7 @@ class Cluster:
         self._wanted: set[str] = set()
         self._closed = False
         self._bootstrap_conn: BrokerConnection | None = None
+        self._failed_node = -1            # the last broker a request_any could not reach
 
     # -- lifecycle -----------------------------------------------------
 
@@ -200,18 +201,63 @@ class Cluster:
         return await conn.request(api_key, payload, attachments,
                                   expect_response=expect_response, timeout_s=timeout_s)
 
+    def _candidates(self) -> list[int | tuple[str, int]]:
+        """Where a request for any broker may go, best first: brokers we hold an open
+        connection to, then every other broker in the metadata, then bootstrap
+        addresses no known broker has (the metadata may be stale). The broker that
+        failed last goes last, so a dead or paused broker is not asked first again
+        and again."""
+        nodes = [node for node, conn in self._conns.items() if conn.usable]
+        nodes += [node for node in sorted(self.brokers) if node not in nodes]
+        if self._failed_node in nodes:
+            nodes.remove(self._failed_node)
+            nodes.append(self._failed_node)
+        known = set(self.brokers.values())
+        out: list[int | tuple[str, int]] = [*nodes, *(a for a in self.bootstrap if a not in known)]
+        if not out and self._bootstrap_conn is not None:
+            out.append(self._bootstrap_conn.node_id)
+        if not out:
+            raise BrokerUnavailableError("no broker known")
+        return out
+
+    async def _request_at(self, where: int | tuple[str, int], api_key: int, payload: dict,
+                          attachments=(), timeout_s: float | None = None):
+        """A request to broker `where`, or to the broker at address `where` (which
+        then joins the known brokers, as the bootstrap connection does)."""
+        if isinstance(where, tuple):
+            conn = await self.open_connection(*where)
+            known = self._conns.get(conn.broker_id)
+            if conn.broker_id < 0 or (known is not None and known.usable):
+                try:
+                    return await conn.request(api_key, payload, attachments, timeout_s=timeout_s)
+                finally:
+                    await conn.aclose()
+            conn.node_id = conn.broker_id
+            self._conns[conn.broker_id] = conn
+            self.brokers.setdefault(conn.broker_id, where)
+            where = conn.broker_id
+        return await self.request(where, api_key, payload, attachments, timeout_s=timeout_s)
+
     async def request_any(self, api_key: int, payload: dict, attachments=(), *,
                           timeout_s: float | None = None, retries: int = 2):
-        """Like request() to any broker, retrying once per known broker on connection errors."""
+        """Like request() to any broker: on a connection failure, the next candidate
+        (see `_candidates`), each broker once per round, up to `retries` + 1 rounds
+        with backoff between rounds (a failover: the broker asked first may be dead)."""
+        last: BrokerUnavailableError | RequestTimeoutError | None = None
         for attempt in range(retries + 1):
-            try:
-                return await self.request(None, api_key, payload, attachments,
-                                          timeout_s=timeout_s)
-            except BrokerUnavailableError:
-                if attempt == retries:
-                    raise
+            for where in self._candidates():
+                try:
+                    return await self._request_at(where, api_key, payload, attachments,
+                                                  timeout_s=timeout_s)
+                except (BrokerUnavailableError, RequestTimeoutError) as exc:
+                    last = exc
+                    if isinstance(where, int):
+                        self._failed_node = where
+                    log.debug("request %s to %s failed: %s", api_key, where, exc)
+            if attempt < retries:
                 await trio.sleep(min(self.retry_backoff_s * (attempt + 1), 1.0))
-        raise AssertionError("unreachable")
+        assert last is not None
+        raise last
 
     # -- metadata ------------------------------------------------------
 

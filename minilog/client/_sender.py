@@ -457,6 +457,13 @@ class Sender:
             for b in retry:
                 b.retry_at = now + backoff
                 b.last_error = err
+                # The broker answers one base offset per partition entry. A failed entry
+                # may have been stored in part (its first batches appended, a later one
+                # refused, or the leader lost mid-way), so a retry of it could find some
+                # batches already there (an idempotent duplicate keeps its old offset)
+                # and store the rest elsewhere: offsets counted from one base would name
+                # other records. Retried batches therefore travel alone.
+                b.alone = b.alone or len(entry) > 1
             self._queue((entry[0].topic, entry[0].partition)).extendleft(reversed(retry))
 
     def _expire(self, b: ProducerBatch) -> None:
