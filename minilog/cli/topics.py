@@ -16,6 +16,7 @@ import click
 
 from ._common import (
     EXIT_INVALID_CONFIG,
+    EXIT_USAGE,
     PARTITIONS_MAX,
     REPLICATION_FACTOR_MAX,
     TOPIC,
@@ -138,11 +139,27 @@ def _topic_name(item: Any) -> str:
 
 
 @topics.command("describe")
-@click.argument("name", type=TOPIC)
+@click.argument("name", type=TOPIC, required=False)
+@click.option("--under-replicated", "--under-replicated-partitions", "under_replicated", is_flag=True,
+              help="Only partitions whose ISR is smaller than their replica set, and offline ones "
+                   "(every topic unless NAME is given).")
+@click.option("--unavailable", "--unavailable-partitions", "unavailable", is_flag=True,
+              help="Only offline partitions: no leader, or a leader that is not alive.")
 @bootstrap_option
 @handle_errors
-def describe(name: str, bootstrap_server: str) -> None:
-    """Show NAME's partitions (leader, replicas, ISR, offsets, size) and configs."""
+def describe(name: str | None, under_replicated: bool, unavailable: bool, bootstrap_server: str) -> None:
+    """Show NAME's partitions (leader, replicas, ISR, offsets, size) and configs.
+
+    With --under-replicated or --unavailable, list only the partitions in that
+    state, of NAME or of every topic, one row each (nothing when all are well),
+    as Kafka's `kafka-topics --describe --under-replicated-partitions` does.
+    """
+    if under_replicated or unavailable:
+        _describe_unhealthy(bootstrap_server, name, unavailable_only=unavailable and not under_replicated)
+        return
+    if name is None:
+        fail("describe needs a topic NAME (or --under-replicated / --unavailable for every topic)",
+             EXIT_USAGE)
     with _admin(bootstrap_server) as admin:
         desc = admin.describe_topic(name)
         config: Any = desc.config
@@ -163,7 +180,7 @@ def describe(name: str, bootstrap_server: str) -> None:
     table = _table("PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "LOG-START-OFFSET",
                    "LOG-END-OFFSET", "HIGH-WATERMARK", "SIZE", *(["CLEANABLE-RATIO"] if compacted else []))
     for p, ratio in zip(partitions, ratios):
-        table.add_row(str(p.partition), str(p.leader), str(p.leader_epoch), _ids(p.replicas),
+        table.add_row(str(p.partition), _leader(p.leader), str(p.leader_epoch), _ids(p.replicas),
                       _ids(p.isr), str(p.log_start_offset), str(p.log_end_offset),
                       str(p.high_watermark), _size(p.size_bytes),
                       *([f"{ratio:.2f}" if ratio is not None else "-"] if compacted else []))
@@ -175,6 +192,37 @@ def describe(name: str, bootstrap_server: str) -> None:
         for key, value, source in configs:
             config_table.add_row(key, value, *([source] if with_source else []))
         console.print(config_table)
+
+
+def _leader(leader: int) -> str:
+    """A partition's leader id; `none` when it has none (Kafka's tool prints the same)."""
+    return "none" if leader < 0 else str(leader)
+
+
+def _describe_unhealthy(bootstrap_server: str, name: str | None, *, unavailable_only: bool) -> None:
+    """One Metadata request; print the under-replicated and offline partitions (see _health.py)."""
+    from minilog.errors import UnknownTopicOrPartitionError
+
+    from ._health import OFFLINE, UNDER_REPLICATED, unhealthy_partitions
+
+    with _admin(bootstrap_server) as admin:
+        meta = admin.metadata()
+    if name is not None and name not in meta.partitions:
+        raise UnknownTopicOrPartitionError(message=f"unknown topic {name!r}")
+    statuses = (OFFLINE,) if unavailable_only else (OFFLINE, UNDER_REPLICATED)
+    problems = unhealthy_partitions(meta.partitions, meta.brokers,
+                                    topics=None if name is None else [name], statuses=statuses)
+    if problems:
+        _console().print(problems_table(problems))
+
+
+def problems_table(problems: list[Any]) -> Any:
+    """A table of `_health.PartitionHealth` rows (also `cluster status`'s)."""
+    table = _table("TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "STATUS")
+    for p in problems:
+        table.add_row(p.topic, str(p.partition), _leader(p.leader), _ids(p.replicas), _ids(p.isr),
+                      p.status)
+    return table
 
 
 _SOURCES = {"TOPIC_CONFIG": "topic", "DEFAULT_CONFIG": "default",

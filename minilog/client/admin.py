@@ -70,8 +70,11 @@ class TopicDescription:
 class ClusterMetadata:
     cluster_id: str | None
     controller_id: int
-    brokers: dict            # node_id -> (host, port)
+    brokers: dict            # node_id -> (host, port): the live (registered) brokers
     topics: dict             # name -> number of partitions
+    # name -> [PartitionInfo] with leader, leader_epoch, replicas and isr (offsets unknown: -1);
+    # leader -1 when the partition has none (offline)
+    partitions: dict = field(default_factory=dict)
 
 
 def _raise_for(results: list, key: str = "name") -> None:
@@ -230,8 +233,14 @@ class AsyncAdmin(_GroupMixin, ClientLifecycle):
         return {tp: offset for tp, (offset, _) in found.items()}
 
     async def metadata(self) -> ClusterMetadata:
-        """Brokers, controller and topics (name -> partition count)."""
+        """Brokers, controller and topics (name -> partition count), and each partition's
+        leader, replicas and ISR (`partitions`), as one broker's Metadata answer has them."""
         payload = await self._cluster.metadata_all()
+        partitions = {t["topic"]: [PartitionInfo(p["partition"], p["leader"], p.get("leader_epoch", -1),
+                                                 list(p.get("replicas", ())), list(p.get("isr", ())))
+                                   for p in sorted(t["partitions"], key=lambda p: p["partition"])]
+                      for t in payload["topics"]}
         return ClusterMetadata(payload.get("cluster_id"), payload.get("controller_id", -1),
                                {b["node_id"]: (b["host"], b["port"]) for b in payload["brokers"]},
-                               {t["topic"]: len(t["partitions"]) for t in payload["topics"]})
+                               {t["topic"]: len(t["partitions"]) for t in payload["topics"]},
+                               partitions)
