@@ -59,7 +59,7 @@ def test_later_sources_win_and_strings_parse():
     ({"log.retention.ms": -5}, "log.retention.ms"),
     ({"auto.create.topics.enable": "yes"}, "auto.create.topics.enable"),
     ({"compression.type": "brotli"}, "compression.type"),
-    ({"default.replication.factor": 3}, "default.replication.factor"),
+    ({"default.replication.factor": 33}, "default.replication.factor"),
 ])
 def test_bad_broker_settings_name_the_key(mapping, key):
     with pytest.raises(ConfigError) as info:

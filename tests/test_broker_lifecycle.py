@@ -90,8 +90,8 @@ async def test_internal_topic_hooks(tmp_path):
     events = []
     async with open_inproc_broker(str(tmp_path / "d"), group_coordinator=False) as b:
         b.on_topic_change(lambda event, topic: events.append((event, topic)))
-        meta = b.create_internal_topic("__internal", 3, {"retention.ms": "-1"})
-        assert b.create_internal_topic("__internal", 3, {}) is meta and meta.internal
+        meta = await b.create_internal_topic("__internal", 3, {"retention.ms": "-1"})
+        assert await b.create_internal_topic("__internal", 3, {}) is meta and meta.internal
         part = b.partition("__internal", 2)
         info = await part.append(bytearray(build_batch([b"offset record"])), acks=-1)
         assert info.base_offset == 0 and part.high_watermark == 1
@@ -103,7 +103,7 @@ async def test_internal_topic_hooks(tmp_path):
         assert r.payload["topics"][0]["error_code"] != 0
         await c.create_topic("t", 1)
         await b.admin.create_partitions("t", 2)
-        b.admin.alter_topic_configs("t", {"retention.ms": "1000"})
+        await b.admin.alter_topic_configs("t", {"retention.ms": "1000"})
         await b.admin.delete_topic("t")
         await c.aclose()
     assert events == [("created", "__internal"), ("created", "t"), ("partitions", "t"),

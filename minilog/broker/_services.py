@@ -42,6 +42,7 @@ __all__ = [
     "PartitionState",
     "BrokerServices",
     "MetadataView",
+    "ClusterView",
     "ReplicaService",
     "TopicAdminService",
     "GroupService",
@@ -89,6 +90,29 @@ class PartitionState:
     version: int = 0
 
 
+class ClusterView(Protocol):
+    """The cluster as this broker knows it (`BrokerServices.cluster`; None on a single broker)."""
+
+    @property
+    def controller_id(self) -> int: ...
+
+    def live_brokers(self, listener: str) -> list[tuple[int, str, int]]:
+        """(id, advertised host, port) of every live broker with a listener of that name."""
+        ...
+
+    def endpoint(self, broker_id: int, listener: str) -> tuple[str, int] | None:
+        """A live broker's advertised (host, port) on the named listener, or None."""
+        ...
+
+    def partition_state(self, topic: str, partition: int) -> PartitionState | None:
+        """The partition's leader, epoch, replicas and ISR as stored, or None."""
+        ...
+
+    async def ensure_offsets_topic(self) -> None:
+        """Create the consumer-offsets topic if it does not exist yet (FIND_COORDINATOR)."""
+        ...
+
+
 class MetadataView(Protocol):
     """Read-only cluster metadata."""
 
@@ -132,8 +156,8 @@ class TopicAdminService(Protocol):
     async def create_partitions(self, name: str, count: int, *, validate_only: bool = False
                                 ) -> tuple[ErrorCode, str | None]: ...
 
-    def alter_topic_configs(self, name: str, changes: dict[str, str | None], *,
-                            validate_only: bool = False) -> tuple[ErrorCode, str | None]: ...
+    async def alter_topic_configs(self, name: str, changes: dict[str, str | None], *,
+                                  validate_only: bool = False) -> tuple[ErrorCode, str | None]: ...
 
 
 class GroupService(Protocol):
@@ -186,6 +210,11 @@ class BrokerServices(Protocol):
 
     @property
     def groups(self) -> GroupService | None: ...
+
+    @property
+    def cluster(self) -> ClusterView | None:
+        """The cluster picture (None: a single broker, which is the whole cluster)."""
+        ...
 
     async def allocate_producer_id(self, producer_id: int, producer_epoch: int) -> tuple[int, int]:
         """(id, epoch) for INIT_PRODUCER_ID: a bumped epoch for a known id, else a new id."""

@@ -50,7 +50,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -66,6 +66,10 @@ from .metadata import DataDirMetadata, MetadataStore, TopicMeta
 from .partition import Partition
 from .replica_manager import ReplicaManager
 from .topic_admin import TopicAdmin
+
+if TYPE_CHECKING:
+    from ._services import ClusterView
+    from .cluster import ClusterNode
 
 __all__ = ["Broker", "BrokerStatistics"]
 
@@ -98,26 +102,40 @@ class Broker:
         install_signal_handlers: SIGTERM/SIGINT request a graceful shutdown.
         group_coordinator: run the consumer-group coordinator.
         listeners: the listeners to run (default: one native listener at host:port).
-        metadata: the metadata store (default: `DataDirMetadata(data_dir)`).
+        metadata: the metadata store (default: `DataDirMetadata(data_dir)`), or the URL
+            of a cluster's etcd, "etcd://HOST:PORT[/ROOT]" (minilog.broker.cluster;
+            etcd is imported only then).
     """
 
     def __init__(self, config: BrokerConfig, data_dir: str, *, host: str = "127.0.0.1",
                  port: int = 9092, broker_id: int | None = None,
                  install_signal_handlers: bool = False, group_coordinator: bool = True,
                  listeners: list[ListenerConfig] | None = None,
-                 metadata: MetadataStore | None = None) -> None:
+                 metadata: MetadataStore | str | None = None) -> None:
         self.config = config
         self.data_dir = os.path.abspath(data_dir)
         self.broker_id = config.broker_id if broker_id is None else broker_id
         configs = listeners or configured_listeners(config, host, port)
         self.host = configs[0].host
         self.port = configs[0].port
+        self.cluster_node: ClusterNode | None = None
+        if isinstance(metadata, str):
+            from .cluster import ClusterNode
+
+            self.cluster_node = ClusterNode(metadata, self.broker_id, config)
+            metadata = self.cluster_node.metadata
         self.metadata: MetadataStore = metadata or DataDirMetadata(self.data_dir)
         self.logs = LogManager(self.data_dir,
                                retention_check_interval_s=config.log_retention_check_interval_ms / 1000,
                                cleaner=LogCleaner.from_config(config) if config.log_cleaner_enable else None)
         self.replicas = ReplicaManager(self.broker_id, config)
-        self.admin = TopicAdmin(config, self.metadata, self.logs, self.replicas)
+        self.admin: TopicAdmin
+        if self.cluster_node is not None:
+            from .cluster import ClusterTopicAdmin
+
+            self.admin = ClusterTopicAdmin(config, self.cluster_node.metadata, self.logs, self.replicas)
+        else:
+            self.admin = TopicAdmin(config, self.metadata, self.logs, self.replicas)
         self.groups: GroupCoordinator | None = None
         services: BrokerServices = self
         self.listeners = Listeners(configs, services, ConnectionLimits.from_config(config),
@@ -126,6 +144,7 @@ class Broker:
         self._install_signals = install_signal_handlers
         self.stopping = False
         self.started = trio.Event()
+        self._root: trio.Nursery | None = None
 
     # -- BrokerServices and the public surface -------------------------------------------------
 
@@ -138,8 +157,13 @@ class Broker:
     def on_topic_change(self, callback: Callable[[str, str], Any]) -> None:
         self.admin.on_topic_change(callback)
 
-    def create_internal_topic(self, name: str, partitions: int, configs: dict[str, Any]) -> TopicMeta:
-        return self.admin.create_internal_topic(name, partitions, configs)
+    @property
+    def cluster(self) -> ClusterView | None:
+        return self.cluster_node.view if self.cluster_node is not None else None
+
+    async def create_internal_topic(self, name: str, partitions: int, configs: dict[str, Any]
+                                    ) -> TopicMeta:
+        return await self.admin.create_internal_topic(name, partitions, configs)
 
     async def allocate_producer_id(self, producer_id: int, producer_epoch: int) -> tuple[int, int]:
         if (producer_id >= 0 and 0 <= producer_epoch < _PRODUCER_EPOCH_MAX
@@ -157,29 +181,35 @@ class Broker:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def open(self) -> None:
+    async def open(self) -> None:
         """Lock and load the data dir, open every partition (recovering as needed), and
-        load the group coordinator."""
+        load the group coordinator (a single broker; a cluster member opens in `run`)."""
         self.logs.lock()
         try:
-            self.metadata.load(self.broker_id)
+            await self.metadata.load(self.broker_id)
             self.logs.clean(self.metadata.topics_snapshot())
             for meta in self.metadata.topics_snapshot().values():
                 self.admin.open_partitions(meta, range(meta.partitions))
             log.info("loaded %d topics, %d partitions from %s", len(self.metadata.topic_names()),
                      len(self.replicas.partitions()), self.data_dir)
             if self._run_group_coordinator:
-                self._start_group_coordinator()
+                await self._start_group_coordinator()
         except BaseException:
             self.close()
             raise
 
-    def _start_group_coordinator(self) -> None:
-        """Create `__consumer_offsets` if missing and wire the coordinator to its leadership."""
+    async def _ensure_offsets_topic(self) -> None:
+        config = CoordinatorConfig.from_broker_config(self.config)
+        await self.create_internal_topic(OFFSETS_TOPIC, config.offsets_topic_num_partitions,
+                                         offsets_topic_configs(config))
+
+    async def _start_group_coordinator(self) -> None:
+        """Create `__consumer_offsets` if missing (a cluster member creates it later, once
+        enough brokers are live) and wire the coordinator to its leadership."""
         config = CoordinatorConfig.from_broker_config(self.config)
         try:
-            self.create_internal_topic(OFFSETS_TOPIC, config.offsets_topic_num_partitions,
-                                       offsets_topic_configs(config))
+            if self.cluster_node is None:
+                await self._ensure_offsets_topic()
             coordinator = GroupCoordinator(self, config)
             self.replicas.on_leadership(OFFSETS_TOPIC, coordinator.become_leader, coordinator.resign)
             coordinator.forget_missing_topics_nowait()     # a crash between a topic's deletion
@@ -198,10 +228,27 @@ class Broker:
         self.logs.unlock()
 
     def request_shutdown(self) -> None:
-        """Begin a graceful shutdown (idempotent; safe from any task)."""
+        """Begin a graceful shutdown (idempotent; safe from any task). A cluster member with
+        controlled.shutdown.enable first moves its leaderships away (bounded), serving
+        meanwhile."""
         if self.stopping:
             return
         self.stopping = True
+        node = self.cluster_node
+        if (node is not None and self.config.controlled_shutdown_enable and self._root is not None
+                and node.session is not None):
+            log.info("controlled shutdown: moving leaderships away")
+            self._root.start_soon(self._controlled_shutdown, node)
+            return
+        self._stop_serving()
+
+    async def _controlled_shutdown(self, node: ClusterNode) -> None:
+        try:
+            await node.controlled_shutdown(self.config.controlled_shutdown_timeout_ms / 1000)
+        finally:
+            self._stop_serving()
+
+    def _stop_serving(self) -> None:
         log.info("shutting down")
         self.replicas.shutdown()
         self.listeners.stop()
@@ -209,11 +256,17 @@ class Broker:
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Serve until `request_shutdown()`; then drain, flush and close. See module doc."""
-        self.open()
+        if self.cluster_node is None:
+            await self.open()
+        else:
+            self.logs.lock()
         try:
             async with trio.open_nursery() as root:
+                self._root = root
                 await self.listeners.open()
                 self.port = self.listeners.bound[0].info.port
+                if self.cluster_node is not None:
+                    await self._join_cluster(root, self.cluster_node)
                 await root.start(self.logs.run, self.replicas.partitions)
                 if self.groups is not None:
                     await root.start(self.groups.run)
@@ -236,6 +289,27 @@ class Broker:
                 await LogManager.close_all(self.replicas.partitions())
             self.close()
             log.info("broker %d stopped", self.broker_id)
+
+    async def _join_cluster(self, root: trio.Nursery, node: ClusterNode) -> None:
+        """Start the cluster node (picture, local replicas, registration, controller) and
+        the group coordinator on it."""
+        from .cluster import ClusterTopicAdmin, NodeParts
+
+        coordinator = None
+        if self._run_group_coordinator:
+            coordinator = GroupCoordinator(self, CoordinatorConfig.from_broker_config(self.config))
+            self.replicas.on_leadership(OFFSETS_TOPIC, coordinator.become_leader, coordinator.resign)
+        bound = [(b.config.name, b.config.host, b.info.port) for b in self.listeners.bound]
+        assert isinstance(self.admin, ClusterTopicAdmin)
+        parts = NodeParts(
+            self.replicas, self.admin, bound, self.logs.clean, self.logs.delete_dirs,
+            lambda meta: self.replicas.apply_config(meta, self.config.topic_config(meta.configs)),
+            self._ensure_offsets_topic if coordinator is not None else None)
+        await root.start(node.run, parts)
+        if coordinator is not None:
+            coordinator.forget_missing_topics_nowait()
+            self.on_topic_change(coordinator.on_topic_change)
+            self.groups = coordinator
 
     async def _signal_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                            ) -> None:

@@ -101,8 +101,8 @@ BROKER_CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "this broker's id (the --broker-id flag wins)"),
     ConfigKey("num.partitions", "num_partitions", int, 1, between(1, 10_000), "partitions",
               "partitions of a topic created with num_partitions=-1 or auto-created"),
-    ConfigKey("default.replication.factor", "default_replication_factor", int, 1, between(1, 1),
-              "replicas", "replicas of a new topic; a single broker supports only 1"),
+    ConfigKey("default.replication.factor", "default_replication_factor", int, 1, between(1, 32),
+              "replicas", "replicas of a new topic (a single broker supports only 1)"),
     ConfigKey("auto.create.topics.enable", "auto_create_topics_enable", bool, True, None, "",
               "create an unknown topic when a client asks for its metadata"),
     ConfigKey("log.retention.check.interval.ms", "log_retention_check_interval_ms", int, 300_000,
@@ -148,13 +148,31 @@ BROKER_CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "port of the Kafka-protocol listener (0: a free port; -1: none)"),
     ConfigKey("listeners", "listeners", str, "", listeners_problem, "",
               "KIND://HOST:PORT,... with KIND native or kafka (empty: --host/--port and kafka.port)"),
+    ConfigKey("advertised.listeners", "advertised_listeners", str, "", listeners_problem, "",
+              "KIND://HOST:PORT,... clients are told to use (registration and METADATA); "
+              "empty: the bound address"),
+    # The cluster's control plane (minilog.broker.cluster; only with --metadata etcd://...).
+    ConfigKey("broker.session.timeout.ms", "broker_session_timeout_ms", int, 6_000,
+              between(1_000, 3_600_000), "ms", "the broker's etcd lease TTL (rounded up to a second): "
+              "a broker silent this long is dead and its leaderships move"),
+    ConfigKey("controlled.shutdown.enable", "controlled_shutdown_enable", bool, True, None, "",
+              "on SIGTERM, move this broker's leaderships to other in-sync replicas before stopping"),
+    ConfigKey("controlled.shutdown.timeout.ms", "controlled_shutdown_timeout_ms", int, 30_000,
+              at_least(0), "ms", "minilog: how long a controlled shutdown waits for its "
+              "leaderships to move"),
+    ConfigKey("unclean.leader.election.enable", "unclean_leader_election_enable", bool, False, None,
+              "", "elect an out-of-sync replica when no in-sync one is alive (may lose "
+              "acknowledged writes)"),
+    ConfigKey("auto.leader.rebalance.enable", "auto_leader_rebalance_enable", bool, True, None, "",
+              "move leadership back to the preferred replica once it is in sync again"),
     ConfigKey("shutdown.timeout.ms", "shutdown_timeout_ms", int, 5_000, at_least(0), "ms",
               "minilog: on SIGTERM, how long in-flight requests may still run"),
     # Consumer groups (read by minilog.broker.groups).
     ConfigKey("offsets.topic.num.partitions", "offsets_topic_num_partitions", int, 50,
               between(1, 10_000), "partitions", "partitions of __consumer_offsets"),
     ConfigKey("offsets.topic.replication.factor", "offsets_topic_replication_factor", int, 1,
-              between(1, 1), "replicas", "replicas of __consumer_offsets"),
+              between(1, 32), "replicas", "replicas of __consumer_offsets (in a cluster: at most "
+              "the live brokers when it is created; a single broker: 1)"),
     ConfigKey("offsets.topic.segment.bytes", "offsets_topic_segment_bytes", int, 100 * 1024 * 1024,
               at_least(1024), "bytes", "segment.bytes of __consumer_offsets"),
     ConfigKey("offsets.retention.minutes", "offsets_retention_minutes", int, 10_080, at_least(1),

@@ -75,6 +75,9 @@ class TopicMeta:
     leader_epoch: int = 0                 # same for every partition on a single broker
     configs: dict[str, str] = field(default_factory=dict)   # overrides only: Kafka key -> str
     internal: bool = False
+    # Replicas per partition, preferred leader first (a cluster's placement; empty on a
+    # single broker, where this broker holds the one replica of every partition).
+    assignment: tuple[tuple[int, ...], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"topic_id": self.topic_id, "partitions": self.partitions,
@@ -97,15 +100,16 @@ class ReplicaPlacementError(Exception):
 class MetadataStore(abc.ABC):
     """Topics, topic ids, producer-id blocks and replica placement, for one broker.
 
-    Reads are synchronous (from memory); writes are synchronous and durable
-    before they return (single broker: a small atomic file write on the
-    loop, only on admin operations). Task-safety: the trio thread only.
+    Reads are synchronous (from memory); writes are awaitable and durable
+    before they return (single broker: a small atomic file write, only on
+    admin operations; a cluster: an etcd transaction, after which this
+    broker's picture includes the change). Task-safety: the trio thread only.
     """
 
     cluster_id: str
 
     @abc.abstractmethod
-    def load(self, broker_id: int) -> None:
+    async def load(self, broker_id: int) -> None:
         """Read the stored metadata (creating it on first start)."""
 
     @abc.abstractmethod
@@ -129,22 +133,24 @@ class MetadataStore(abc.ABC):
         """Why `replication_factor` cannot be placed now, or None."""
 
     @abc.abstractmethod
-    def put(self, meta: TopicMeta) -> None:
+    async def put(self, meta: TopicMeta) -> None:
         """Store a topic's metadata (new or changed)."""
 
-    def put_many(self, metas: list[TopicMeta]) -> None:
+    async def put_many(self, metas: list[TopicMeta]) -> None:
         """Store several topics' metadata; a store that can writes them at once."""
         for meta in metas:
-            self.put(meta)
+            await self.put(meta)
 
     @abc.abstractmethod
-    def delete(self, name: str) -> None: ...
+    async def delete(self, name: str) -> None: ...
 
     @abc.abstractmethod
-    def with_partitions(self, name: str, count: int) -> TopicMeta: ...
+    def with_partitions(self, name: str, count: int) -> TopicMeta:
+        """The topic's metadata with a new partition count, the new partitions placed
+        (not yet stored: see `put`). Raises ReplicaPlacementError."""
 
     @abc.abstractmethod
-    def set_configs(self, name: str, configs: dict[str, str]) -> TopicMeta: ...
+    async def set_configs(self, name: str, configs: dict[str, str]) -> TopicMeta: ...
 
     @abc.abstractmethod
     async def allocate_producer_id(self) -> int:
@@ -224,7 +230,7 @@ class DataDirMetadata(MetadataStore):
         assert self._producer_ids is not None, "load() first"
         return 0 <= producer_id < self._producer_ids.next_id
 
-    def load(self, broker_id: int) -> None:
+    async def load(self, broker_id: int) -> None:
         """Read topics.json and meta.properties (creating them on first start).
 
         Raises:
@@ -277,17 +283,17 @@ class DataDirMetadata(MetadataStore):
         return TopicMeta(name, uuid.uuid4().hex, partitions, replication_factor=replication_factor,
                          configs=dict(configs), internal=internal)
 
-    def put(self, meta: TopicMeta) -> None:
+    async def put(self, meta: TopicMeta) -> None:
         """Store a topic's metadata (new or changed)."""
         self._apply({**self.topics, meta.name: meta})
 
-    def put_many(self, metas: list[TopicMeta]) -> None:
+    async def put_many(self, metas: list[TopicMeta]) -> None:
         """Store several topics in one write of the file (2,000 auto-created topics
         rewrote and fsynced it 2,000 times: issue 8, item 3)."""
         if metas:
             self._apply({**self.topics, **{meta.name: meta for meta in metas}})
 
-    def delete(self, name: str) -> None:
+    async def delete(self, name: str) -> None:
         topics = dict(self.topics)
         del topics[name]
         self._apply(topics)
@@ -296,7 +302,7 @@ class DataDirMetadata(MetadataStore):
         """The topic's metadata with a new partition count (not yet stored: see `put`)."""
         return replace(self.topics[name], partitions=count)
 
-    def set_configs(self, name: str, configs: dict[str, str]) -> TopicMeta:
+    async def set_configs(self, name: str, configs: dict[str, str]) -> TopicMeta:
         meta = replace(self.topics[name], configs=dict(configs))
         self._apply({**self.topics, name: meta})
         return meta

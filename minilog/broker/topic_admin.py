@@ -94,14 +94,14 @@ class TopicAdmin:
         logs = self._logs.open_logs(meta, numbers, Partition.log_config_for(effective))
         self._replicas.add_partitions(meta, logs, effective)
 
-    def _open_and_store(self, meta: TopicMeta, numbers: Iterable[int]) -> None:
+    async def _open_and_store(self, meta: TopicMeta, numbers: Iterable[int]) -> None:
         """Open new partitions and store the metadata naming them; on any failure undo both
         (logs closed, directories removed): a failed creation leaves nothing behind."""
         numbers = list(numbers)
         effective = self._config.topic_config(meta.configs)
         logs = self._logs.open_logs(meta, numbers, Partition.log_config_for(effective), new=True)
         try:
-            self._metadata.put(meta)
+            await self._metadata.put(meta)
         except OSError as exc:
             self._logs.discard_new_logs(meta, numbers, logs)
             raise StorageError(f"cannot write topic metadata: {exc}") from exc
@@ -205,7 +205,7 @@ class TopicAdmin:
             else:
                 done.append((meta, effective, logs))
         try:
-            self._metadata.put_many([meta for meta, _, _ in done])
+            await self._metadata.put_many([meta for meta, _, _ in done])
         except OSError as exc:
             message = f"cannot write topic metadata: {exc}"
             log.error("cannot create topics: %s", message)
@@ -232,7 +232,8 @@ class TopicAdmin:
         results = await self.create_topics([(name, -1, -1, {}) for name in names])
         return {name: code for name, (code, _) in zip(names, results, strict=True)}
 
-    def create_internal_topic(self, name: str, partitions: int, configs: dict[str, Any]) -> TopicMeta:
+    async def create_internal_topic(self, name: str, partitions: int, configs: dict[str, Any]
+                                    ) -> TopicMeta:
         """Create an internal topic (e.g. __consumer_offsets) unless it exists; return it.
 
         Raises:
@@ -244,16 +245,16 @@ class TopicAdmin:
             return meta
         overrides = normalize_topic_overrides(configs)
         self._config.topic_config(overrides)
-        self._create(name, partitions, 1, overrides, internal=True)
+        await self._create(name, partitions, 1, overrides, internal=True)
         created = self._metadata.topic(name)
         assert created is not None
         return created
 
-    def _create(self, name: str, partitions: int, replication_factor: int, overrides: dict[str, str],
-                *, internal: bool = False) -> None:
+    async def _create(self, name: str, partitions: int, replication_factor: int,
+                      overrides: dict[str, str], *, internal: bool = False) -> None:
         meta = self._metadata.new_topic(name, partitions, replication_factor, overrides,
                                         internal=internal)
-        self._open_and_store(meta, range(partitions))
+        await self._open_and_store(meta, range(partitions))
         log.info("created topic %s with %d partitions%s%s", logsafe(name), partitions,
                  f", configs {logsafe(overrides, 1024)}" if overrides else "", " (internal)" if internal else "")
         self._notify("created", name)
@@ -272,7 +273,7 @@ class TopicAdmin:
             if meta is None:
                 return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
             with trio.CancelScope(shield=True):        # half a deletion helps nobody
-                self._metadata.delete(name)
+                await self._metadata.delete(name)
                 await self._replicas.remove_topic(meta)
                 self._logs.delete_dirs(meta)
         log.info("deleted topic %s (%d partitions)", logsafe(name), meta.partitions)
@@ -307,7 +308,7 @@ class TopicAdmin:
                 except StorageError as exc:
                     return ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
                 try:
-                    self._metadata.put(new_meta)
+                    await self._metadata.put(new_meta)
                 except OSError as exc:
                     self._logs.discard_new_logs(new_meta, numbers, logs)
                     return ErrorCode.KAFKA_STORAGE_ERROR, f"cannot write topic metadata: {exc}"
@@ -316,28 +317,33 @@ class TopicAdmin:
         self._notify("partitions", name)
         return ErrorCode.NONE, None
 
-    def alter_topic_configs(self, name: str, changes: dict[str, str | None], *,
-                            validate_only: bool = False) -> Result:
+    async def alter_topic_configs(self, name: str, changes: dict[str, str | None], *,
+                                  validate_only: bool = False) -> Result:
         """Set (value) or delete (None) topic overrides; applied live to every partition."""
         meta = self._metadata.topic(name)
         if meta is None:
             return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
-        overrides = dict(meta.configs)
         try:
-            for key, value in changes.items():
-                if value is None:
-                    if key not in TOPIC_CONFIG_NAMES:
-                        raise ConfigError(str(key), "unknown topic config key")
-                    overrides.pop(key, None)
-                else:
-                    overrides.update(normalize_topic_overrides({key: value}))
-            effective = self._config.topic_config(overrides)
+            overrides, effective = self._changed_overrides(meta, changes)
         except ConfigError as exc:
             return ErrorCode.INVALID_CONFIG, str(exc)
         if validate_only:
             return ErrorCode.NONE, None
-        meta = self._metadata.set_configs(name, overrides)
+        meta = await self._metadata.set_configs(name, overrides)
         self._replicas.apply_config(meta, effective)
         log.info("altered topic %s configs: %s", logsafe(name), logsafe(changes, 1024))
         self._notify("configs", name)
         return ErrorCode.NONE, None
+
+    def _changed_overrides(self, meta: TopicMeta, changes: dict[str, str | None]
+                           ) -> tuple[dict[str, str], dict[str, Any]]:
+        """(new overrides, effective config) after `changes`. Raises ConfigError."""
+        overrides = dict(meta.configs)
+        for key, value in changes.items():
+            if value is None:
+                if key not in TOPIC_CONFIG_NAMES:
+                    raise ConfigError(str(key), "unknown topic config key")
+                overrides.pop(key, None)
+            else:
+                overrides.update(normalize_topic_overrides({key: value}))
+        return overrides, self._config.topic_config(overrides)

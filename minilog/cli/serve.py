@@ -6,6 +6,12 @@ pairs, which win. A bad flag, unknown key or bad value prints one line on
 stderr and exits with EXIT_USAGE (2); a data dir the broker cannot use
 exits with EXIT_ERROR (1). On start one line on stdout gives the listening
 address; SIGTERM or SIGINT stops the broker cleanly and exits 0.
+
+With `--metadata etcd://HOST:PORT[/ROOT]` the broker joins a cluster
+(docs/cluster.md): it waits until it can read the cluster's metadata and
+has registered, then prints the same line. A cluster member's SIGTERM is a
+controlled shutdown (leaderships move first) unless
+controlled.shutdown.enable=false.
 """
 
 from __future__ import annotations
@@ -82,10 +88,13 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
               help="TOML file of broker settings by Kafka key.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="A broker setting by Kafka key; repeatable; wins over --config.")
+@click.option("--metadata", default=None, metavar="etcd://HOST:PORT[/ROOT]",
+              help="Join the cluster whose metadata is in this etcd (default: none; a single "
+                   "broker keeping its metadata in the data dir).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
               case_sensitive=False), default="INFO", show_default=True)
 def serve(data_dir: str, host: str, port: int, kafka_port: int | None, broker_id: int | None,
-          config_file: str | None, sets: tuple[str, ...], log_level: str) -> None:
+          config_file: str | None, sets: tuple[str, ...], metadata: str | None, log_level: str) -> None:
     """Run a minilog broker in the foreground until SIGTERM or SIGINT."""
     import trio
 
@@ -98,9 +107,16 @@ def serve(data_dir: str, host: str, port: int, kafka_port: int | None, broker_id
         config = BrokerConfig.from_sources(file_values, _parse_sets(sets), extra)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
+    if metadata is not None:
+        from minilog.broker.cluster import parse_metadata_url
+
+        try:
+            parse_metadata_url(metadata)
+        except ValueError as exc:
+            _fail(str(exc), EXIT_USAGE)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     broker = Broker(config, data_dir, host=host, port=port, broker_id=broker_id,
-                    install_signal_handlers=True)
+                    install_signal_handlers=True, metadata=metadata)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:

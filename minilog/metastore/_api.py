@@ -126,13 +126,19 @@ class LeaseKeeper:
     unreachable for a whole TTL (the lease has lapsed in the store's view).
 
     Error handling: a single `Unavailable` is retried at the next tick;
-    etcd's clients do the same (clientv3 `sendKeepAliveLoop`).
+    etcd's clients do the same (clientv3 `sendKeepAliveLoop`). `give_up_s`
+    (default: the TTL) is how long the store may stay unreachable before
+    `run` raises `Unavailable`; a broker passes `math.inf`, so that it keeps
+    serving while etcd is down and learns its fate (`LeaseNotFound` or a
+    renewed lease) when etcd is back.
     """
 
-    def __init__(self, kv: KVStore, lease: Lease, *, interval_s: float | None = None) -> None:
+    def __init__(self, kv: KVStore, lease: Lease, *, interval_s: float | None = None,
+                 give_up_s: float | None = None) -> None:
         self._kv = kv
         self.lease = lease
         self.interval_s = interval_s if interval_s is not None else max(lease.ttl_s / 3.0, 0.05)
+        self.give_up_s = float(lease.ttl_s) if give_up_s is None else give_up_s
         self._keep_alives = 0
         self._last_ttl_s = lease.ttl_s
         self._changed = trio.Event()
@@ -152,7 +158,7 @@ class LeaseKeeper:
             try:
                 self._last_ttl_s = await self._kv.keep_alive(self.lease.id)
             except Unavailable:
-                if trio.current_time() - last_ok >= self.lease.ttl_s:
+                if trio.current_time() - last_ok >= self.give_up_s:
                     raise
                 continue
             last_ok = trio.current_time()

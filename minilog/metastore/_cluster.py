@@ -11,6 +11,8 @@ Key layout (root defaults to `/minilog`; every value is UTF-8 JSON):
     /minilog/topics/<name>                TopicRecord (partition count, replica assignment, configs)
     /minilog/partitions/<name>/<p>        PartitionState (replicas, leader, leader_epoch, isr, version)
     /minilog/producer_ids                 next unallocated producer id
+    /minilog/cluster_id                   the cluster's id (created once, by the first broker)
+    /minilog/shutdown/<id>                a controlled-shutdown request, under the broker's lease
 
 Epochs come from etcd revisions, so they are monotonic without any counter
 of our own: a broker's epoch is its registration's `create_revision`; the
@@ -39,7 +41,7 @@ from typing import Any
 
 from ._api import KVStore
 from ._assignment import assign_replicas
-from ._types import Compare, Get, KeyValue, MetaStoreError, Put, RangeResult, compare_holds
+from ._types import Compare, Delete, Get, KeyValue, MetaStoreError, Put, RangeResult, compare_holds
 
 __all__ = [
     "ClusterKeys",
@@ -59,6 +61,9 @@ __all__ = [
     "live_brokers",
     "current_controller",
     "create_topic",
+    "put_new_topic",
+    "update_topic",
+    "delete_topic",
     "ensure_partition_states",
     "get_topic",
     "list_topics",
@@ -126,6 +131,19 @@ class ClusterKeys:
     def producer_ids(self) -> bytes:
         return f"{self.root}/producer_ids".encode()
 
+    def cluster_id(self) -> bytes:
+        return f"{self.root}/cluster_id".encode()
+
+    def shutdown_prefix(self) -> bytes:
+        return f"{self.root}/shutdown/".encode()
+
+    def shutdown(self, broker_id: int) -> bytes:
+        return f"{self.root}/shutdown/{broker_id}".encode()
+
+    def prefix(self) -> bytes:
+        """Every key of this cluster."""
+        return f"{self.root}/".encode()
+
 
 def _dump(record: Any) -> bytes:
     return json.dumps(asdict(record), sort_keys=True, separators=(",", ":")).encode()
@@ -140,8 +158,9 @@ def _load(data: bytes) -> dict[str, Any]:
 @dataclass(frozen=True)
 class BrokerRegistration:
     broker_id: int
-    addresses: tuple[str, ...]  # "host:port" per listener, minilog's first
+    addresses: tuple[str, ...]  # "host:port" per listener, minilog's first (advertised addresses)
     epoch: int = 0  # the registration's create_revision; filled in when read
+    listeners: tuple[str, ...] = ()  # listener name per address ("native", "kafka"); () = native only
 
     def to_bytes(self) -> bytes:
         return _dump(replace(self, epoch=0))
@@ -149,7 +168,16 @@ class BrokerRegistration:
     @classmethod
     def from_kv(cls, kv: KeyValue) -> BrokerRegistration:
         d = _load(kv.value)
-        return cls(int(d["broker_id"]), tuple(d["addresses"]), kv.create_revision)
+        return cls(int(d["broker_id"]), tuple(d["addresses"]), kv.create_revision, tuple(d.get("listeners", ())))
+
+    def address(self, listener: str = "native") -> tuple[str, int] | None:
+        """(host, port) of the named listener, None when this broker has no such listener."""
+        names = self.listeners or ("native",)
+        for name, address in zip(names, self.addresses):
+            if name == listener:
+                host, _, port = address.rpartition(":")
+                return host.strip("[]"), int(port)
+        return None
 
 
 @dataclass(frozen=True)
@@ -170,6 +198,8 @@ class TopicRecord:
     name: str
     assignment: tuple[tuple[int, ...], ...]  # replicas per partition, preferred leader first
     configs: Mapping[str, str] = field(default_factory=dict)  # Kafka's keys: retention.ms, ...
+    topic_id: str = ""  # uuid hex, fixed at creation (tells a re-created topic from the old one)
+    internal: bool = False  # __consumer_offsets and the like
 
     @property
     def partitions(self) -> int:
@@ -180,16 +210,19 @@ class TopicRecord:
         return len(self.assignment[0])
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            {"name": self.name, "assignment": [list(r) for r in self.assignment], "configs": dict(self.configs)},
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
+        d: dict[str, Any] = {"name": self.name, "assignment": [list(r) for r in self.assignment]}
+        d["configs"] = dict(self.configs)
+        if self.topic_id:
+            d["topic_id"] = self.topic_id
+        if self.internal:
+            d["internal"] = True
+        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TopicRecord:
         d = _load(data)
-        return cls(str(d["name"]), tuple(tuple(int(b) for b in r) for r in d["assignment"]), dict(d["configs"]))
+        assignment = tuple(tuple(int(b) for b in r) for r in d["assignment"])
+        return cls(str(d["name"]), assignment, dict(d["configs"]), str(d.get("topic_id", "")), bool(d.get("internal")))
 
 
 @dataclass(frozen=True)
@@ -259,6 +292,19 @@ async def create_topic(
     start = zlib.crc32(name.encode()) % max(1, len(brokers))
     assignment = assign_replicas(partitions, replication_factor, brokers, start_index=start)
     record = TopicRecord(name, tuple(assignment), dict(configs or {}))
+    await put_new_topic(kv, record, fence=fence, keys=keys)
+    return record
+
+
+async def put_new_topic(
+    kv: KVStore, record: TopicRecord, *, fence: Sequence[Compare] = (), keys: ClusterKeys = ClusterKeys()
+) -> int:
+    """Store a new topic (its assignment already placed) and its initial partition states.
+
+    Returns the revision of the topic record's creation. Raises `TopicExists`
+    (someone created it first: racing creators are safe) or `NotController`.
+    """
+    name = record.name
     result = await kv.txn(
         [*fence, Compare.missing(keys.topic(name))],
         [Put(keys.topic(name), record.to_bytes())],
@@ -268,7 +314,49 @@ async def create_topic(
         _raise_fenced(fence, result.responses[1:])
         raise TopicExists(name)
     await ensure_partition_states(kv, record, fence=fence, keys=keys)
-    return record
+    return result.revision
+
+
+async def update_topic(
+    kv: KVStore, name: str, fn: Callable[[TopicRecord], TopicRecord], *, keys: ClusterKeys = ClusterKeys()
+) -> TopicRecord:
+    """Change a topic record by compare-and-swap (configs, more partitions), then create the
+    partition states it names that do not exist yet. `fn` must be pure (it may run again).
+
+    Raises:
+        UnknownTopicOrPartition: no such topic.
+        CasContention: lost `CAS_ATTEMPTS_MAX` races in a row.
+    """
+    key = keys.topic(name)
+    got = await kv.get(key)
+    for _ in range(CAS_ATTEMPTS_MAX):
+        if not got.kvs:
+            raise UnknownTopicOrPartition(name)
+        current = got.kvs[0]
+        record = fn(TopicRecord.from_bytes(current.value))
+        result = await kv.txn([Compare.mod_revision(key, "==", current.mod_revision)], [Put(key, record.to_bytes())], [Get(key)])
+        if result.succeeded:
+            await ensure_partition_states(kv, record, keys=keys)
+            return record
+        read = result.responses[0]
+        assert isinstance(read, RangeResult)
+        got = read
+    raise CasContention(f"topic {name}: lost {CAS_ATTEMPTS_MAX} compare-and-swaps in a row")
+
+
+async def delete_topic(kv: KVStore, name: str, *, keys: ClusterKeys = ClusterKeys()) -> TopicRecord:
+    """Delete a topic record and every partition state of it, in one transaction.
+
+    Raises:
+        UnknownTopicOrPartition: no such topic.
+    """
+    key = keys.topic(name)
+    result = await kv.txn([Compare.exists(key)], [Get(key), Delete(key), Delete(keys.partitions_prefix(name), prefix=True)])
+    if not result.succeeded:
+        raise UnknownTopicOrPartition(name)
+    read = result.responses[0]
+    assert isinstance(read, RangeResult) and read.kvs
+    return TopicRecord.from_bytes(read.kvs[0].value)
 
 
 async def ensure_partition_states(

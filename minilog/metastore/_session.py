@@ -55,6 +55,7 @@ async def register_broker(
     *,
     wait: bool = False,
     keys: ClusterKeys = ClusterKeys(),
+    listeners: Sequence[str] = (),
 ) -> BrokerRegistration:
     """Register `broker_id` under `lease`; returns the registration with its epoch.
 
@@ -63,11 +64,11 @@ async def register_broker(
     `BrokerIdInUse` (Kafka refuses a duplicate broker id the same way).
     """
     key = keys.broker(broker_id)
-    record = BrokerRegistration(broker_id, tuple(addresses))
+    record = BrokerRegistration(broker_id, tuple(addresses), 0, tuple(listeners))
     while True:
         result = await kv.txn([Compare.missing(key)], [Put(key, record.to_bytes(), lease=lease.id)], [Get(key)])
         if result.succeeded:
-            return BrokerRegistration(broker_id, tuple(addresses), result.revision)
+            return BrokerRegistration(broker_id, tuple(addresses), result.revision, tuple(listeners))
         read = result.responses[0]
         assert isinstance(read, RangeResult)
         if read.kvs and read.kvs[0].lease == lease.id:
@@ -131,12 +132,13 @@ class BrokerSession:
     read from any task.
     """
 
-    def __init__(self, kv: KVStore, keys: ClusterKeys, lease: Lease, registration: BrokerRegistration) -> None:
+    def __init__(self, kv: KVStore, keys: ClusterKeys, lease: Lease, registration: BrokerRegistration,
+                 *, give_up_s: float | None = None) -> None:
         self._kv = kv
         self._keys = keys
         self.lease = lease
         self.registration = registration
-        self.keeper = LeaseKeeper(kv, lease)
+        self.keeper = LeaseKeeper(kv, lease, give_up_s=give_up_s)
         self.term: ControllerRecord | None = None
 
     @classmethod
@@ -150,11 +152,19 @@ class BrokerSession:
         ttl_s: int = BROKER_LEASE_TTL_S,
         wait_for_id: bool = True,
         keys: ClusterKeys = ClusterKeys(),
+        listeners: Sequence[str] = (),
+        give_up_s: float | None = None,
     ) -> AsyncIterator[BrokerSession]:
+        """Grant a lease, register under it (`listeners` names each address), keep it alive.
+
+        `give_up_s`: how long the keeper tolerates an unreachable store (see `LeaseKeeper`).
+        """
         lease = await kv.grant_lease(ttl_s)
         try:
-            registration = await register_broker(kv, broker_id, addresses, lease, wait=wait_for_id, keys=keys)
-            session = cls(kv, keys, lease, registration)
+            registration = await register_broker(
+                kv, broker_id, addresses, lease, wait=wait_for_id, keys=keys, listeners=listeners
+            )
+            session = cls(kv, keys, lease, registration, give_up_s=give_up_s)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(session.keeper.run)
                 yield session

@@ -1,8 +1,11 @@
 """Handlers of cluster metadata and topic administration.
 
 Rules: answers describe this broker as the listener the request came
-through sees it (its own address and port, its codec's API versions);
-administrative refusals are error codes per topic or resource.
+through sees it (its own address and port, its codec's API versions); in a
+cluster, METADATA lists every live broker at its advertised address for
+that listener, the controller, and each partition's leader, epoch,
+replicas and ISR from the cluster picture (every partition, not only
+local ones). Administrative refusals are error codes per topic or resource.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from minilog.protocol import (
     DescribeConfigsResponse,
     DescribeConfigsResource,
     DescribeConfigsResult,
+    DescribedPartition,
     DescribedTopic,
     DescribeTopicPartitionsRequest,
     DescribeTopicPartitionsResponse,
@@ -56,12 +60,29 @@ async def handle_api_versions(services: BrokerServices, request: ApiVersionsRequ
     return ApiVersionsResponse(0, versions, __version__, services.broker_id)
 
 
-def _partition_metadata(services: BrokerServices, topic: str, p: int) -> PartitionMetadata:
-    state = services.replicas.partition_state(topic, p)
+def _partition_metadata(services: BrokerServices, topic: str, p: int,
+                        live: set[int] | None) -> PartitionMetadata:
+    """One partition as METADATA reports it: from the cluster picture when there is one
+    (`live`: the brokers listed), else from this broker's replica."""
+    cluster = services.cluster
+    state = (cluster.partition_state(topic, p) if cluster is not None
+             else services.replicas.partition_state(topic, p))
     if state is None:
         return PartitionMetadata(p, int(ErrorCode.LEADER_NOT_AVAILABLE), -1, -1, [], [])
-    return PartitionMetadata(p, 0, state.leader, state.leader_epoch, list(state.replicas),
+    # A leader that is not live (none elected, or not yet replaced) cannot be reached.
+    code = ErrorCode.LEADER_NOT_AVAILABLE if live is not None and state.leader not in live else ErrorCode.NONE
+    return PartitionMetadata(p, int(code), state.leader, state.leader_epoch, list(state.replicas),
                              list(state.isr))
+
+
+def _brokers(services: BrokerServices, ctx: RequestContext) -> tuple[list[MetadataBroker], int]:
+    """(brokers as the listener the request came through reaches them, controller id)."""
+    cluster = services.cluster
+    if cluster is None:
+        return [MetadataBroker(services.broker_id, ctx.advertised_host, ctx.listener.port)], \
+            services.broker_id
+    return ([MetadataBroker(b, host, port) for b, host, port in cluster.live_brokers(ctx.listener.name)],
+            cluster.controller_id)
 
 
 async def handle_metadata(services: BrokerServices, request: MetadataRequest,
@@ -74,6 +95,8 @@ async def handle_metadata(services: BrokerServices, request: MetadataRequest,
         codes = (await services.admin.auto_create_topics(unknown)
                  if request.allow_auto_topic_creation
                  else dict.fromkeys(unknown, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+    brokers, controller_id = _brokers(services, ctx)
+    live = {b.node_id for b in brokers} if services.cluster is not None else None
     topics = []
     for name in names:
         meta = metadata.topic(name)
@@ -83,10 +106,24 @@ async def handle_metadata(services: BrokerServices, request: MetadataRequest,
                 code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION    # deleted meanwhile
             topics.append(MetadataTopic(name, int(code), []))
             continue
-        topics.append(MetadataTopic(name, 0, [_partition_metadata(services, name, p)
+        topics.append(MetadataTopic(name, 0, [_partition_metadata(services, name, p, live)
                                               for p in range(meta.partitions)], meta.internal))
-    me = MetadataBroker(services.broker_id, ctx.advertised_host, ctx.listener.port)
-    return MetadataResponse([me], metadata.cluster_id, services.broker_id, topics)
+    return MetadataResponse(brokers, metadata.cluster_id, controller_id, topics)
+
+
+def _described(services: BrokerServices, topic: str, p: int) -> DescribedPartition:
+    """A partition for `topics describe`: leader, replicas and ISR from the cluster
+    picture when there is one, offsets and size from this broker's replica if it has one."""
+    local = services.replicas.describe_partition(topic, p)
+    cluster = services.cluster
+    state = cluster.partition_state(topic, p) if cluster is not None else None
+    if state is None:
+        return local
+    if local.error_code:
+        local = DescribedPartition(p, 0, -1, -1, [], [])
+    local.leader, local.leader_epoch = state.leader, state.leader_epoch
+    local.replicas, local.isr = list(state.replicas), list(state.isr)
+    return local
 
 
 async def handle_describe_topic_partitions(services: BrokerServices,
@@ -100,7 +137,7 @@ async def handle_describe_topic_partitions(services: BrokerServices,
         if meta is None:
             topics.append(DescribedTopic(name, int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), []))
             continue
-        topics.append(DescribedTopic(name, 0, [services.replicas.describe_partition(name, p)
+        topics.append(DescribedTopic(name, 0, [_described(services, name, p)
                                                for p in range(meta.partitions)], meta.internal))
     return DescribeTopicPartitionsResponse(topics)
 
@@ -207,7 +244,7 @@ async def handle_incremental_alter_configs(services: BrokerServices,
         if bad:
             entry.error_code, entry.error_message = int(ErrorCode.INVALID_REQUEST), bad
             continue
-        code, message = services.admin.alter_topic_configs(res.resource_name, changes,
+        code, message = await services.admin.alter_topic_configs(res.resource_name, changes,
                                                            validate_only=request.validate_only)
         entry.error_code, entry.error_message = int(code), (message if code else None)
     return IncrementalAlterConfigsResponse(results)

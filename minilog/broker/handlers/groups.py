@@ -7,6 +7,8 @@ COORDINATOR_NOT_AVAILABLE, in each API's shape, when the broker runs none.
 
 from __future__ import annotations
 
+import logging
+
 from minilog.protocol import (
     ConsumerGroupDescribeRequest,
     ConsumerGroupDescribeResponse,
@@ -33,8 +35,11 @@ from minilog.protocol import (
 )
 
 from .._services import BrokerServices, Handler, RequestContext
+from ..groups.coordinator import OFFSETS_TOPIC, group_partition
 
 __all__ = ["HANDLERS", "KEY_TYPE_GROUP"]
+
+log = logging.getLogger("minilog.broker.handlers")
 
 KEY_TYPE_GROUP = 0
 _NOT_AVAILABLE = int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
@@ -45,13 +50,37 @@ def _unavailable() -> ErrorResponse:
     return ErrorResponse(_NOT_AVAILABLE, _NO_COORDINATOR)
 
 
+def _cluster_coordinator(services: BrokerServices, entry: Coordinator, ctx: RequestContext) -> None:
+    """In a cluster, the coordinator of a group is the leader of its offsets partition."""
+    cluster = services.cluster
+    meta = services.metadata.topic(OFFSETS_TOPIC)
+    assert cluster is not None
+    state = cluster.partition_state(OFFSETS_TOPIC, group_partition(entry.key, meta.partitions)) \
+        if meta is not None else None
+    endpoint = cluster.endpoint(state.leader, ctx.listener.name) if state is not None else None
+    if state is None or endpoint is None:
+        entry.error_code = _NOT_AVAILABLE
+        entry.error_message = error_message(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        return
+    entry.node_id, (entry.host, entry.port) = state.leader, endpoint
+
+
 async def handle_find_coordinator(services: BrokerServices, request: FindCoordinatorRequest,
                                   ctx: RequestContext) -> FindCoordinatorResponse:
     groups = services.groups
+    cluster = services.cluster
+    if (cluster is not None and groups is not None and request.key_type == KEY_TYPE_GROUP
+            and services.metadata.topic(OFFSETS_TOPIC) is None):
+        try:                  # Kafka creates the offsets topic on the first FIND_COORDINATOR
+            await cluster.ensure_offsets_topic()
+        except Exception as exc:
+            log.info("cannot create the offsets topic yet: %s", exc)
     out = []
     for key in request.keys:
         entry = Coordinator(key)
-        if groups is None:
+        if groups is not None and cluster is not None and request.key_type == KEY_TYPE_GROUP:
+            _cluster_coordinator(services, entry, ctx)
+        elif groups is None:
             entry.error_code, entry.error_message = _NOT_AVAILABLE, _NO_COORDINATOR
         elif request.key_type != KEY_TYPE_GROUP:
             entry.error_code = int(ErrorCode.INVALID_REQUEST)
