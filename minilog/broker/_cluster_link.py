@@ -27,6 +27,15 @@ Rules:
   that cannot be reached raises `minilog.metastore.Unavailable`; the
   caller keeps its current ISR and tries again later.
 
+Optional, called when present (the control plane checks with getattr):
+- `ReplicaControl.lease_lost()` (synchronous): this broker's etcd lease is
+  gone, so the cluster already treats it as dead and is electing other
+  leaders; stop leading every partition now (accept no produce, answer
+  NOT_LEADER) until an `apply_partition_state` names this broker leader
+  again. The broker then registers again under a new epoch; the controller
+  takes it out of every ISR and moves its leaderships, and the new states
+  arrive through `apply_partition_state` as usual.
+
 Task-safety: the trio thread only.
 """
 

@@ -149,11 +149,17 @@ class Controller:
         registered = {b: reg.epoch for b, reg in self.picture.brokers.items()}
         view = self.view(accepted)
         fence = fence_for(term, self.picture.keys)
+        before = dict(self._by_rule)
         for (topic, p), state in sorted(self.picture.states.items()):
             _rule, wanted = next_state(state, view)
             if wanted is None:
                 continue
             await self._write(topic, p, view, fence)
+        done = {r: n - before.get(r, 0) for r, n in self._by_rule.items() if n != before.get(r, 0)}
+        if done:
+            dead = sorted(set(self.picture.brokers) - set(view.live))
+            log.info("controller pass: %s (live %s%s)", ", ".join(f"{n} {r}" for r, n in sorted(done.items())),
+                     sorted(view.live), f", restarted {dead}" if dead else "")
         # Every partition is right for the deaths seen: accept the brokers' current epochs.
         return registered
 
@@ -179,5 +185,5 @@ class Controller:
         if wrote:
             self._changes += 1
             self._by_rule[rule] = self._by_rule.get(rule, 0) + 1
-            log.info("%s-%d: %s: leader %d epoch %d isr %s", topic, p, rule, stored.leader,
+            log.debug("%s-%d: %s: leader %d epoch %d isr %s", topic, p, rule, stored.leader,
                      stored.leader_epoch, list(stored.isr))

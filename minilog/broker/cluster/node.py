@@ -145,6 +145,7 @@ class ClusterNode:
         self.follower: MetadataFollower | None = None
         self.applier: Applier | None = None
         self.controller: Controller | None = None
+        self.link: EtcdClusterLink | None = None
         self.session: BrokerSession | None = None
         self.registered = trio.Event()
         self.lease_losses = 0
@@ -196,11 +197,12 @@ class ClusterNode:
         """The replica manager as `ReplicaControl`, attached to this node's `ClusterLink`
         (or the no-replication stand-in while it implements neither)."""
         replicas = parts.replicas
+        self.link = EtcdClusterLink(self.broker_id, kv, follower)
         attach = getattr(replicas, "attach_link", None)
         if attach is None or not hasattr(replicas, "apply_partition_state"):
             log.warning("this replica manager does not replicate: partitions are led without followers")
             return LocalReplicas(self.broker_id, replicas, parts.admin.open_partitions)
-        attach(EtcdClusterLink(self.broker_id, kv, follower))
+        attach(self.link)
         return replicas
 
     async def _ensure_cluster_id(self, kv: KVStore, follower: MetadataFollower) -> None:
