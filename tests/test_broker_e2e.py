@@ -59,31 +59,36 @@ def test_pipelined_requests_answered_in_order(broker):
 
 
 def test_long_poll_fetch_wakes_when_data_arrives(broker):
-    """A fetch waiting up to 10 s returns promptly once another client produces."""
+    """A fetch that may wait 30 s is answered, with the data, once another client produces.
+
+    The answer has to come from the produce: the fetch waits up to fetch.max.wait.ms (30 s)
+    and the client gives up reading after 10 s, so a fetch that only returned at its deadline
+    fails the test with a timeout; no time is measured."""
     c, producer = broker.client(), broker.client()
     c.create_topic("t")
-    started = time.monotonic()
-    c.send(ApiKey.FETCH, fetch_payload("t", 0, 0, max_wait_ms=10_000, min_bytes=1))
+    c.send(ApiKey.FETCH, fetch_payload("t", 0, 0, max_wait_ms=30_000, min_bytes=1))
     # The fetch is parked: no answer within 200 ms (a checked condition, not a bare sleep).
     readable, _, _ = select.select([c.sock], [], [], 0.2)
     assert not readable
-    sent = time.monotonic()
     producer.produce("t", 0, build_batch([b"wake"]))
+    c.sock.settimeout(10)
     frame = c.receive()
-    woke = time.monotonic()
     p = frame.payload["topics"][0]["partitions"][0]
     assert _values(bytes(frame.attachments[p["records"]])) == [(0, b"wake")]
-    assert woke - sent < 2.0 and woke - started < 5.0
 
 
 def test_long_poll_fetch_times_out_empty(broker):
-    """With no data, a fetch waits about max_wait_ms and returns empty."""
+    """With no data, a fetch waits (at least) max_wait_ms and returns empty.
+
+    Only the lower bound is checked, which load cannot break; the upper one is the client's
+    10 s read deadline (a fetch that never returned fails with a timeout)."""
     c = broker.client()
     c.create_topic("t")
+    c.sock.settimeout(10)
     started = time.monotonic()
     p, data = c.fetch("t", 0, 0, max_wait_ms=300, min_bytes=1)
-    elapsed = time.monotonic() - started
-    assert p["error_code"] == 0 and data == b"" and 0.25 <= elapsed < 3
+    waited_s = time.monotonic() - started
+    assert p["error_code"] == 0 and data == b"" and waited_s >= 0.25
 
 
 def _fill(c, topic="t", partitions=2, batches=5):
@@ -250,17 +255,17 @@ def test_sigkill_mid_stream_loses_no_acked_record(broker, acks):
             if killed_at is None and killed.is_set():
                 killed_at = produced
             assert time.monotonic() < deadline, f"only {len(acked)} acked of {produced} produced"
-        started = time.monotonic()
-        remaining = producer.flush(10)
-        flush_s = time.monotonic() - started
+        remaining = producer.flush(10)     # what is left when flush's own 10 s ran out
     finally:
         enough.set()             # the killer never waits past a failed test
-        close_started = time.monotonic()
-        producer.close(timeout=5)
-        close_s = time.monotonic() - close_started
+        # close(timeout=5) returns once its flush gave up and the loop thread ended; the
+        # 60 s join is a deadline for a hang, not a measurement.
+        closer = threading.Thread(target=producer.close, kwargs={"timeout": 5}, daemon=True)
+        closer.start()
+        closer.join(60)
         killer_thread.join(5)
     # The producer failed what it could not deliver, with typed errors, and did not hang.
-    assert remaining == 0 and flush_s < 10 and close_s < 5, (remaining, flush_s, close_s)
+    assert remaining == 0 and not closer.is_alive(), remaining
     assert not reported_twice, reported_twice[:3]
     assert len(acked) + len(failed) == produced, (len(acked), len(failed), produced)
     assert failed, "records produced after the kill cannot all have been acked"

@@ -7,7 +7,6 @@ import os
 import resource
 import socket
 import struct
-import time
 
 import pytest
 
@@ -131,8 +130,12 @@ def test_client_disconnects_mid_request(broker):
 
 
 def test_client_that_never_reads_does_not_block_others(broker_factory):
-    """A client pipelining big fetches without reading stalls only itself and is dropped."""
-    b = broker_factory("--set", "request.timeout.ms=1000", "--log-level", "DEBUG")
+    """A client pipelining big fetches without reading stalls only itself and is dropped.
+
+    Others are served while the stalled send is still waiting: their answers all come before
+    the broker gives up on it (request.timeout.ms, seen in its log), an order of events
+    rather than a timing; a broker blocked by the stall would answer only after it."""
+    b = broker_factory("--set", "request.timeout.ms=5000", "--log-level", "DEBUG")
     c = b.client()
     c.create_topic("t")
     for _ in range(8):
@@ -150,10 +153,9 @@ def test_client_that_never_reads_does_not_block_others(broker_factory):
             stalled.send(request)
         except BlockingIOError:
             break
-    for _ in range(20):                     # others are served promptly throughout
-        started = time.monotonic()
+    for _ in range(20):                     # others are served while the stall lasts
         assert c.produce("t", 0, build_batch([b"small"]))["error_code"] == 0
-        assert time.monotonic() - started < 1.0
+    assert "TooSlowError" not in b.logs(), "the others were answered only after the stall ended"
     # Once a send has waited request.timeout.ms the broker drops the stalled connection
     # (seen in its DEBUG log before we read anything, so reading cannot unblock it) ...
     wait_until(lambda: "TooSlowError" in b.logs(), "broker gave up on the stalled send",
