@@ -29,7 +29,11 @@ from ._messages_groups import *  # noqa: F403
 from ._messages_groups import __all__ as _messages_groups_all
 from ._codec import *  # noqa: F403
 from ._codec import __all__ as _codec_all
-from .native import *  # noqa: F403
+# native's names star-imported from its modules, not from the package: mypy does not follow a star
+# import of a package that re-exports by star imports inside this import cycle (package <-> parent).
+from .native._codec import *  # noqa: F403
+from .native._frames import *  # noqa: F403
+from .native._schemas import *  # noqa: F403
 from .native import __all__ as _native_all
 
 __all__ = [*_header_all, *_errors_all, *_records_all, *_validate_all, *_error_codes_all, *_api_all,

@@ -49,7 +49,7 @@ class ServerCodec(Protocol):
         """Bytes received and not yet returned as requests."""
         ...
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes (b"" is allowed and does nothing)."""
         ...
 

@@ -180,6 +180,14 @@ def test_module_size_check_finds_a_long_module(tmp_path):
     assert oversized_modules(tmp_path, {"pkg": "pkg"}) == ["pkg.long (651 lines)"]
 
 
+def test_mypy_sees_the_installed_layout():
+    """minilog/protocol and minilog/storage link to the top-level dirs, so mypy (which does not
+    read setuptools' package-dir) checks the tree as installed (pyproject's [tool.mypy])."""
+    for name in ("protocol", "storage"):
+        link = ROOT / "minilog" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve(), link
+
+
 def _write_tree(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
     for rel, text in files.items():
         path = root / rel

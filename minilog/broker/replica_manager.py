@@ -80,7 +80,7 @@ def validate_records(records: memoryview, max_message_bytes: int) -> list[tuple[
             contradict the header, `protocol.validate_batch`).
     """
     total = len(records)
-    out = []
+    out: list[tuple[memoryview, tuple[int, ...]]] = []
     pos = 0
     try:
         while True:

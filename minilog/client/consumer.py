@@ -449,8 +449,9 @@ class AsyncConsumer(ClientLifecycle):
     async def _fetch_from(self, node: int, sts: list[_PartitionState]) -> None:
         cfg = self.config
         topics: dict[str, list] = {}
-        asked = []
+        asked: list[tuple[_PartitionState, int, int]] = []
         for st in sts:
+            assert st.fetch_offset is not None      # _fetchable picks positioned partitions only
             topics.setdefault(st.topic, []).append({
                 "partition": st.partition, "fetch_offset": st.fetch_offset,
                 "partition_max_bytes": cfg.max_partition_fetch_bytes, "current_leader_epoch": -1})
