@@ -45,7 +45,7 @@ from typing import Any
 
 from ._batch_header import TIMESTAMP_TYPE_MASK, BatchHeader, BytesLike
 from ._errors import CorruptBatchError
-from ._records_reference import NO_HEADERS, Record, iter_general, new_record
+from ._records_reference import NO_HEADERS, Record, new_record
 from ._varint import NULL as _NULL
 from ._varint import VARINT as _VARINT
 from ._varint import ZERO as _ZERO
@@ -181,14 +181,9 @@ def uniform_layout(rec: bytes, header: BatchHeader) -> tuple[_Shape, bytes] | No
     n = header.records_count
     if not UNIFORM_RECORDS_MIN <= n <= UNIFORM_RECORDS_MAX:
         return None
-    try:
-        first = next(iter_general(rec[:_first_record_end(rec)], header._replace(records_count=1), "", 0))
-    except (CorruptBatchError, StopIteration):
+    shape = _first_shape(rec, n)
+    if shape is None:
         return None
-    if first.headers or first.offset != header.base_offset:
-        return None
-    key, value = first.key, first.value
-    shape = (n, None if key is None else len(key), None if value is None else len(value))
     plan = _UNIFORM_PLANS.get(shape) or _uniform_plan(shape)
     total_len, segments = plan
     if total_len != len(rec):
@@ -290,12 +285,27 @@ def _uniform_getters(shape: _Shape) -> _Getters:
     return getters
 
 
-def _first_record_end(rec: bytes) -> int:
+def _first_shape(rec: bytes, n: int) -> _Shape | None:
+    """(n, key length, value length) read from record 0's key and value length varints.
+
+    Only a guess of the shape: the plan built from it checks every layout
+    byte of every record, record 0 included (length varint, offsetDelta,
+    key and value fields, headers count) and the total length, so a wrong
+    guess makes `uniform_layout` return None, never accept a bad record.
+    Reading these two varints in place is what decoding record 0 with the
+    reference parser cost before (a record object, a header copy).
+    """
     try:
-        length, pos = _read_varint(rec, 0)
+        pos = _read_varint(rec, 0)[1] + 1        # length varint, attributes byte
+        pos = _read_varint(rec, pos)[1]          # timestampDelta
+        pos = _read_varint(rec, pos)[1]          # offsetDelta
+        key_len, pos = _read_varint(rec, pos)
+        value_len = _read_varint(rec, pos + max(key_len, 0))[0]
     except (IndexError, CorruptBatchError):
-        return 0
-    return max(pos + length, 0)
+        return None
+    if not (-1 <= key_len <= len(rec) and -1 <= value_len <= len(rec)):
+        return None
+    return n, None if key_len < 0 else key_len, None if value_len < 0 else value_len
 
 
 def _assemble(header: BatchHeader, topic: str, partition: int, min_offset: int,

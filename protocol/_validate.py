@@ -99,6 +99,7 @@ NO_TIMESTAMP = -1
 _TS_RANK = bytes(((b >> 1) ^ -(b & 1)) + 64 for b in range(128)) + bytes(128)
 _RANK_BYTES = [bytes((r,)) for r in range(128)]
 _RANKS_UP_TO = [bytes(range(r + 1)) for r in range(128)]
+_new_header = tuple.__new__       # a BatchHeader from checked fields, without NamedTuple's __new__
 
 
 def decompressed_bytes_bound(max_message_bytes: int) -> int:
@@ -110,7 +111,8 @@ def decompressed_bytes_bound(max_message_bytes: int) -> int:
     return min(max_message_bytes * DECOMPRESSION_RATIO_MAX, DECOMPRESSED_BYTES_MAX)
 
 
-def validate_batch(batch: BytesLike, *, max_message_bytes: int, verify_crc: bool = True) -> BatchHeader:
+def validate_batch(batch: BytesLike, *, max_message_bytes: int, verify_crc: bool = True,
+                   fields: tuple[int, ...] | None = None) -> BatchHeader:
     """Check that `batch` is exactly one well-formed RecordBatch v2 (see the module rules).
 
     Args:
@@ -121,6 +123,10 @@ def validate_batch(batch: BytesLike, *, max_message_bytes: int, verify_crc: bool
             batch may decompress to `decompressed_bytes_bound()` of it.
         verify_crc: False when the caller has already checked the CRC of
             these very bytes.
+        fields: the 13 header fields `check_batch_fields` returned for these
+            very bytes (magic, bounds and CRC checked): the header is then
+            not parsed again and the CRC not recomputed (the produce path
+            checks each batch's header once, DESIGN.md).
 
     Returns:
         The parsed header.
@@ -129,7 +135,11 @@ def validate_batch(batch: BytesLike, *, max_message_bytes: int, verify_crc: bool
         CorruptBatchError: framing or CRC (CORRUPT_MESSAGE).
         InvalidRecordError: the records (INVALID_RECORD).
     """
-    header = parse_header(batch)
+    if fields is None:
+        header = parse_header(batch)
+    else:
+        header = _new_header(BatchHeader, fields)
+        verify_crc = False
     size = header.size
     if size != len(batch):
         raise CorruptBatchError(f"batch declares {size} bytes, {len(batch)} were sent")

@@ -33,6 +33,7 @@ from minilog.protocol import (
     CorruptBatchError,
     InvalidRecordError,
     build_batch,
+    check_batch_fields,
     parse_header,
     read_batch_records,
     validate_batch,
@@ -87,11 +88,22 @@ def _reference_accepts(raw: bytes) -> bool:
 
 
 def _verdict(raw: bytes) -> bool:
+    """The validator's answer; the produce path's call (the header fields already checked by
+    `check_batch_fields`, not parsed again) must give the same one."""
+    verdicts = []
     try:
-        validate_batch(raw, max_message_bytes=MMB)
-    except InvalidRecordError:
-        return False
-    return True
+        variants: list[dict] = [{}, {"fields": check_batch_fields(raw)}]
+    except CorruptBatchError:       # refused before the walk on the produce path: CORRUPT_MESSAGE
+        variants = [{}]
+    for extra in variants:
+        try:
+            validate_batch(raw, max_message_bytes=MMB, **extra)
+        except InvalidRecordError:
+            verdicts.append(False)
+        else:
+            verdicts.append(True)
+    assert len(set(verdicts)) == 1, verdicts
+    return verdicts[0]
 
 
 # ---------------------------------------------------------------------------

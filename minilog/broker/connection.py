@@ -236,7 +236,8 @@ class Connection:
                     idle.deadline = math.inf
                     self._queue_space = trio.Event()
                     await self._queue_space.wait()
-                idle.deadline = min(idle.deadline, trio.current_time() + idle_s)
+                if idle.deadline == math.inf:            # we made the client wait: restart its timer
+                    idle.deadline = trio.current_time() + idle_s
             if codec.buffered_bytes:                     # part of a request: it must come whole
                 if self._arrival_deadline is None:
                     self._arrival_deadline = now + arrival_s

@@ -94,7 +94,7 @@ def validate_records(records: memoryview, max_message_bytes: int) -> list[tuple[
             batch = records if pos == 0 and size == total else records[pos:pos + size]
             # Kafka's LogValidator: the records are what the header says, so every
             # consumer can read them (issue 8 item 8); the CRC was checked just above.
-            validate_batch(batch, max_message_bytes=max_message_bytes, verify_crc=False)
+            validate_batch(batch, max_message_bytes=max_message_bytes, fields=fields)
             out.append((batch, fields))
             pos += size
             if pos == total:
