@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -135,7 +137,7 @@ def test_cluster_up_stops_everything_when_a_broker_fails_to_start(tmp_path):
     try:
         result = run("cluster", "up", "--brokers", "2", "--data-dir", data, "--set", "no.such.setting=1")
         line = assert_one_line_error(result, EXIT_ERROR, "broker-0 exited with code 2")
-        assert os.path.join(data, "logs", "broker-0.log") in line
+        assert "no.such.setting" in line and os.path.join(data, "logs", "broker-0.log") in line
         assert not os.path.exists(os.path.join(data, "cluster.json"))
         assert processes_under(data) == []
     finally:
@@ -194,6 +196,64 @@ def test_cluster_down_never_signals_a_recycled_pid(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def _record(proc: subprocess.Popen, name: str, argv: list[str]) -> dict:
+    return {"name": name, "pid": proc.pid, "argv": argv, "log_path": os.devnull}
+
+
+def _write_state(data, etcd: dict | None, brokers: list[dict]) -> None:
+    state = {"version": 1, "data_dir": str(data), "etcd_endpoint": "http://127.0.0.1:1", "etcd": etcd,
+             "brokers": [{"broker_id": i, "host": "127.0.0.1", "port": 1 + i, "data_dir": str(data),
+                          "process": b} for i, b in enumerate(brokers)]}
+    (data / "cluster.json").write_text(json.dumps(state))
+
+
+_STUBBORN = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             "print('ready', flush=True); time.sleep(120)"]
+
+
+def test_cluster_down_terms_then_kills(tmp_path):
+    """`down` sends SIGTERM to every recorded process, SIGKILLs the one still running after
+    --timeout, says so, and removes the state file."""
+    data = tmp_path / "c"
+    data.mkdir()
+    polite = subprocess.Popen(["sleep", "120"])
+    stubborn = subprocess.Popen(_STUBBORN, stdout=subprocess.PIPE, text=True)
+    try:
+        assert stubborn.stdout is not None and stubborn.stdout.readline() == "ready\n"  # handler set
+        _write_state(data, _record(polite, "etcd", ["sleep", "120"]), [_record(stubborn, "broker-0", _STUBBORN)])
+        result = run("cluster", "down", "--data-dir", str(data), "--timeout", "1")
+        assert result.returncode == EXIT_OK, result.stderr
+        assert "Stopped 1 brokers and etcd" in result.stdout and "broker-0 did not stop" in result.stdout
+        assert polite.wait(10) == -signal.SIGTERM
+        assert stubborn.wait(10) == -signal.SIGKILL
+        assert not (data / "cluster.json").exists()
+    finally:
+        for proc in (polite, stubborn):
+            proc.kill()
+            proc.wait()
+
+
+@needs_etcd
+def test_cluster_up_on_a_partly_running_cluster_keeps_its_broker_count(tmp_path):
+    """`up --brokers N` on a DIR whose recorded cluster partly runs with another count is refused
+    (one line, exit 1) and starts nothing; the running process is left alone."""
+    data = tmp_path / "c"
+    data.mkdir()
+    running = subprocess.Popen(["sleep", "120"])
+    gone = subprocess.Popen(["sleep", "120"])
+    gone.kill()
+    gone.wait()
+    try:
+        _write_state(data, _record(running, "etcd", ["sleep", "120"]), [_record(gone, "broker-0", ["sleep", "120"])])
+        result = run("cluster", "up", "--brokers", "2", "--data-dir", str(data))
+        assert_one_line_error(result, EXIT_ERROR, "has 1 brokers, not 2")
+        assert running.poll() is None
+        assert processes_under(str(data)) == []
+    finally:
+        running.kill()
+        running.wait()
 
 
 def test_cluster_status_with_no_recorded_cluster(tmp_path):

@@ -10,7 +10,9 @@ address, log) as soon as it is spawned, so `stop_cluster` can find it even
 if `start_cluster` failed half-way. `start_cluster` waits until etcd answers
 /health, every broker printed its "listening on" line and the cluster's
 Metadata lists all N brokers (each holds its registration lease); on any
-failure it stops what it started and raises `ClusterError`.
+failure it stops what it started and raises `ClusterError`. On a DIR whose
+recorded cluster partly runs (a broker was killed) it starts only the
+stopped processes again, from their recorded command lines.
 
 Layout of DIR (Kafka keeps one data dir per broker too):
 
@@ -77,6 +79,7 @@ ETCD_HEARTBEAT_MS = 100       # etcd's defaults: its minimum lease TTL is then 2
 ETCD_ELECTION_TIMEOUT_MS = 1000  # under broker.session.timeout.ms's default of 6 s
 LOG_TAIL_LINES = 1            # lines of a dead process's log quoted in the error
 _SERVE = [sys.executable, "-m", "minilog.cli", "serve"]
+_RUN_MARK = "--- minilog cluster up:"  # a line written to a broker's log before each start
 
 
 class ClusterError(Exception):
@@ -348,33 +351,45 @@ def running_processes(state: ClusterState) -> list[ProcessRecord]:
     return [p for p in state.processes() if process_alive(p)]
 
 
-def start_cluster(data_dir: str, brokers: int, *, etcd_binary: str | None, host: str = "127.0.0.1",
+def start_cluster(data_dir: str, brokers: int | None, *, etcd_binary: str | None, host: str = "127.0.0.1",
                   settings: list[str] | None = None, timeout_s: float = START_TIMEOUT_S,
-                  registered: Callable[[ClusterState], bool]) -> ClusterState:
-    """Start etcd and `brokers` brokers under `data_dir`; return the recorded state.
+                  registered: Callable[[ClusterState], bool]) -> tuple[ClusterState, list[str]]:
+    """Start etcd and `brokers` brokers (default 3) under `data_dir`, or bring back the
+    processes of a recorded cluster that have stopped; return the state and the names of
+    the processes restarted (empty for a new cluster).
 
-    `registered(state)` says whether every broker of `state` is registered (the
-    CLI asks the cluster's Metadata through the client); it is polled until true.
+    A recorded cluster whose processes have all exited starts anew (same data, etcd on
+    its old ports when free); one whose processes partly run gets the stopped ones
+    started again from their recorded command lines (same ports, same data), which is
+    how a killed broker comes back. `registered(state)` says whether every broker of
+    `state` is registered (the CLI asks the cluster's Metadata through the client); it
+    is polled until true.
 
     Raises:
-        ClusterError: etcd missing, DIR already running, a process died or the
-            cluster did not form within `timeout_s` (everything started is stopped).
+        ClusterError: etcd missing, DIR already running (every process), a broker
+            count that differs from the running cluster's, a process died or the
+            cluster did not form within `timeout_s` (a new cluster is stopped again).
     """
-    assert 1 <= brokers <= BROKERS_MAX
+    assert brokers is None or 1 <= brokers <= BROKERS_MAX
     data_dir = os.path.abspath(data_dir)
     if etcd_binary is None:
         raise ClusterError("etcd not found: install Debian's etcd-server (apt-get install etcd-server) "
                            "or name the binary in MINILOG_ETCD_BINARY")
     with _locked(data_dir):
         previous = read_state(data_dir)
+        deadline = time.monotonic() + timeout_s
         if previous is not None:
             alive = running_processes(previous)
-            if alive:
+            if len(alive) == len(previous.processes()):
                 raise ClusterError(
                     f"a cluster is already running in {data_dir} ({', '.join(p.name for p in alive)}); "
                     f"stop it with `minilog cluster down --data-dir {data_dir}`")
+            if alive:
+                if brokers is not None and brokers != len(previous.brokers):
+                    raise ClusterError(f"the cluster in {data_dir} has {len(previous.brokers)} brokers, "
+                                       f"not {brokers}; `cluster down` it first to change that")
+                return previous, _restart_stopped(previous, deadline, registered)
         os.makedirs(os.path.join(data_dir, "logs"), exist_ok=True)
-        deadline = time.monotonic() + timeout_s
         client_port, peer_port = _etcd_ports(previous, host)
         etcd_argv = _etcd_argv(etcd_binary, os.path.join(data_dir, "etcd"), host, client_port, peer_port)
         etcd_proc, etcd = _spawn("etcd", etcd_argv, os.path.join(data_dir, "logs", "etcd.log"))
@@ -383,18 +398,55 @@ def start_cluster(data_dir: str, brokers: int, *, etcd_binary: str | None, host:
             _write_state(state)
             _wait("etcd to answer /health", lambda: _etcd_healthy(state.etcd_endpoint),
                   _exited(etcd_proc, etcd, "it was healthy"), deadline)
-            procs = _start_brokers(state, brokers, host, list(settings or ()))
-            for proc, broker in zip(procs, state.brokers):
-                _wait(f"{broker.process.name} to listen",
-                      lambda b=broker: "listening on" in _read(b.process.log_path),  # type: ignore[misc]
-                      _exited(proc, broker.process, "it listened"), deadline)
-            _wait(f"all {brokers} brokers to register", lambda: registered(state),
-                  _first_exit(procs, state), deadline)
+            procs = _start_brokers(state, 3 if brokers is None else brokers, host, list(settings or ()))
+            _wait_brokers(state, list(zip(procs, state.brokers)), deadline, registered)
         except BaseException:
             stop_processes(state.processes(), STOP_TIMEOUT_S)
             _remove_state(data_dir)
             raise
-        return state
+        return state, []
+
+
+def _wait_brokers(state: ClusterState, started: list[tuple[subprocess.Popen[bytes], BrokerRecord]],
+                  deadline: float, registered: Callable[[ClusterState], bool]) -> None:
+    """Wait until each started broker printed its address, then until all are registered."""
+    for proc, broker in started:
+        _wait(f"{broker.process.name} to listen",
+              lambda b=broker: "listening on" in _read(b.process.log_path),  # type: ignore[misc]
+              _exited(proc, broker.process, "it listened"), deadline)
+    checks = [_exited(p, b.process, "it registered") for p, b in started]
+    _wait(f"all {len(state.brokers)} brokers to register", lambda: registered(state),
+          lambda: next((r for r in (c() for c in checks) if r is not None), None), deadline)
+
+
+def _restart_stopped(state: ClusterState, deadline: float,
+                     registered: Callable[[ClusterState], bool]) -> list[str]:
+    """Start the recorded processes of `state` that are not running, from their recorded
+    command lines; the ones already running are left alone (and nothing is stopped on failure)."""
+    restarted = []
+    if state.etcd is not None and not process_alive(state.etcd):
+        proc, state.etcd = _spawn("etcd", state.etcd.argv, state.etcd.log_path)
+        _write_state(state)
+        restarted.append("etcd")
+        _wait("etcd to answer /health", lambda: _etcd_healthy(state.etcd_endpoint),
+              _exited(proc, state.etcd, "it was healthy"), deadline)
+    started = []
+    for broker in state.brokers:
+        if process_alive(broker.process):
+            continue
+        _mark_log(broker.process.log_path, broker.process.argv)
+        proc, broker.process = _spawn(broker.process.name, broker.process.argv, broker.process.log_path)
+        _write_state(state)
+        restarted.append(broker.process.name)
+        started.append((proc, broker))
+    _wait_brokers(state, started, deadline, registered)
+    return restarted
+
+
+def _mark_log(log_path: str, argv: list[str]) -> None:
+    """Mark where a broker's run starts in its kept log (the "listening on" check reads after it)."""
+    with open(log_path, "ab") as log:
+        log.write(f"{_RUN_MARK} {' '.join(argv)}\n".encode())
 
 
 def _start_brokers(state: ClusterState, count: int, host: str,
@@ -409,8 +461,7 @@ def _start_brokers(state: ClusterState, count: int, host: str,
             argv += ["--set", pair]
         name = f"broker-{broker_id}"
         log_path = os.path.join(state.data_dir, "logs", f"{name}.log")
-        with open(log_path, "ab") as log:  # mark where this run starts in the kept log
-            log.write(f"--- minilog cluster up: {' '.join(argv)}\n".encode())
+        _mark_log(log_path, argv)
         proc, record = _spawn(name, argv, log_path)
         procs.append(proc)
         state.brokers.append(BrokerRecord(broker_id, host, port, broker_dir, record))
@@ -422,17 +473,9 @@ def _read(path: str) -> str:
     """The part of a broker's log written by its current run (after the last `---` marker)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().rsplit("--- minilog cluster up:", 1)[-1]
+            return f.read().rsplit(_RUN_MARK, 1)[-1]
     except OSError:
         return ""
-
-
-def _first_exit(procs: list[subprocess.Popen[bytes]], state: ClusterState) -> Callable[[], str | None]:
-    checks = [_exited(p, b.process, "it registered") for p, b in zip(procs, state.brokers)]
-
-    def check() -> str | None:
-        return next((r for r in (c() for c in checks) if r is not None), None)
-    return check
 
 
 def stop_cluster(data_dir: str, *, timeout_s: float = STOP_TIMEOUT_S) -> tuple[ClusterState, list[str]]:

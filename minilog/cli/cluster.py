@@ -64,8 +64,8 @@ def _all_registered(state: lc.ClusterState) -> bool:
 
 
 @cluster.command("up")
-@click.option("--brokers", "-n", type=click.IntRange(1, lc.BROKERS_MAX), default=3, show_default=True,
-              help="Number of brokers (ids 0..N-1).")
+@click.option("--brokers", "-n", type=click.IntRange(1, lc.BROKERS_MAX), default=None,
+              help="Number of brokers (ids 0..N-1)  [default: 3]")
 @click.option("--data-dir", default=_DEFAULT_DIR, show_default=True, type=click.Path(file_okay=False),
               help="Directory for etcd's and every broker's data, their logs and the state file.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to listen on.")
@@ -75,28 +75,34 @@ def _all_registered(state: lc.ClusterState) -> bool:
               show_default=True, help="Seconds to wait for every broker to register.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the bootstrap address.")
 @handle_errors
-def up(brokers: int, data_dir: str, host: str, sets: tuple[str, ...], timeout_s: float,
+def up(brokers: int | None, data_dir: str, host: str, sets: tuple[str, ...], timeout_s: float,
        quiet: bool) -> None:
     """Start etcd and N brokers in the background; print the bootstrap address.
 
     The processes keep running after this command exits; stop them with
     `minilog cluster down --data-dir DIR`. Data stays in DIR: `up` on the same
-    DIR later restarts the cluster with its topics.
+    DIR later restarts the cluster with its topics. `up` on a DIR whose cluster
+    partly runs (a broker was killed) starts only the stopped processes again,
+    from their recorded command lines.
     """
     for pair in sets:
         if "=" not in pair or not pair.partition("=")[0].strip():
             raise CliError(f"--set expects KEY=VALUE, got {pair!r}", EXIT_USAGE)
     from minilog.metastore import etcd_binary
 
-    state = _local(lc.start_cluster, data_dir, brokers, etcd_binary=etcd_binary(), host=host,
+    state, restarted = _local(lc.start_cluster, data_dir, brokers, etcd_binary=etcd_binary(), host=host,
                    settings=list(sets), timeout_s=timeout_s, registered=_all_registered)
     if quiet:
         click.echo(state.bootstrap)
         return
     assert state.etcd is not None
-    click.echo(f"etcd      {state.etcd_endpoint}  pid {state.etcd.pid}")
+    started = set(restarted) if restarted else None    # None: a new cluster, everything started
+    mark = {True: "", False: "  (was running)"}
+    click.echo(f"etcd      {state.etcd_endpoint}  pid {state.etcd.pid}"
+               + mark[started is None or "etcd" in started])
     for b in state.brokers:
-        click.echo(f"broker {b.broker_id}  {b.address}  pid {b.process.pid}  data {b.data_dir}")
+        click.echo(f"broker {b.broker_id}  {b.address}  pid {b.process.pid}  data {b.data_dir}"
+                   + mark[started is None or b.process.name in started])
     click.echo(f"logs in {os.path.join(state.data_dir, 'logs')}")
     click.echo(f"bootstrap: {state.bootstrap}")
 
@@ -128,11 +134,14 @@ def status(data_dir: str | None, bootstrap_server: str) -> None:
     import minilog
 
     recorded: dict[int, str] = {}
+    pids: dict[int, str] = {}
     if data_dir is not None:
         state = _local(lc.read_state, os.path.abspath(data_dir))
         if state is None:
             raise CliError(f"no cluster recorded in {os.path.abspath(data_dir)} (no {lc.STATE_FILE})")
         recorded = {b.broker_id: b.address for b in state.brokers}
+        pids = {b.broker_id: str(b.process.pid) if lc.process_alive(b.process) else "-"
+                for b in state.brokers}
         source = click.get_current_context().get_parameter_source("bootstrap_server")
         if source is None or source.name == "DEFAULT":
             bootstrap_server = state.bootstrap
@@ -146,11 +155,13 @@ def status(data_dir: str | None, bootstrap_server: str) -> None:
     console = _console()
     console.print(f"Cluster: {meta.cluster_id or '-'}  Controller: "
                   f"{meta.controller_id if meta.controller_id >= 0 else 'none'}  "
-                  f"Brokers: {len(live)} alive of {len(known)}  Topics: {len(meta.topics)}")
-    table = _table("ID", "ADDRESS", "ALIVE", "CONTROLLER")
+                  f"Brokers: {len(live)} alive of {len(known)}  "
+                  f"Topics: {sum(1 for t in meta.topics if not t.startswith('__'))}")
+    table = _table("ID", "ADDRESS", "ALIVE", "CONTROLLER", *(["PID"] if pids else []))
     for node in sorted(known):
         table.add_row(str(node), live.get(node) or recorded.get(node) or "-",
-                      "yes" if node in live else "no", "yes" if node == meta.controller_id else "")
+                      "yes" if node in live else "no", "yes" if node == meta.controller_id else "",
+                      *([pids.get(node, "-")] if pids else []))
     console.print(table)
     problems = unhealthy_partitions(meta.partitions, live)
     offline = sum(1 for p in problems if p.status == OFFLINE)
