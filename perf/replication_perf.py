@@ -226,7 +226,8 @@ def run(args: argparse.Namespace) -> dict:
     for mode, runs in rounds.items():
         result[mode] = {"median_records_per_sec": statistics.median(r["records_per_sec"] for r in runs),
                         "median_mb_per_sec": statistics.median(r["mb_per_sec"] for r in runs),
-                        "errors": sum(r["errors"] for r in runs), "runs": runs}
+                        "errors": sum(r["errors"] for r in runs),
+                        "runs": {str(i + 1): r for i, r in enumerate(runs)}}   # flattened by emit()
     result["baseline"]["what"] = "acks=1, replication factor 1"
     result["replicated"]["what"] = f"acks=all, replication factor 3, min.insync.replicas={MIN_INSYNC}"
     result["ratio"] = (result["replicated"]["median_records_per_sec"]

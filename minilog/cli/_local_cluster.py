@@ -77,6 +77,8 @@ STOP_TIMEOUT_S = 30.0         # default: SIGTERM grace (controlled shutdown) bef
 POLL_INTERVAL_S = 0.05        # between looks at another process (nothing to wait on but its answer)
 ETCD_HEARTBEAT_MS = 100       # etcd's defaults: its minimum lease TTL is then 2 s,
 ETCD_ELECTION_TIMEOUT_MS = 1000  # under broker.session.timeout.ms's default of 6 s
+OFFSETS_RF_KEY = "offsets.topic.replication.factor"
+OFFSETS_RF_DEFAULT = 3        # `cluster up` passes min(this, brokers) unless --set names the key
 LOG_TAIL_LINES = 1            # lines of a dead process's log quoted in the error
 _SERVE = [sys.executable, "-m", "minilog.cli", "serve"]
 _RUN_MARK = "--- minilog cluster up:"  # a line written to a broker's log before each start
@@ -451,6 +453,9 @@ def _mark_log(log_path: str, argv: list[str]) -> None:
 
 def _start_brokers(state: ClusterState, count: int, host: str,
                    settings: list[str]) -> list[subprocess.Popen[bytes]]:
+    if not any(pair.partition("=")[0].strip() == OFFSETS_RF_KEY for pair in settings):
+        # Kafka's default of 3 (minilog's is 1, for a lone broker): group offsets survive a broker
+        settings = [f"{OFFSETS_RF_KEY}={min(OFFSETS_RF_DEFAULT, count)}", *settings]
     procs = []
     for broker_id in range(count):
         broker_dir = os.path.join(state.data_dir, f"broker-{broker_id}")

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from minilog.errors import ClosedError, UnknownTopicOrPartitionError, error_for_code
+from minilog.errors import ClosedError, MinilogError, UnknownTopicOrPartitionError, error_for_code
 from minilog.protocol import (
     CONFIG_OP_DELETE,
     CONFIG_OP_SET,
@@ -164,10 +164,32 @@ class AsyncAdmin(_GroupMixin, ClientLifecycle):
                       if internal or not t["topic"].startswith("__"))
 
     async def describe_topic(self, name: str) -> TopicDescription:
-        """Partitions (leader, replicas, ISR, offsets, size) and the topic's config."""
+        """Partitions (leader, replicas, ISR, offsets, size) and the topic's config.
+
+        A broker answers with the offsets and size of its own replicas, so in a
+        cluster each partition's offsets and size come from its leader (one more
+        request per leader that did not answer the first; a leader that cannot be
+        reached leaves the first answer's figures, which are its follower's)."""
         payload = await self._request(ApiKey.DESCRIBE_TOPIC_PARTITIONS,
                                       {"topics": [_check_name(name)]})
         check_error(payload, "describe topic")
+        parts = {p.partition: p for p in self._described(payload, name)}
+        leaders = sorted({p.leader for p in parts.values() if p.leader >= 0})
+        if len(self._cluster.brokers) > 1:
+            for leader in leaders:
+                try:
+                    answer = (await self._cluster.request(leader, ApiKey.DESCRIBE_TOPIC_PARTITIONS,
+                                                          {"topics": [name]})).payload
+                    check_error(answer, "describe topic")
+                    for p in self._described(answer, name):
+                        if p.leader == leader and p.partition in parts:
+                            parts[p.partition] = p
+                except (MinilogError, OSError):
+                    continue  # keep the first answer's figures for its partitions
+        return TopicDescription(name, [parts[i] for i in sorted(parts)], await self.describe_configs(name))
+
+    @staticmethod
+    def _described(payload: dict, name: str) -> list[PartitionInfo]:
         topics = [t for t in payload["topics"] if t["topic"] == name]
         if not topics:
             raise UnknownTopicOrPartitionError(message=f"unknown topic {name!r}")
@@ -175,11 +197,10 @@ class AsyncAdmin(_GroupMixin, ClientLifecycle):
         if t["error_code"]:
             raise error_for_code(t["error_code"], f"topic {name!r}: "
                                  f"{error_for_code(t['error_code']).message}")
-        parts = [PartitionInfo(p["partition"], p["leader"], p["leader_epoch"], list(p["replicas"]),
-                               list(p["isr"]), p["log_start_offset"], p["log_end_offset"],
-                               p["high_watermark"], p["size_bytes"], p.get("cleanable_ratio"))
-                 for p in sorted(t["partitions"], key=lambda p: p["partition"])]
-        return TopicDescription(name, parts, await self.describe_configs(name))
+        return [PartitionInfo(p["partition"], p["leader"], p["leader_epoch"], list(p["replicas"]),
+                              list(p["isr"]), p["log_start_offset"], p["log_end_offset"],
+                              p["high_watermark"], p["size_bytes"], p.get("cleanable_ratio"))
+                for p in sorted(t["partitions"], key=lambda p: p["partition"])]
 
     async def describe_configs(self, topic: str, *, verbose: bool = False) -> dict:
         """The topic's effective config {key: value}; verbose adds source and flags."""
