@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from minilog.storage import OS_FS, FileSystem
+
 from ._services import BrokerServices
 from .config import BrokerConfig
 from .connection import ConnectionLimits
@@ -105,13 +107,14 @@ class Broker:
         metadata: the metadata store (default: `DataDirMetadata(data_dir)`), or the URL
             of a cluster's etcd, "etcd://HOST:PORT[/ROOT]" (minilog.broker.cluster;
             etcd is imported only then).
+        fs: the file system the logs and the data-dir metadata go through (disk-fault tests).
     """
 
     def __init__(self, config: BrokerConfig, data_dir: str, *, host: str = "127.0.0.1",
                  port: int = 9092, broker_id: int | None = None,
                  install_signal_handlers: bool = False, group_coordinator: bool = True,
                  listeners: list[ListenerConfig] | None = None,
-                 metadata: MetadataStore | str | None = None) -> None:
+                 metadata: MetadataStore | str | None = None, fs: FileSystem = OS_FS) -> None:
         self.config = config
         self.data_dir = os.path.abspath(data_dir)
         self.broker_id = config.broker_id if broker_id is None else broker_id
@@ -124,10 +127,11 @@ class Broker:
 
             self.cluster_node = ClusterNode(metadata, self.broker_id, config)
             metadata = self.cluster_node.metadata
-        self.metadata: MetadataStore = metadata or DataDirMetadata(self.data_dir)
+        self.metadata: MetadataStore = metadata or DataDirMetadata(self.data_dir, fs=fs)
         self.logs = LogManager(self.data_dir,
                                retention_check_interval_s=config.log_retention_check_interval_ms / 1000,
-                               cleaner=LogCleaner.from_config(config) if config.log_cleaner_enable else None)
+                               cleaner=LogCleaner.from_config(config) if config.log_cleaner_enable else None,
+                               fs=fs)
         self.replicas = ReplicaManager(self.broker_id, config)
         self.admin: TopicAdmin
         if self.cluster_node is not None:

@@ -42,7 +42,15 @@ import trio
 
 from minilog._logsafe import logsafe
 
-from minilog.storage import Log, LogConfig, StorageError, parse_partition_dir_name, partition_dir_name
+from minilog.storage import (
+    OS_FS,
+    FileSystem,
+    Log,
+    LogConfig,
+    StorageError,
+    parse_partition_dir_name,
+    partition_dir_name,
+)
 
 from .log_cleaner import LogCleaner
 from .metadata import TOPICS_FILE, TopicMeta
@@ -90,11 +98,14 @@ class LogManager:
     Args:
         data_dir: absolute path of the data dir.
         retention_check_interval_s: how often retention visits every partition.
+        fs: the file system the partition logs' files go through (directories are
+            created, renamed and removed on the real disk).
     """
 
     def __init__(self, data_dir: str, *, retention_check_interval_s: float,
-                 cleaner: LogCleaner | None = None) -> None:
+                 cleaner: LogCleaner | None = None, fs: FileSystem = OS_FS) -> None:
         self.data_dir = data_dir
+        self.fs = fs
         self._retention_interval_s = retention_check_interval_s
         self.cleaner = cleaner                    # compaction (log.cleaner.enable)
         self._lock_fd: int | None = None
@@ -157,7 +168,7 @@ class LogManager:
         try:
             for p in numbers:
                 path = os.path.join(self.data_dir, partition_dir_name(meta.name, p))
-                opened[p] = Log.open(path, log_config)
+                opened[p] = Log.open(path, log_config, fs=self.fs)
         except BaseException:
             if new:
                 self.discard_new_logs(meta, numbers, opened)

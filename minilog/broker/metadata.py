@@ -13,6 +13,15 @@ Rules (data dir):
   file atomically (temp, fsync, rename, fsync dir) before the in-memory
   state changes. A crash leaves the old or the new file, never a mix.
 - Topic names follow Kafka: [a-zA-Z0-9._-], 1..249 chars, not "." or "..".
+- A full disk must not stop a deletion (the one operation that frees
+  space; issue 8 item 10): `topics.json.reserve` keeps real blocks at
+  least the size of `topics.json` (zeros, at least 64 KiB). When writing
+  the file for a deletion fails with ENOSPC, the reserve is unlinked and
+  the (smaller) file written into the space it held. The reserve is
+  rebuilt by the next metadata write (or start) that finds room. Other
+  writes never use it: they add nothing that frees space.
+- Every file operation goes through the injected `FileSystem` (storage's
+  seam), so disk faults are tested through it.
 
 File layout (`<data-dir>/topics.json`, UTF-8 JSON)::
 
@@ -21,6 +30,7 @@ File layout (`<data-dir>/topics.json`, UTF-8 JSON)::
                            "replication_factor": 1, "leader_epoch": <int>,
                            "configs": {"<kafka key>": "<string>"}, "internal": <bool>}}}
 
+`<data-dir>/topics.json.reserve` holds zeros (see the rules).
 `<data-dir>/meta.properties` holds `broker.id` and `cluster.id` (as Kafka's).
 `<data-dir>/producer-ids` holds the end of the last producer-id block
 handed out: "0\\nnext-block <int>\\n".
@@ -32,7 +42,9 @@ small and happen only on admin operations, so they run on the loop.
 from __future__ import annotations
 
 import abc
+import errno
 import json
+import logging
 import os
 import re
 import uuid
@@ -41,12 +53,17 @@ from typing import Any
 
 import trio
 
-from minilog.storage import atomic_write
+from minilog.storage import OS_FS, FileSystem, atomic_write
 
 __all__ = ["TopicMeta", "MetadataStore", "DataDirMetadata", "ProducerIdManager",
            "ReplicaPlacementError", "validate_topic_name", "TOPICS_FILE"]
 
+log = logging.getLogger("minilog.broker")
+
 TOPICS_FILE = "topics.json"
+RESERVE_FILE = TOPICS_FILE + ".reserve"
+_RESERVE_BYTES_MIN = 64 * 1024          # the reserve's smallest size
+_METADATA_BYTES_MAX = 1 << 30           # largest topics.json / meta.properties read
 META_PROPERTIES = "meta.properties"
 _FORMAT_VERSION = 1
 TOPIC_NAME_BYTES_MAX = 249
@@ -194,12 +211,29 @@ class ProducerIdManager:
             return pid
 
 
-class DataDirMetadata(MetadataStore):
-    """The metadata of a single broker, in its data dir (see the module docstring)."""
+def _read_small(fs: FileSystem, path: str) -> bytes:
+    """A whole small file through `fs` (FileNotFoundError when absent)."""
+    fd = fs.open(path, os.O_RDONLY)
+    try:
+        return fs.pread(fd, min(fs.fsize(fd), _METADATA_BYTES_MAX), 0)
+    finally:
+        fs.close(fd)
 
-    def __init__(self, data_dir: str) -> None:
+
+class DataDirMetadata(MetadataStore):
+    """The metadata of a single broker, in its data dir (see the module docstring).
+
+    Args:
+        data_dir: the broker's data dir.
+        fs: the file system its files are written through (the real disk by default).
+    """
+
+    def __init__(self, data_dir: str, *, fs: FileSystem = OS_FS) -> None:
         self.data_dir = data_dir
+        self._fs = fs
         self._path = os.path.join(data_dir, TOPICS_FILE)
+        self._reserve_path = os.path.join(data_dir, RESERVE_FILE)
+        self._reserve_bytes = 0           # the reserve's size, as last seen (0: none)
         self.topics: dict[str, TopicMeta] = {}
         self.cluster_id = ""
         self._broker_id = 0
@@ -236,42 +270,92 @@ class DataDirMetadata(MetadataStore):
         Raises:
             ValueError: a file exists but is malformed (the operator must look).
         """
-        os.makedirs(self.data_dir, exist_ok=True)
+        self._fs.makedirs(self.data_dir)
         self._broker_id = broker_id
         self._load_properties(broker_id)
         self._producer_ids = ProducerIdManager(self.data_dir)
         try:
-            with open(self._path, "rb") as f:
-                doc = json.loads(f.read().decode("utf-8"))
+            data = _read_small(self._fs, self._path)
         except FileNotFoundError:
             self._apply({})
             return
+        doc = json.loads(data.decode("utf-8"))
         if not isinstance(doc, dict) or doc.get("version") != _FORMAT_VERSION:
             raise ValueError(f"{self._path}: unknown format version")
         self.topics = {name: TopicMeta.from_json(name, obj) for name, obj in doc["topics"].items()}
+        self._keep_reserve(len(data))
 
     def _load_properties(self, broker_id: int) -> None:
         path = os.path.join(self.data_dir, META_PROPERTIES)
         props: dict[str, str] = {}
         try:
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    name, sep, value = line.strip().partition("=")
-                    if sep and not name.startswith("#"):
-                        props[name] = value
+            for line in _read_small(self._fs, path).decode("utf-8").splitlines():
+                name, sep, value = line.strip().partition("=")
+                if sep and not name.startswith("#"):
+                    props[name] = value
         except FileNotFoundError:
             pass
         self.cluster_id = props.get("cluster.id") or uuid.uuid4().hex[:22]
         if props.get("broker.id") != str(broker_id) or "cluster.id" not in props:
             text = f"version=0\nbroker.id={broker_id}\ncluster.id={self.cluster_id}\n"
-            atomic_write(path, text.encode())
+            atomic_write(path, text.encode(), fs=self._fs)
 
-    def _apply(self, topics: dict[str, TopicMeta]) -> None:
-        """The one mutation path: persist `topics`, then make it current."""
+    def _apply(self, topics: dict[str, TopicMeta], *, may_use_reserve: bool = False) -> None:
+        """The one mutation path: persist `topics`, then make it current.
+
+        Args:
+            may_use_reserve: on ENOSPC, give up the reserve and write again (deletions).
+
+        Raises:
+            OSError: the file cannot be written (the old one stays; no .tmp is left).
+        """
         doc = {"version": _FORMAT_VERSION,
                "topics": {name: meta.to_json() for name, meta in sorted(topics.items())}}
-        atomic_write(self._path, json.dumps(doc, indent=1).encode("utf-8"))
+        data = json.dumps(doc, indent=1).encode("utf-8")
+        try:
+            atomic_write(self._path, data, fs=self._fs)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not may_use_reserve or not self._release_reserve():
+                raise
+            log.warning("%s: no space left on device; writing it into the space of %s",
+                        self._path, RESERVE_FILE)
+            atomic_write(self._path, data, fs=self._fs)
         self.topics = topics
+        self._keep_reserve(len(data))
+
+    def _release_reserve(self) -> bool:
+        """Unlink the reserve to free its blocks; False when there was none."""
+        try:
+            self._fs.unlink(self._reserve_path)
+        except FileNotFoundError:
+            return False
+        self._reserve_bytes = 0
+        return True
+
+    def _keep_reserve(self, file_bytes: int) -> None:
+        """Make the reserve at least `file_bytes` (twice that when rebuilt, so a growing
+        file rewrites it rarely). Best effort: a full disk leaves it as it is, and the
+        next write tries again."""
+        if self._reserve_bytes >= file_bytes:
+            return
+        try:
+            fd = self._fs.open(self._reserve_path, os.O_RDONLY)
+            try:
+                self._reserve_bytes = self._fs.fsize(fd)
+            finally:
+                self._fs.close(fd)
+        except FileNotFoundError:
+            self._reserve_bytes = 0
+        if self._reserve_bytes >= file_bytes:
+            return
+        size = max(_RESERVE_BYTES_MIN, 2 * file_bytes)
+        try:
+            atomic_write(self._reserve_path, bytes(size), fs=self._fs, sync=False)
+        except OSError as exc:
+            log.warning("cannot keep %s (%d bytes) for deleting topics on a full disk: %s",
+                        RESERVE_FILE, size, exc)
+            return
+        self._reserve_bytes = size
 
     def new_topic(self, name: str, partitions: int, replication_factor: int,
                   configs: dict[str, str], *, internal: bool = False) -> TopicMeta:
@@ -294,9 +378,10 @@ class DataDirMetadata(MetadataStore):
             self._apply({**self.topics, **{meta.name: meta for meta in metas}})
 
     async def delete(self, name: str) -> None:
+        """Forget a topic; works on a full disk while the reserve exists (module doc)."""
         topics = dict(self.topics)
         del topics[name]
-        self._apply(topics)
+        self._apply(topics, may_use_reserve=True)
 
     def with_partitions(self, name: str, count: int) -> TopicMeta:
         """The topic's metadata with a new partition count (not yet stored: see `put`)."""

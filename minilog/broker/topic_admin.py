@@ -273,7 +273,11 @@ class TopicAdmin:
             if meta is None:
                 return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"
             with trio.CancelScope(shield=True):        # half a deletion helps nobody
-                await self._metadata.delete(name)
+                try:
+                    await self._metadata.delete(name)
+                except OSError as exc:                 # e.g. ENOSPC with no reserve left
+                    log.error("cannot delete topic %s: %s", logsafe(name), exc)
+                    return ErrorCode.KAFKA_STORAGE_ERROR, f"cannot write topic metadata: {exc}"
                 await self._replicas.remove_topic(meta)
                 self._logs.delete_dirs(meta)
         log.info("deleted topic %s (%d partitions)", logsafe(name), meta.partitions)
