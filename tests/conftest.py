@@ -290,8 +290,9 @@ class AsyncRawClient:
     async def send(self, api_key: int, payload: dict, attachments=(), version: int = 0) -> int:
         self.correlation_id += 1
         pieces = encode_request(api_key, version, self.correlation_id, "tests", payload, attachments)
-        await self.stream.send_all(b"".join(bytes(p) for p in pieces))
+        # Before sending: another task may receive the answer before send_all returns.
         self.pending[self.correlation_id] = api_key
+        await self.stream.send_all(b"".join(bytes(p) for p in pieces))
         return self.correlation_id
 
     async def receive(self):

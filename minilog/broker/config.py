@@ -135,9 +135,14 @@ BROKER_CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "bound on handling one request and on sending one response"),
     ConfigKey("queued.max.requests", "queued_max_requests", int, 100, between(1, 100_000), "requests",
               "requests read ahead per connection before the broker stops reading"),
-    ConfigKey("queued.max.request.bytes", "queued_max_request_bytes", int, 100 * 1024 * 1024,
-              at_least(1), "bytes", "request bytes read ahead per connection before the broker "
-              "stops reading (at least one request is always read)"),
+    ConfigKey("queued.max.request.bytes", "queued_max_request_bytes", int, 256 * 1024 * 1024,
+              at_least(1), "bytes", "memory of requests read and responses not yet sent, all "
+              "connections together; when spent, only connections holding under 2 MiB are read "
+              "and fetch answers shrink (see docs/operations.md)"),
+    ConfigKey("queued.max.request.bytes.per.connection", "queued_max_request_bytes_per_connection",
+              int, 64 * 1024 * 1024, at_least(1), "bytes", "minilog: a connection whose queued "
+              "requests and unsent responses reach this is not read from; a fetch answer is "
+              "clamped to what is left of it (one batch always fits)"),
     ConfigKey("socket.request.max.bytes", "socket_request_max_bytes", int, 100 * 1024 * 1024,
               between(1024, _INT_MAX), "bytes", "largest request frame; larger closes the connection"),
     ConfigKey("fetch.max.bytes", "fetch_max_bytes", int, 55 * 1024 * 1024, at_least(1024), "bytes",

@@ -83,6 +83,7 @@ class Listeners:
         self._configs = configs
         self._services = services
         self._default_limits = limits
+        self.memory = limits.memory_budget()     # queued.max.request.bytes, all listeners
         self._max_connections = max_connections
         self._max_connections_per_ip = max_connections_per_ip
         self._per_host: dict[str, int] = {}
@@ -171,7 +172,8 @@ class Listeners:
         self._next_connection_id += 1
         ctx = RequestContext(self._next_connection_id, host, int(peer[1]), str(local[0]),
                              bound.info)
-        conn = Connection(stream, bound.config.codec(bound.limits), self._services, ctx, bound.limits)
+        conn = Connection(stream, bound.config.codec(bound.limits), self._services, ctx, bound.limits,
+                          self.memory)
         if self.stopping:
             conn.reader_scope.cancel()
         self._connections[ctx.connection_id] = conn
