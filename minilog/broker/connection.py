@@ -379,15 +379,18 @@ class Connection:
         ctx.requests += 1
         ctx.client_id = header.client_id
         room = 0
+        memory = self.memory
         if type(request) is FetchRequest:
-            room = self.memory.response_room(self._held)
-            request.max_bytes = min(request.max_bytes, max(room, 1))   # one batch always fits
-            self._charge(room)
+            room = min(memory.response_room(self._held), max(request.max_bytes, 0),
+                       self.services.config.fetch_max_bytes)
+            request.max_bytes = max(room, 1)             # 0: one batch (it always fits)
+            memory.reserve(room)
         started = time.perf_counter()
         try:
             response = await dispatch(self.services, request, ctx, self.limits.request_timeout_s)
         finally:
-            self._release(room + header.size_bytes)
+            memory.unreserve(room)
+            self._release(header.size_bytes)
         pieces = None if response is None else self.codec.encode_response(header, response)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("connection %d: api %d v%d corr %d in %.3f ms", ctx.connection_id,

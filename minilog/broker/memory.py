@@ -10,11 +10,17 @@ memory, so its budget covers responses too.
 
 Rules:
 - `queued.max.request.bytes` (`capacity_bytes`) bounds, over all connections
-  together, the bytes connections hold: request bytes read (a frame still
-  arriving in a codec's buffer, whole requests queued or being handled), the
-  room reserved for a fetch being answered, and encoded responses not yet
-  sent. Each connection charges what it holds and releases it when the
-  request is done, the response sent, or the connection ends (whatever way).
+  together, the bytes connections hold (`held_bytes`): request bytes read (a
+  frame still arriving in a codec's buffer, whole requests queued or being
+  handled) and encoded responses not yet sent. Each connection charges what
+  it holds and releases it when the request is done, the response sent, or
+  the connection ends (whatever way).
+- A fetch reserves the most its answer may hold (`reserved_bytes`) while it
+  runs, parked in a long poll included. Reservations count when a fetch's
+  room is computed (held + reserved stays within the budget), not when a
+  connection asks to read: consumers parked in long polls never slow
+  producers down. So the bytes held and reserved together stay under twice
+  the budget (plus the allowances below).
 - `queued.max.request.bytes.per.connection` (`connection_share_bytes`): a
   connection whose queued requests and unsent responses reach its share is
   not read from any more (TCP back-pressure does the rest) until its client
@@ -23,15 +29,17 @@ Rules:
   a small answer, whatever the others hold: a well-behaved client is served,
   more slowly, while hostile ones fill the budget (until `request.timeout.ms`
   drops them). The broker may so exceed `capacity_bytes` by at most
-  `guaranteed_bytes` plus one record batch per connection.
+  `guaranteed_bytes` plus one record batch per connection (for reading and
+  for answering each).
 - A fetch's room is at most half of what is free: parked long polls cannot
   take the whole budget between them.
 
-Theory of operation: connections call `charge(n)` / `release(n)` (the
-counter is exact: every charge is released with the same number), ask
-`may_read(held, queued)` before each receive and `response_room(held)`
-before a fetch, and park in `wait_changed()` while they may not read; every
-release wakes the parked ones to look again.
+Theory of operation: connections call `charge(n)` / `release(n)` and
+`reserve(n)` / `unreserve(n)` (the counters are exact: every charge is
+released with the same number), ask `may_read(held, queued)` before each
+receive and `response_room(held)` before a fetch, and park in
+`wait_changed()` while they may not read; every release wakes the parked
+ones to look again.
 
 Task-safety: the trio thread only.
 """
@@ -52,6 +60,7 @@ class MemoryBudgetStatistics:
     capacity_bytes: int            # queued.max.request.bytes
     connection_share_bytes: int    # queued.max.request.bytes.per.connection
     held_bytes: int                # held by all connections now
+    reserved_bytes: int            # reserved by fetches being answered now
     held_bytes_peak: int           # the most held at once since start
     waiting: int                   # connections not read from, waiting for room
 
@@ -72,6 +81,7 @@ class MemoryBudget:
         self.connection_share_bytes = connection_share_bytes
         self.guaranteed_bytes = min(guaranteed_bytes, connection_share_bytes)
         self.held_bytes = 0
+        self.reserved_bytes = 0
         self._peak = 0
         self._waiting = 0
         self._changed = trio.Event()
@@ -90,6 +100,14 @@ class MemoryBudget:
             self._changed.set()
             self._changed = trio.Event()
 
+    def reserve(self, n: int) -> None:
+        """Reserve `n` bytes for a fetch's answer (see `response_room`)."""
+        self.reserved_bytes += n
+
+    def unreserve(self, n: int) -> None:
+        self.reserved_bytes -= n
+        assert self.reserved_bytes >= 0, f"unreserved more than was reserved ({self.reserved_bytes})"
+
     def may_read(self, held: int, queued: int) -> bool:
         """Whether a connection holding `held` bytes, `queued` of them requests and
         responses (not a frame still arriving), may read more from its client."""
@@ -101,7 +119,8 @@ class MemoryBudget:
         """The most a fetch answered on a connection holding `held` bytes may return
         (0: one record batch only, as Kafka always returns the first batch)."""
         own = self.connection_share_bytes - held
-        pool = max((self.capacity_bytes - self.held_bytes) // 2, self.guaranteed_bytes - held)
+        free = self.capacity_bytes - self.held_bytes - self.reserved_bytes
+        pool = max(free // 2, self.guaranteed_bytes - held)
         return max(min(own, pool), 0)
 
     async def wait_changed(self) -> None:
@@ -114,4 +133,5 @@ class MemoryBudget:
 
     def statistics(self) -> MemoryBudgetStatistics:
         return MemoryBudgetStatistics(self.capacity_bytes, self.connection_share_bytes,
-                                      self.held_bytes, self._peak, self._waiting)
+                                      self.held_bytes, self.reserved_bytes, self._peak,
+                                      self._waiting)
