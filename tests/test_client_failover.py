@@ -108,3 +108,95 @@ async def test_retried_multi_batch_entry_travels_one_batch_per_request(nursery, 
     stored = [v for _, _, vs in broker.produced for v in vs]
     assert [r.offset for _, r in reports] == list(range(3000))
     assert [stored[r.offset] for _, r in reports] == [r.value for _, r in reports]
+
+
+class TwoLeaders:
+    """Two scripted brokers behind one object: topic "t" has partition 0 led by node 0 and
+    partition 1 led by node 1. The client dials port 1000 + node (the metadata says so), which
+    tells the connections apart. Node 1 "dies" at its first FETCH (closes the connection, then
+    refuses connections); node 0 serves partition 0 one record per fetch, up to 5."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.dead: set[int] = set()
+
+    async def connect(self, host: str, port: int, timeout_s: float) -> trio.abc.Stream:
+        from minilog.errors import BrokerUnavailableError
+
+        await trio.lowlevel.checkpoint()
+        node = port - 1000
+        if node in self.dead:
+            raise BrokerUnavailableError(f"could not connect to broker {host}:{port}: connection refused")
+        client, server = trio.testing.memory_stream_pair()
+        self.nursery.start_soon(self.serve, server, node)
+        return client
+
+    def answer(self, node: int, req) -> tuple[dict, list[bytes]] | None:
+        from minilog.protocol import build_batch
+
+        if req.api_key == ApiKey.API_VERSIONS:
+            return {"error_code": 0, "api_versions": [[int(k), 0, 0] for k in ApiKey],
+                    "broker_version": "fake", "broker_id": node}, []
+        if req.api_key == ApiKey.METADATA:
+            return {"brokers": [{"node_id": n, "host": "127.0.0.1", "port": 1000 + n} for n in (0, 1)],
+                    "cluster_id": "c", "controller_id": 0, "topics": [
+                        {"topic": "t", "error_code": 0, "partitions": [
+                            {"partition": p, "error_code": 0, "leader": p, "leader_epoch": 0,
+                             "replicas": [p], "isr": [p]} for p in (0, 1)]}]}, []
+        assert req.api_key == ApiKey.FETCH, req.api_key
+        if node == 1:
+            self.dead.add(1)
+            return None
+        parts, attachments = [], []
+        for t in req.payload["topics"]:
+            for p in t["partitions"]:
+                offset = p["fetch_offset"]
+                out = {"partition": p["partition"], "error_code": 0, "high_watermark": 5,
+                       "last_stable_offset": 5, "log_start_offset": 0, "aborted_transactions": [],
+                       "records": -1}
+                if p["partition"] == 0 and offset < 5:
+                    batch = bytearray(build_batch([b"r%d" % offset]))
+                    batch[0:8] = offset.to_bytes(8, "big")          # base offset, as a broker stamps it
+                    out["records"] = len(attachments)
+                    attachments.append(bytes(batch))
+                parts.append(out)
+        return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0,
+                "topics": [{"topic": "t", "partitions": parts}]}, attachments
+
+    async def serve(self, stream, node: int) -> None:
+        from minilog.protocol import NEED_DATA, FrameDecoder, encode_response
+
+        dec = FrameDecoder("server")
+        async with stream:
+            while True:
+                try:
+                    data = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if not data:
+                    return
+                dec.feed(data)
+                while (req := dec.next_frame()) is not NEED_DATA:
+                    answer = self.answer(node, req)
+                    if answer is None:
+                        return          # the broker died with the request in flight
+                    payload, attachments = answer
+                    await stream.send_all(b"".join(encode_response(req.correlation_id, payload, attachments)))
+
+
+async def test_consumer_keeps_fetching_from_live_brokers_when_one_dies(nursery, autojump_clock) -> None:
+    """A consumer fetching from two leaders at once: one dies mid-fetch. The consumer keeps consuming the
+    other's partition (the failure is retried after a metadata refresh) instead of stopping with the
+    error (an exception group escaping its fetch nursery, before the fix)."""
+    brokers = TwoLeaders(nursery)
+    async with minilog.AsyncConsumer("127.0.0.1:1000", connect=brokers.connect, fetch_max_wait_ms=100,
+                                     request_timeout_ms=2000) as consumer:
+        consumer.assign([("t", 0), ("t", 1)])
+        consumer.seek("t", 0, 0)
+        consumer.seek("t", 1, 0)
+        got: list[int] = []
+        with trio.fail_after(60):
+            while len(got) < 5:
+                got += [r.offset for r in await consumer.poll(timeout_ms=100) if r.partition == 0]
+        assert got == [0, 1, 2, 3, 4]
+        assert brokers.dead == {1}

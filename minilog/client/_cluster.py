@@ -25,6 +25,7 @@ import trio
 from minilog.errors import (
     BrokerUnavailableError,
     ClosedError,
+    LeaderNotAvailableError,
     MinilogError,
     RequestTimeoutError,
     UnknownTopicOrPartitionError,
@@ -33,6 +34,7 @@ from minilog.errors import (
 from minilog.protocol import ApiKey, ErrorCode
 
 from ._connection import CONNECT_TIMEOUT_MS, BrokerConnection, Connect, open_tcp
+from ._error_actions import Action, action_for
 
 __all__ = ["Cluster", "PartitionMeta", "TopicMeta", "check_error"]
 
@@ -334,17 +336,39 @@ class Cluster:
         """{(topic, partition): timestamp or sentinel} -> {(topic, partition): (offset, timestamp)}.
 
         One ListOffsets per partition leader. Offsets are -1 when no record
-        has a timestamp at or after the one asked.
+        has a timestamp at or after the one asked. A leader that cannot be
+        reached or has moved (a failover) is asked again after a metadata
+        refresh, until request_timeout_ms has passed (as Kafka's consumer
+        retries offsetsForTimes/endOffsets).
 
         Raises:
-            UnknownTopicOrPartitionError: a partition without a known leader.
-            BrokerError: the first partition error in an answer.
+            UnknownTopicOrPartitionError: a partition of a topic that does not exist.
+            BrokerError: the first partition error in an answer that is not retriable
+                (or still there at the deadline).
         """
+        deadline = trio.current_time() + self.request_timeout_ms / 1000
+        backoff = max(self.retry_backoff_s, 0.01)
+        while True:
+            try:
+                return await self._list_offsets_once(query)
+            except UnknownTopicOrPartitionError:
+                raise                    # no such topic: asking again will not create it
+            except MinilogError as exc:
+                if action_for(exc) is Action.FATAL or trio.current_time() + backoff > deadline:
+                    raise
+                log.debug("list offsets failed (%s); retrying after a metadata refresh", exc)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _list_offsets_once(self, query: dict[tuple[str, int], int]) -> dict[tuple[str, int], tuple[int, int]]:
         await self.refresh(sorted({t for t, _ in query}))
         by_node: dict[int, dict[str, list]] = {}
         for (topic, partition), ts in query.items():
             node = self.leader(topic, partition)
             if node is None:
+                count = self.partition_count(topic)
+                if count is not None and partition < count:     # an election is under way
+                    raise LeaderNotAvailableError(message=f"{topic}-{partition} has no leader")
                 raise UnknownTopicOrPartitionError(message=f"unknown partition {topic}-{partition}")
             by_node.setdefault(node, {}).setdefault(topic, []).append(
                 {"partition": partition, "timestamp": int(ts)})

@@ -146,18 +146,43 @@ class GroupMembership:
             await self._drop_conn()
 
     async def commit(self, offsets: dict | None = None, asynchronous: bool = False) -> None:
-        """Commit `offsets` ({(topic, partition): offset}) or the current positions."""
+        """Commit `offsets` ({(topic, partition): offset}) or the current positions.
+
+        A synchronous commit retries while the coordinator moves (its broker died,
+        NOT_COORDINATOR, a lost connection), up to request_timeout_ms, as Kafka's
+        commitSync does; other errors are raised at once.
+        """
         if offsets is None:
             offsets = self._hooks.positions()
         offsets = {(t, p): o for (t, p), o in offsets.items()}
         if asynchronous:
             self._hooks.nursery.start_soon(self._commit_quietly, offsets)
             return
-        await self._commit(offsets)
+        await self._while_coordinator_moves(lambda: self._commit(offsets))
 
     async def committed(self, partitions: list[TopicPartition]) -> dict:
-        found = await self._fetch_offsets(partitions, fenced=False)
+        found = await self._while_coordinator_moves(lambda: self._fetch_offsets(partitions, fenced=False))
         return {tp: found.get(tp) for tp in partitions}
+
+    async def _while_coordinator_moves(self, call):
+        """`await call()`, again after a backoff while the coordinator is unreachable or moved."""
+        deadline = trio.current_time() + self._config.request_timeout_ms / 1000
+        backoff = _RETRY_S
+        while True:
+            try:
+                return await call()
+            except (BrokerUnavailableError, RequestTimeoutError) as exc:
+                err: MinilogError = exc
+            except BrokerError as exc:
+                if exc.code not in _COORDINATOR_MOVED:
+                    raise
+                err = exc
+            await self._drop_conn()     # find the coordinator again
+            if trio.current_time() + backoff > deadline:
+                raise err
+            log.debug("group %s: coordinator unavailable (%s); retrying", self.group_id, err)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
 
     async def committed_for_reset(self, partitions: list[TopicPartition]) -> dict:
         """Committed offsets to start newly assigned partitions from (fenced by epoch).

@@ -408,9 +408,12 @@ class AsyncConsumer(ClientLifecycle):
                     ((node, sts),) = by_node.items()
                     await self._fetch_from(node, sts)
                 else:
+                    failed: list[BaseException] = []
                     async with trio.open_nursery() as nursery:
                         for node, sts in by_node.items():
-                            nursery.start_soon(self._fetch_from, node, sts)
+                            nursery.start_soon(self._fetch_from_keeping_error, node, sts, failed)
+                    if failed:      # one broker failed (killed, say): the others' data is kept
+                        raise failed[0]
                 backoff = 0.05
             except (BrokerUnavailableError, RequestTimeoutError, BrokerError) as exc:
                 log.debug("fetch failed: %s; retrying in %.2fs", exc, backoff)
@@ -445,6 +448,16 @@ class AsyncConsumer(ClientLifecycle):
             await self._cluster.refresh(sorted(set(topics)))
         except MinilogError as exc:
             log.debug("metadata refresh failed: %s", exc)
+
+    async def _fetch_from_keeping_error(self, node: int, sts: list[_PartitionState],
+                                        failed: list[BaseException]) -> None:
+        """`_fetch_from` in a task beside other brokers' fetches: a retriable failure is
+        kept in `failed` (for the loop to back off and refresh metadata) instead of
+        cancelling the other fetches and escaping as an exception group."""
+        try:
+            await self._fetch_from(node, sts)
+        except (BrokerUnavailableError, RequestTimeoutError, BrokerError) as exc:
+            failed.append(exc)
 
     async def _fetch_from(self, node: int, sts: list[_PartitionState]) -> None:
         cfg = self.config
