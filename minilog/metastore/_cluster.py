@@ -13,6 +13,7 @@ Key layout (root defaults to `/minilog`; every value is UTF-8 JSON):
     /minilog/producer_ids                 next unallocated producer id
     /minilog/cluster_id                   the cluster's id (created once, by the first broker)
     /minilog/shutdown/<id>                a controlled-shutdown request, under the broker's lease
+    /minilog/broker_epochs                the registration epochs the controller has accepted
 
 Epochs come from etcd revisions, so they are monotonic without any counter
 of our own: a broker's epoch is its registration's `create_revision`; the
@@ -139,6 +140,9 @@ class ClusterKeys:
 
     def shutdown(self, broker_id: int) -> bytes:
         return f"{self.root}/shutdown/{broker_id}".encode()
+
+    def broker_epochs(self) -> bytes:
+        return f"{self.root}/broker_epochs".encode()
 
     def prefix(self) -> bytes:
         """Every key of this cluster."""

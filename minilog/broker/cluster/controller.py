@@ -19,9 +19,11 @@ broker's lease) until this broker is elected, then loops:
    to the state read if the CAS lost a race (an ISR change by the leader);
 4. wait for the next change of the picture, and repeat.
 
-A new controller starts from step 1 with nothing remembered: it accepts
-the epochs registered when it took over (a broker that restarted just
-before is not seen as restarted; docs/cluster.md lists this gap).
+The accepted epochs are stored (`ROOT/broker_epochs`, a fenced write after
+each pass that changed them), so a new controller starts from what its
+predecessor accepted and also catches a broker that restarted while no
+controller was watching; with nothing stored (a new cluster) it accepts
+the epochs registered when it took over.
 
 Fencing: every write carries `fence_for(term)`. A controller whose lease
 lapsed (paused, cut off) fails every write with `NotController` and goes
@@ -33,6 +35,7 @@ stop and retry after a backoff; partitions deleted meanwhile are skipped.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -47,6 +50,7 @@ from minilog.metastore import (
     MetaStoreError,
     NotController,
     PartitionState,
+    Put,
     Unavailable,
     UnknownTopicOrPartition,
     fence_for,
@@ -122,7 +126,9 @@ class Controller:
                 self.term = None
 
     async def _control(self, term: ControllerRecord) -> None:
-        accepted = {b: reg.epoch for b, reg in self.picture.brokers.items()}
+        stored = self.picture.broker_epochs
+        accepted = dict(stored) if stored is not None else {
+            b: reg.epoch for b, reg in self.picture.brokers.items()}
         backoff = Backoff()
         while True:
             change = self.follower.change_event()      # taken before the pass: nothing is missed
@@ -160,7 +166,13 @@ class Controller:
             dead = sorted(set(self.picture.brokers) - set(view.live))
             log.info("controller pass: %s (live %s%s)", ", ".join(f"{n} {r}" for r, n in sorted(done.items())),
                      sorted(view.live), f", restarted {dead}" if dead else "")
-        # Every partition is right for the deaths seen: accept the brokers' current epochs.
+        # Every partition is right for the deaths seen: accept the brokers' current epochs,
+        # and store them, so that the next controller knows them too.
+        if registered != self.picture.broker_epochs:
+            value = json.dumps({str(b): e for b, e in sorted(registered.items())}).encode()
+            result = await self.kv.txn(fence, [Put(self.picture.keys.broker_epochs(), value)])
+            if not result.succeeded:
+                raise NotController(f"controller epoch {term.epoch} is over")
         return registered
 
     async def _write(self, topic: str, p: int, view: ClusterView, fence: list[Compare]) -> None:

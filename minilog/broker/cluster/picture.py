@@ -65,6 +65,7 @@ class ClusterPicture:
     shutting_down: set[int] = field(default_factory=set)      # brokers asking to shut down
     producer_id_next: int = 0
     cluster_id: str = ""
+    broker_epochs: dict[int, int] | None = None   # accepted by the controller (None: never written)
     _metas: dict[str, TopicMeta] = field(default_factory=dict)
 
     # -- mutations --------------------------------------------------------------------------
@@ -78,6 +79,7 @@ class ClusterPicture:
         self.shutting_down.clear()
         self._metas.clear()
         self.producer_id_next = 0
+        self.broker_epochs = None
         for kv in kvs:
             self._put(kv)
         self.revision = revision
@@ -120,6 +122,8 @@ class ClusterPicture:
                 self.shutting_down.add(int(parts[1]))
             elif kind == "producer_ids" and len(parts) == 1:
                 self.producer_id_next = int(json.loads(kv.value)["next"])
+            elif kind == "broker_epochs" and len(parts) == 1:
+                self.broker_epochs = {int(b): int(e) for b, e in json.loads(kv.value).items()}
             elif kind == "cluster_id" and len(parts) == 1:
                 self.cluster_id = kv.value.decode("ascii", "replace")
         except (ValueError, KeyError, TypeError, AssertionError):
