@@ -124,3 +124,48 @@ def test_picture_folds_events_of_one_transaction_and_ignores_stale_ones():
     assert pic.brokers[1].epoch == 9
     assert pic.apply(Event(EventType.PUT, _kv("/other/brokers/2", reg.to_bytes(), 10)))
     assert sorted(pic.brokers) == [1]
+
+
+async def _controller_after_restart(stored_epochs: bool) -> tuple[PartitionState, dict[int, int] | None]:
+    """Broker 2 leads t-0 and restarted (registration epoch 2) while no controller watched;
+    broker 1 then becomes controller. Returns the state it leaves and the epochs it stored."""
+    import json
+
+    import trio
+
+    from minilog.broker.cluster import Controller, MetadataFollower
+    from minilog.metastore import BrokerSession, MemoryStore
+
+    keys = ClusterKeys("/r")
+    async with MemoryStore.open() as kv:
+        await kv.put(keys.broker(2), BrokerRegistration(2, ("h:2",)).to_bytes())     # revision 2
+        await kv.put(keys.broker(3), BrokerRegistration(3, ("h:3",)).to_bytes())     # revision 3
+        await kv.put(keys.topic("t"), TopicRecord("t", ((2, 1, 3),), {}, "id").to_bytes())
+        await kv.put(keys.partition("t", 0), PartitionState((2, 1, 3), 2, 0, (2, 1, 3)).to_bytes())
+        if stored_epochs:       # what the previous controller accepted: broker 2's old epoch
+            await kv.put(keys.broker_epochs(), json.dumps({"2": 1, "3": 3}).encode())
+        picture = ClusterPicture(keys)
+        follower = MetadataFollower(kv, picture)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(follower.run)
+            async with BrokerSession.open(kv, 1, ["h:1"], keys=keys) as session:
+                nursery.start_soon(Controller(kv, follower).run, session)
+                await follower.wait_until(lambda: picture.broker_epochs is not None
+                                          and picture.broker_epochs.get(1) is not None)
+                state = picture.state("t", 0)
+                epochs = picture.broker_epochs
+                nursery.cancel_scope.cancel()
+    assert state is not None
+    return state, epochs
+
+
+async def test_new_controller_catches_a_restart_it_did_not_see(autojump_clock):
+    """The accepted registration epochs are stored: a new controller sees that broker 2's
+    registration is newer than the accepted one (it restarted, maybe losing its log's tail),
+    re-elects its partition within the ISR and takes it out of the ISR; then accepts it.
+    Without the stored epochs the restart would go unnoticed."""
+    state, epochs = await _controller_after_restart(stored_epochs=True)
+    assert (state.leader, state.leader_epoch, state.isr) == (1, 1, (1, 3))
+    assert epochs is not None and epochs[2] == 2
+    state, _ = await _controller_after_restart(stored_epochs=False)
+    assert (state.leader, state.leader_epoch, state.isr) == (2, 0, (2, 1, 3))
