@@ -54,7 +54,7 @@ import os
 import time
 from collections.abc import Callable
 
-from minilog.protocol import LOG_OVERHEAD, CorruptBatchError, check_batch_fields, stamp_batch
+from minilog.protocol import LOG_OVERHEAD, CorruptBatchError, check_batch_fields
 
 from . import _bounds
 from ._checkpoint import CLEAN_SHUTDOWN, atomic_write
@@ -74,7 +74,8 @@ from ._recovery import RecoveryReport
 from ._retention import Deletion, SegmentInfo, segments_to_delete, should_roll
 from ._loader import load_log
 from ._poison import Mutation, Poison
-from ._stamp import STAMP, STAMP_BYTES, stamp_log_append_time
+from ._segment import LogSegment
+from ._stamp import stamped_parts
 from ._types import AppendInfo, LogStatistics
 
 __all__ = ["Log", "AppendInfo", "LogStatistics", "Clock"]
@@ -323,16 +324,35 @@ class Log:
         now = None
         if stamp_time or config.flush_ms != LONG_MAX or first_timestamp is None or first_timestamp < 0:
             now = self._clock()
-        parts: list[Buffer]
         if stamp_time:
             assert now is not None
-            copy = bytearray(view)
-            stamp_batch(copy, 0, base_offset, epoch)
-            stamp_log_append_time(copy, now)
-            parts, max_timestamp, append_time = [copy], now, now
+            max_timestamp = append_time = now
         else:
-            parts, append_time = [STAMP.pack(base_offset, batch_length, epoch), view[STAMP_BYTES:]], NO_TIMESTAMP
+            append_time = NO_TIMESTAMP
+        parts = stamped_parts(view, base_offset, batch_length, epoch, append_time if stamp_time else None)
+        active, position = self._write(active, parts, size, base_offset, next_offset, max_timestamp,
+                                       epoch if epoch > latest_epoch else None, now)
+        if idempotent:
+            self.producer_state.update(producer_id, producer_epoch, base_sequence, base_offset,
+                                       next_offset - 1, max_timestamp)
+        self._appends_total += 1
+        self._bytes_appended_total += size
+        self._count_unflushed(records_count, now)
+        return _new_append_info(AppendInfo, (base_offset, next_offset - 1, max_timestamp, append_time,
+                                             position, active.base_offset, False))
+
+    def _write(self, active: LogSegment, parts: list[Buffer], size: int, base_offset: int,
+               next_offset: int, max_timestamp: int, new_epoch: int | None, now: int | None
+               ) -> tuple[LogSegment, int]:
+        """Roll when the one roll predicate says so, write `parts` with one call and record
+        `new_epoch` (a leader epoch newer than the log's), under the append guard (a failure
+        poisons the log).
+
+        Returns: (the segment written to, the batch's position in it).
+        """
+        config = self.config
         if now is None:
+            first_timestamp = active.first_batch_timestamp_ms
             assert first_timestamp is not None
             waited_ms = max_timestamp - first_timestamp
         else:
@@ -342,22 +362,19 @@ class Log:
                                  active.index_room <= 0, next_offset - 1 - active.base_offset)
             if reason is not None:
                 _log.debug("%s: rolling segment %d (%s)", self.dir_path, active.base_offset, reason)
-                active = segments.roll(self._clock() if now is None else now)
+                active = self._segments.roll(self._clock() if now is None else now)
             position = active.append(parts, size, base_offset, next_offset, max_timestamp)
-            if epoch > latest_epoch:
-                epoch_cache.assign(epoch, base_offset)
-        if idempotent:
-            self.producer_state.update(producer_id, producer_epoch, base_sequence, base_offset,
-                                       next_offset - 1, max_timestamp)
-        self._appends_total += 1
-        self._bytes_appended_total += size
-        durability = self._durability
+            if new_epoch is not None:
+                self.epoch_cache.assign(new_epoch, base_offset)
+        return active, position
+
+    def _count_unflushed(self, records_count: int, now: int | None) -> None:
+        """flush.messages / flush.ms after an append (`now` is read when flush.ms is set)."""
+        durability, config = self._durability, self.config
         unflushed = durability.unflushed_messages = durability.unflushed_messages + records_count
         if unflushed >= config.flush_messages or (
                 now is not None and now - durability.last_flush_ms >= config.flush_ms):
             self.flush()
-        return _new_append_info(AppendInfo, (base_offset, next_offset - 1, max_timestamp, append_time,
-                                             position, active.base_offset, False))
 
     def roll(self) -> None:
         """Close the active segment and start a new one at the log end (no-op when empty).

@@ -21,7 +21,9 @@ import struct
 
 from minilog.protocol import CRC_START, TIMESTAMP_TYPE_MASK, compute_crc, parse_header, stamp_batch
 
-__all__ = ["STAMP", "STAMP_BYTES", "stamp_log_append_time"]
+from ._fs import Buffer
+
+__all__ = ["STAMP", "STAMP_BYTES", "stamp_log_append_time", "stamped_parts"]
 
 STAMP_BYTES = 16                            # base offset, batch length, leader epoch
 STAMP = struct.Struct(">qii")               # packed in one go on the append path
@@ -52,3 +54,20 @@ def stamp_log_append_time(buf: bytearray, now_ms: int) -> None:
     assert after.max_timestamp == now_ms and after.attributes & TIMESTAMP_TYPE_MASK
     assert after._replace(max_timestamp=header.max_timestamp, crc=header.crc,
                           attributes=header.attributes) == header
+
+
+def stamped_parts(view: memoryview, base_offset: int, batch_length: int, epoch: int,
+                  log_append_time_ms: int | None) -> list[Buffer]:
+    """What to write for `view` (one batch) stamped with its base offset and leader epoch.
+
+    Without LogAppendTime: the 16 stamped bytes packed in one go and the rest
+    of the batch as received (no copy; the caller's buffer is not modified).
+    With it (`log_append_time_ms` given): one stamped copy carrying the
+    broker's time, CRC recomputed.
+    """
+    if log_append_time_ms is None:
+        return [STAMP.pack(base_offset, batch_length, epoch), view[STAMP_BYTES:]]
+    copy = bytearray(view)
+    stamp_batch(copy, 0, base_offset, epoch)
+    stamp_log_append_time(copy, log_append_time_ms)
+    return [copy]
