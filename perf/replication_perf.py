@@ -19,8 +19,10 @@ producer_perf.py, so every record counted was acknowledged under its acks.
 The reported figure of each mode is its median round; ratio =
 replicated / baseline.
 
-Replication lag (`--lag-seconds S`, off by default): a producer sends to
-the replicated topic at `--lag-rate` records/s for S seconds, while this
+Replication lag (`--lag-seconds S`, off by default): a producer (acks
+`--lag-acks`, default all) sends to partition 0 of the replicated topic at
+`--lag-rate` records/s for S seconds (`achieved_rate` says whether that rate
+was sustained: acknowledged records over the time to the final flush), while this
 process asks every replica's broker, every `--lag-sample-ms`, for its own
 high watermark of partition 0 (DescribeTopicPartitions sent to that
 broker). For each follower sample (time t, high watermark h) the lag is t
@@ -131,7 +133,7 @@ def measure_lag(bootstrap: str, topic: str, args: argparse.Namespace) -> dict:
         sent = _Counter()
 
         def produce() -> None:
-            producer = minilog.Producer(bootstrap, acks="all")
+            producer = minilog.Producer(bootstrap, acks=c.acks_value(args.lag_acks))
             interval = 1.0 / args.lag_rate
             start = time.perf_counter()
             i = 0
@@ -149,8 +151,9 @@ def measure_lag(bootstrap: str, topic: str, args: argparse.Namespace) -> dict:
                 producer.close()
 
         thread = threading.Thread(target=produce, daemon=True)
+        t_start = time.perf_counter()
         thread.start()
-        deadline = time.perf_counter() + args.lag_seconds
+        deadline = t_start + args.lag_seconds
         try:
             while time.perf_counter() < deadline:
                 for replica in part.replicas:
@@ -161,6 +164,7 @@ def measure_lag(bootstrap: str, topic: str, args: argparse.Namespace) -> dict:
         finally:
             stop.set()
             thread.join()
+            t_end = time.perf_counter()    # the producer has flushed: every record answered
     leader_samples = samples[leader]
     lags_ns: list[int] = []
     differed = False
@@ -171,8 +175,10 @@ def measure_lag(bootstrap: str, topic: str, args: argparse.Namespace) -> dict:
                 continue
             differed = differed or any(lhw != hw for lt, lhw in leader_samples if abs(lt - t) < 0.01)
             lags_ns.append(max(0, int((t - seen) * 1e9)))
-    result = {"rate": args.lag_rate, "seconds": args.lag_seconds, "sample_ms": args.lag_sample_ms,
-              "acked": sent.acked, "errors": sent.errors, "leader": leader, "followers": followers}
+    result = {"rate": args.lag_rate, "acks": args.lag_acks, "seconds": args.lag_seconds,
+              "sample_ms": args.lag_sample_ms, "acked": sent.acked, "errors": sent.errors,
+              "achieved_rate": sent.acked / (t_end - t_start),  # below `rate`: not sustained
+              "leader": leader, "followers": followers}
     if not differed:
         result["lag_ms"] = "not measurable: followers answered with the leader's high watermark"
     else:
@@ -249,6 +255,8 @@ def main(argv=None) -> None:
                         help="also measure replication lag for this long (0: skip)")
     parser.add_argument("--lag-rate", type=float, default=10_000, help="records/s during the lag phase")
     parser.add_argument("--lag-sample-ms", type=float, default=5)
+    parser.add_argument("--lag-acks", default="all", choices=["1", "all"],
+                        help="acks of the lag phase's producer (1: the leader runs ahead of its ISR)")
     parser.add_argument("--broker-set", action="append", default=[], metavar="KEY=VALUE",
                         help="`minilog serve --set` for every broker (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
