@@ -59,6 +59,12 @@ __all__ = [
     "FetchPartitionResponse",
     "FetchTopicResponse",
     "FetchResponse",
+    "OffsetForLeaderPartition",
+    "OffsetForLeaderTopic",
+    "OffsetForLeaderEpochRequest",
+    "EpochEndOffset",
+    "OffsetForLeaderTopicResult",
+    "OffsetForLeaderEpochResponse",
     "ListOffsetsPartition",
     "ListOffsetsTopic",
     "ListOffsetsRequest",
@@ -214,6 +220,7 @@ class FetchPartition:
     fetch_offset: int
     partition_max_bytes: int
     current_leader_epoch: int = -1
+    last_fetched_epoch: int | None = None   # followers: epoch of their last batch (KIP-595's check)
 
 
 @dataclass(slots=True)
@@ -241,6 +248,8 @@ class FetchPartitionResponse:
     last_stable_offset: int = -1
     log_start_offset: int = -1
     records: Records | bytes | None = None
+    diverging_epoch: int = -1            # followers: the log diverges from the leader's ...
+    diverging_end_offset: int = -1       # ... at this epoch's end offset (truncate, then fetch)
 
 
 @dataclass(slots=True)
@@ -253,6 +262,47 @@ class FetchTopicResponse:
 class FetchResponse:
     error_code: int
     topics: list[FetchTopicResponse]
+
+
+# -- OffsetForLeaderEpoch (followers after a leader change, KIP-101/KIP-279) ----------------
+
+@dataclass(slots=True)
+class OffsetForLeaderPartition:
+    partition: int
+    current_leader_epoch: int            # the asker's view of the leader's epoch (-1: none)
+    leader_epoch: int                    # the epoch whose end offset is wanted
+
+
+@dataclass(slots=True)
+class OffsetForLeaderTopic:
+    topic: str
+    partitions: list[OffsetForLeaderPartition]
+
+
+@dataclass(slots=True)
+class OffsetForLeaderEpochRequest:
+    API_KEY: ClassVar[ApiKey] = ApiKey.OFFSET_FOR_LEADER_EPOCH
+    replica_id: int                      # the asking follower's broker id
+    topics: list[OffsetForLeaderTopic]
+
+
+@dataclass(slots=True)
+class EpochEndOffset:
+    partition: int
+    error_code: int = 0
+    leader_epoch: int = -1               # largest epoch <= the one asked for (-1: none)
+    end_offset: int = -1                 # where that epoch ends on the leader's log
+
+
+@dataclass(slots=True)
+class OffsetForLeaderTopicResult:
+    topic: str
+    partitions: list[EpochEndOffset]
+
+
+@dataclass(slots=True)
+class OffsetForLeaderEpochResponse:
+    topics: list[OffsetForLeaderTopicResult]
 
 
 # -- ListOffsets -----------------------------------------------------------------------------
@@ -312,6 +362,7 @@ REQUEST_TYPES: dict[int, type] = {
     ApiKey.INCREMENTAL_ALTER_CONFIGS: _admin.IncrementalAlterConfigsRequest,
     ApiKey.DESCRIBE_TOPIC_PARTITIONS: _admin.DescribeTopicPartitionsRequest,
     ApiKey.INIT_PRODUCER_ID: _admin.InitProducerIdRequest,
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: OffsetForLeaderEpochRequest,
     ApiKey.FIND_COORDINATOR: _groups.FindCoordinatorRequest,
     ApiKey.CONSUMER_GROUP_HEARTBEAT: _groups.ConsumerGroupHeartbeatRequest,
     ApiKey.CONSUMER_GROUP_DESCRIBE: _groups.ConsumerGroupDescribeRequest,
@@ -334,6 +385,7 @@ RESPONSE_TYPES: dict[int, type] = {
     ApiKey.INCREMENTAL_ALTER_CONFIGS: _admin.IncrementalAlterConfigsResponse,
     ApiKey.DESCRIBE_TOPIC_PARTITIONS: _admin.DescribeTopicPartitionsResponse,
     ApiKey.INIT_PRODUCER_ID: _admin.InitProducerIdResponse,
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: OffsetForLeaderEpochResponse,
     ApiKey.FIND_COORDINATOR: _groups.FindCoordinatorResponse,
     ApiKey.CONSUMER_GROUP_HEARTBEAT: _groups.ConsumerGroupHeartbeatResponse,
     ApiKey.CONSUMER_GROUP_DESCRIBE: _groups.ConsumerGroupDescribeResponse,

@@ -28,6 +28,7 @@ from ._config import (
     parse_config,
 )
 from ._epoch_cache import UNDEFINED_EPOCH, EpochEntry, LeaderEpochCache
+from ._hw_checkpoint import HW_CHECKPOINT, read_hw_checkpoint, write_hw_checkpoint
 from ._errors import (
     ConfigError,
     CorruptLogError,
@@ -101,6 +102,9 @@ __all__ = [
     "LeaderEpochCache",
     "EpochEntry",
     "UNDEFINED_EPOCH",
+    "HW_CHECKPOINT",
+    "read_hw_checkpoint",
+    "write_hw_checkpoint",
     "OffsetIndex",
     "TimeIndex",
     "OffsetPosition",

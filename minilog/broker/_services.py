@@ -138,6 +138,9 @@ class ReplicaService(Protocol):
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> p.ListOffsetsPartitionResponse: ...
 
+    def offsets_for_leader_epoch(self, request: p.OffsetForLeaderEpochRequest
+                                 ) -> list[p.OffsetForLeaderTopicResult]: ...
+
 
 class TopicAdminService(Protocol):
     """Topic administration; every method returns (code, message) instead of raising."""

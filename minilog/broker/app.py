@@ -132,7 +132,7 @@ class Broker:
                                retention_check_interval_s=config.log_retention_check_interval_ms / 1000,
                                cleaner=LogCleaner.from_config(config) if config.log_cleaner_enable else None,
                                fs=fs)
-        self.replicas = ReplicaManager(self.broker_id, config)
+        self.replicas = ReplicaManager(self.broker_id, config, logs=self.logs, source_host=self.host)
         self.admin: TopicAdmin
         if self.cluster_node is not None:
             from .cluster import ClusterTopicAdmin
@@ -272,6 +272,7 @@ class Broker:
                 if self.cluster_node is not None:
                     await self._join_cluster(root, self.cluster_node)
                 await root.start(self.logs.run, self.replicas.partitions)
+                await root.start(self.replicas.run)          # replication, once a link is attached
                 if self.groups is not None:
                     await root.start(self.groups.run)
                 if self._install_signals:

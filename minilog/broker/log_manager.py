@@ -213,6 +213,11 @@ class LogManager:
         """Rename the topic's partition dirs for deletion; remove them in the background."""
         self._remove_dirs(partition_dir_name(meta.name, p) for p in range(meta.partitions))
 
+    def delete_partition_dirs(self, meta: TopicMeta, numbers: Iterable[int]) -> None:
+        """Rename partitions `numbers` of `meta` for deletion (a replica moved away);
+        removed in the background. Absent directories are skipped."""
+        self._remove_dirs(partition_dir_name(meta.name, p) for p in numbers)
+
     def _remove_dirs(self, dir_names: Iterable[str]) -> None:
         doomed = [self._rename_for_delete(name) for name in dir_names]
         paths = [d for d in doomed if d]

@@ -22,6 +22,18 @@ Rules:
   manager's single validation point, with its header fields; nothing here
   parses it again.
 
+Replication (a cluster; `replicated` is True): the replica manager sets the
+role from the control plane's state (`become_leader` / `become_follower`).
+A leader tracks each follower's log end from its fetches
+(`update_follower`); its HW is the smallest log end over the maximal ISR
+(the ISR plus a pending addition) and does not move while the ISR is
+smaller than min.insync.replicas (Kafka 4's strict min ISR). A follower
+appends the leader's batches as they are (`append_as_follower`), takes
+min(leader's HW, own log end) as its HW and truncates by epoch. Every role
+change bumps `generation`: a parked acks=all append of an older generation
+answers NOT_LEADER_OR_FOLLOWER. The rules themselves are pure functions in
+`replication.py`.
+
 Theory of operation: `append_nowait` is synchronous: it calls `log.append`
 with the batch's header fields (the log checks idempotent producers'
 sequences and epochs against its producer state, answers a retried batch
@@ -58,6 +70,7 @@ import trio
 from minilog.protocol import LOG_OVERHEAD, CorruptBatchError, ErrorCode, check_batch_fields
 from minilog.storage import (
     LONG_MAX,
+    InvalidOffsetError,
     CorruptRecordError,
     InvalidProducerEpochError,
     LogConfig,
@@ -68,6 +81,8 @@ from minilog.storage import (
     StaleLeaderEpochError,
     StorageError,
 )
+
+from .replication import ReplicaProgress, high_watermark_candidate, update_progress
 
 __all__ = ["Partition", "PartitionError", "PartitionStatistics", "storage_error_code"]
 
@@ -91,7 +106,7 @@ def storage_error_code(exc: StorageError) -> ErrorCode:
         return ErrorCode.MESSAGE_TOO_LARGE
     if isinstance(exc, CorruptRecordError):
         return ErrorCode.CORRUPT_MESSAGE
-    if isinstance(exc, OffsetOutOfRangeError):
+    if isinstance(exc, (OffsetOutOfRangeError, InvalidOffsetError)):
         return ErrorCode.OFFSET_OUT_OF_RANGE
     if isinstance(exc, StaleLeaderEpochError):
         return ErrorCode.FENCED_LEADER_EPOCH
@@ -136,7 +151,8 @@ class Partition:
     def __init__(self, topic: str, partition: int, log: Any, *, leader_id: int,
                  leader_epoch: int = 0, replicas: list[int] | None = None,
                  isr: list[int] | None = None, min_insync_replicas: int = 1,
-                 flush_messages: int = 2**63 - 1, flush_ms: int = 2**63 - 1) -> None:
+                 flush_messages: int = 2**63 - 1, flush_ms: int = 2**63 - 1,
+                 local_id: int | None = None) -> None:
         self.topic = topic
         self.partition = partition
         self.log = log
@@ -147,6 +163,16 @@ class Partition:
         self.min_insync_replicas = min_insync_replicas
         self.high_watermark = log.log_end_offset
         self._waiters: set[trio.Event] = set()
+        # Replication (see the module docstring); a single broker leaves these as they are.
+        self.local_id = leader_id if local_id is None else local_id    # this broker
+        self.replicated = False                    # roles and ISR come from the control plane
+        self.is_leader = True
+        self.version = -1                          # the applied state's version (partition epoch)
+        self.generation = 0                        # bumped by every role change
+        self.followers: dict[int, ReplicaProgress] = {}
+        self.pending_isr: tuple[int, ...] | None = None   # an ISR change in flight
+        self.leader_epoch_start_offset = 0
+        self._append_waiters: set[trio.Event] = set()     # followers' long polls
         self.closed = False
         self.flush_messages = flush_messages       # records between fsyncs (topic flush.messages)
         self.flush_ms = flush_ms                   # ms between fsyncs (topic flush.ms)
@@ -170,11 +196,141 @@ class Partition:
         return self.log.size_bytes
 
     def _advance_high_watermark(self) -> None:
-        """Single broker: HW = LEO. With followers: min LEO over the ISR."""
-        hw = self.log.log_end_offset
-        if hw != self.high_watermark:
+        """Single broker: HW = LEO. Replicated leader: min LEO over the maximal ISR, never
+        while the ISR is below min.insync.replicas, never backwards (`high_watermark_candidate`)."""
+        if not self.replicated:
+            hw = self.log.log_end_offset
+            if hw != self.high_watermark:
+                self.high_watermark = hw
+                self._wake()
+            return
+        if not self.is_leader:
+            return
+        hw = high_watermark_candidate(self.log.log_end_offset, self.local_id, self.isr,
+                                      self.pending_isr, self.followers, self.min_insync_replicas)
+        if hw > self.high_watermark:
             self.high_watermark = hw
             self._wake()
+
+    # -- replication roles (the replica manager calls these; see replica_manager.py) ----------
+
+    def become_leader(self, leader_epoch: int, replicas: list[int], isr: list[int], version: int,
+                      now_s: float) -> None:
+        """Lead at `leader_epoch`: record the epoch's start in the epoch cache (so followers'
+        OffsetForLeaderEpoch answers are right before the first append), reset the
+        followers' progress (ISR members count as caught up now, as Kafka does)."""
+        self.generation += 1
+        self._set_state(self.local_id, leader_epoch, replicas, isr, version)
+        self.is_leader = True
+        cache = self.log.epoch_cache
+        if leader_epoch > cache.latest_epoch:
+            cache.assign(leader_epoch, self.log.log_end_offset)
+        self.leader_epoch_start_offset = self.log.log_end_offset
+        self.followers = {b: ReplicaProgress(last_caught_up_s=now_s if b in isr else 0.0)
+                          for b in replicas if b != self.local_id}
+        self.pending_isr = None
+        self._wake()
+        self._advance_high_watermark()
+
+    def become_follower(self, leader_id: int, leader_epoch: int, replicas: list[int],
+                        isr: list[int], version: int) -> None:
+        """Follow `leader_id` (-1: no leader yet). Parked acks=all appends answer
+        NOT_LEADER_OR_FOLLOWER; followers' long polls here return."""
+        self.generation += 1
+        self._set_state(leader_id, leader_epoch, replicas, isr, version)
+        self.is_leader = False
+        self.followers = {}
+        self.pending_isr = None
+        self.high_watermark = min(self.high_watermark, self.log.log_end_offset)
+        self._wake()
+        self._wake_appends()
+
+    def set_isr(self, isr: list[int], version: int) -> None:
+        """The ISR changed at the same leader epoch: recompute the HW and wake acks=all
+        waiters (they check the ISR size against min.insync.replicas)."""
+        self.isr = list(isr)
+        self.version = version
+        self._advance_high_watermark()
+        self._wake()
+
+    def _set_state(self, leader_id: int, leader_epoch: int, replicas: list[int], isr: list[int],
+                   version: int) -> None:
+        self.replicated = True
+        self.leader_id = leader_id
+        self.leader_epoch = leader_epoch
+        self.replicas = list(replicas)
+        self.isr = list(isr)
+        self.version = version
+
+    def update_follower(self, replica_id: int, fetch_offset: int, now_s: float) -> bool:
+        """A follower fetched at `fetch_offset` (its log end). Returns whether the HW moved."""
+        progress = self.followers.get(replica_id)
+        if progress is None:
+            return False
+        update_progress(progress, fetch_offset, self.log.log_end_offset, now_s)
+        before = self.high_watermark
+        self._advance_high_watermark()
+        return self.high_watermark != before
+
+    def append_as_follower(self, batch: Any) -> Any:
+        """Append one batch fetched from the leader with its offsets and epoch as they are
+        (producer state and epoch cache follow from the batch).
+
+        Raises:
+            PartitionError: the log's errors (OFFSET_OUT_OF_RANGE when the batch does not
+                continue the log, CORRUPT_MESSAGE, FENCED_LEADER_EPOCH, ...).
+        """
+        if self.closed:
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER, "partition is closed")
+        try:
+            info = self.log.append(batch, assign_offsets=False)
+        except StorageError as exc:
+            raise _partition_error(self, exc) from exc
+        self._unflushed_messages += info.last_offset - info.base_offset + 1
+        return info
+
+    def update_high_watermark_as_follower(self, leader_high_watermark: int) -> None:
+        """HW = min(leader's HW, own log end) (Kafka's follower rule)."""
+        hw = min(leader_high_watermark, self.log.log_end_offset)
+        if hw != self.high_watermark and hw >= 0:
+            self.high_watermark = hw
+            self._wake()
+
+    async def truncate_to(self, offset: int) -> None:
+        """Drop every batch at or above `offset` (after any running flush); HW follows."""
+        await self.wait_idle()
+        try:
+            self.log.truncate_to(offset)
+            # Also at the log end: an epoch this broker led without appending anything
+            # ends there and must go (Kafka's truncateTo does the same).
+            self.log.epoch_cache.truncate_from_end(offset)
+        except StorageError as exc:
+            raise _partition_error(self, exc) from exc
+        except OSError as exc:
+            raise PartitionError(ErrorCode.KAFKA_STORAGE_ERROR, f"epoch checkpoint: {exc}") from exc
+        self.high_watermark = min(self.high_watermark, self.log.log_end_offset)
+
+    async def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Empty the log and restart it at `offset` (a follower behind the leader's log start)."""
+        await self.wait_idle()
+        try:
+            self.log.truncate_fully_and_start_at(offset)
+        except StorageError as exc:
+            raise _partition_error(self, exc) from exc
+        self.high_watermark = offset
+
+    def add_append_waiter(self, event: trio.Event) -> None:
+        """Set `event` at the next append (followers' long polls) or role change."""
+        self._append_waiters.add(event)
+
+    def discard_append_waiter(self, event: trio.Event) -> None:
+        self._append_waiters.discard(event)
+
+    def _wake_appends(self) -> None:
+        if self._append_waiters:
+            for event in self._append_waiters:
+                event.set()
+            self._append_waiters.clear()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -224,6 +380,8 @@ class Partition:
             self._segment_base = info.segment_base_offset
         self._unflushed_messages += info.last_offset - info.base_offset + 1
         self._advance_high_watermark()
+        if self._append_waiters:
+            self._wake_appends()
         return info
 
     def flush_due(self) -> bool:
@@ -266,32 +424,61 @@ class Partition:
                      header: tuple[int, ...] | None = None) -> Any:
         """Append as the leader honouring `acks` (0, 1 or -1 = all; checked by the caller).
 
-        Single broker: all = the leader, so this returns right after the
-        append. With replication, acks=-1 will wait (up to `timeout_s`) for
-        the HW to pass the batch.
+        acks=-1 waits (up to `timeout_s`) for the HW to pass the batch. On a
+        single broker the HW is the log end, so that is at once.
 
         Raises:
-            PartitionError: NOT_ENOUGH_REPLICAS (checked before appending),
-                NOT_ENOUGH_REPLICAS_AFTER_APPEND, and what `append_nowait` raises.
+            PartitionError: NOT_LEADER_OR_FOLLOWER (not the leader, or deposed while
+                waiting), NOT_ENOUGH_REPLICAS (checked before appending),
+                NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank below
+                min.insync.replicas while waiting), REQUEST_TIMED_OUT, and what
+                `append_nowait` raises.
         """
         assert acks in (-1, 0, 1), acks
+        if not self.is_leader:
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                                 f"broker {self.local_id} does not lead {self.topic}-{self.partition}")
         if acks == -1 and len(self.isr) < self.min_insync_replicas:
             raise PartitionError(
                 ErrorCode.NOT_ENOUGH_REPLICAS,
                 f"{len(self.isr)} in-sync replicas, min.insync.replicas is {self.min_insync_replicas}",
             )
+        generation = self.generation
         info = self.append_nowait(batch, header)
         if self.flush_due():
             try:
                 await self.flush()             # durable before the answer, as Kafka's flush policy
             except StorageError as exc:
                 raise _partition_error(self, exc) from exc
-        if acks == -1 and self.high_watermark <= info.last_offset:
-            with trio.move_on_after(timeout_s):
-                await self.wait_for_high_watermark(info.last_offset + 1)
-            if self.high_watermark <= info.last_offset:
-                raise PartitionError(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND)
+        if acks == -1:
+            await self._wait_acked(info.last_offset + 1, generation, timeout_s)
         return info
+
+    async def _wait_acked(self, offset: int, generation: int, timeout_s: float) -> None:
+        """Kafka's DelayedProduce: wait until the HW reaches `offset` with the ISR at or
+        above min.insync.replicas, in the leadership `generation` that appended."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                if self.generation != generation or self.closed:
+                    raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                                         "leadership moved before the records were replicated")
+                enough = len(self.isr) >= self.min_insync_replicas
+                if self.high_watermark >= offset:
+                    if enough or not self.replicated:
+                        return
+                    raise PartitionError(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND)
+                if not enough:
+                    raise PartitionError(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                                         f"ISR shrank to {len(self.isr)}, below min.insync.replicas "
+                                         f"{self.min_insync_replicas}")
+                event = trio.Event()
+                self._waiters.add(event)
+                try:
+                    await event.wait()
+                finally:
+                    self._waiters.discard(event)
+        raise PartitionError(ErrorCode.REQUEST_TIMED_OUT,
+                             f"the records were not replicated to the ISR within {timeout_s:g} s")
 
     def load_producer_state(self) -> int:
         """The log rebuilds idempotent-producer state itself when it opens (from its newest

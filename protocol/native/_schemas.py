@@ -108,8 +108,18 @@ REQUEST_SCHEMAS: dict[int, Any] = {
                         "fetch_offset": int,
                         "partition_max_bytes": int,
                         "current_leader_epoch": int,
+                        "last_fetched_epoch": OPT(int),   # followers (absent: None)
                     }
                 ],
+            }
+        ],
+    },
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: {
+        "replica_id": int,
+        "topics": [
+            {
+                "topic": str,
+                "partitions": [{"partition": int, "current_leader_epoch": int, "leader_epoch": int}],
             }
         ],
     },
@@ -244,10 +254,22 @@ RESPONSE_SCHEMAS: dict[int, Any] = {
                         "last_stable_offset": int,
                         "log_start_offset": int,
                         "records": int,        # attachment index, -1 for none
+                        "diverging_epoch": OPT(int),        # followers: truncate first
+                        "diverging_end_offset": OPT(int),
                     }
                 ],
             }
         ],
+    },
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: {
+        "topics": [
+            {
+                "topic": str,
+                "partitions": [
+                    {"partition": int, "error_code": int, "leader_epoch": int, "end_offset": int}
+                ],
+            }
+        ]
     },
     ApiKey.LIST_OFFSETS: {
         "topics": [

@@ -17,6 +17,8 @@ from minilog.protocol import (
     ListOffsetsRequest,
     ListOffsetsResponse,
     ListOffsetsTopicResponse,
+    OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
     ProducePartitionResponse,
     ProduceRequest,
     ProduceResponse,
@@ -75,9 +77,15 @@ async def handle_init_producer_id(services: BrokerServices, request: InitProduce
     return InitProducerIdResponse(0, pid, epoch)
 
 
+async def handle_offset_for_leader_epoch(services: BrokerServices, request: OffsetForLeaderEpochRequest,
+                                         ctx: RequestContext) -> OffsetForLeaderEpochResponse:
+    return OffsetForLeaderEpochResponse(services.replicas.offsets_for_leader_epoch(request))
+
+
 HANDLERS: dict[type, Handler] = {
     ProduceRequest: handle_produce,
     FetchRequest: handle_fetch,
     ListOffsetsRequest: handle_list_offsets,
     InitProducerIdRequest: handle_init_producer_id,
+    OffsetForLeaderEpochRequest: handle_offset_for_leader_epoch,
 }
