@@ -39,6 +39,7 @@ Task-safety: the trio thread only.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Callable
@@ -60,7 +61,7 @@ from minilog.protocol import (
 )
 
 from .partition import PartitionError
-from .replication import UNDEFINED_EPOCH, truncation_offset
+from .replication import UNDEFINED_EPOCH, epoch_end_offset, truncation_offset
 
 if TYPE_CHECKING:
     from ._cluster_link import ClusterLink
@@ -272,9 +273,11 @@ class _Fetcher:
                 self._back_off(f, code)
                 continue
             part = f.part
-            offset, done = truncation_offset(answer["leader_epoch"], answer["end_offset"],
-                                             part.log.end_offset_for_epoch, part.log_end_offset,
-                                             part.high_watermark)
+            entries, leo = part.log.epoch_cache.entries, part.log_end_offset
+            offset, done = truncation_offset(
+                answer["leader_epoch"], answer["end_offset"],
+                functools.partial(epoch_end_offset, entries, log_end_offset=leo),
+                leo, part.high_watermark)
             await self._cut(f, offset, done)
 
     async def _cut(self, follow: _Follow, offset: int, done: bool) -> None:

@@ -79,6 +79,7 @@ from .log_manager import LogManager
 from .metadata import TopicMeta
 from .partition import Partition, PartitionError
 from .replica_fetcher import FetcherSettings, ReplicaFetcherManager
+from .replication import epoch_end_offset
 
 __all__ = ["ReplicaManager", "validate_records"]
 
@@ -524,7 +525,7 @@ class ReplicaManager:
         last = pp.last_fetched_epoch
         if last is None or last < 0 or not part.replicated:
             return False
-        epoch, end = part.log.end_offset_for_epoch(last)
+        epoch, end = epoch_end_offset(part.log.epoch_cache.entries, last, part.log_end_offset)
         if epoch == last and end >= pp.fetch_offset:
             return False
         out.diverging_epoch, out.diverging_end_offset = epoch, end
@@ -582,11 +583,8 @@ class ReplicaManager:
                                          if pp.current_leader_epoch < part.leader_epoch
                                          else ErrorCode.UNKNOWN_LEADER_EPOCH)
                 else:
-                    try:
-                        out.leader_epoch, out.end_offset = part.log.end_offset_for_epoch(pp.leader_epoch)
-                    except StorageError as exc:
-                        out.error_code = int(ErrorCode.KAFKA_STORAGE_ERROR)
-                        log.error("%s-%d: epoch lookup failed: %s", logsafe(t.topic), pp.partition, exc)
+                    out.leader_epoch, out.end_offset = epoch_end_offset(
+                        part.log.epoch_cache.entries, pp.leader_epoch, part.log_end_offset)
             topics.append(OffsetForLeaderTopicResult(t.topic, results))
         return topics
 

@@ -35,6 +35,7 @@ rules, `replica_fetcher.py` the truncation rule. Pure: no I/O, no trio.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ __all__ = [
     "out_of_sync",
     "may_join_isr",
     "truncation_offset",
+    "epoch_end_offset",
     "UNDEFINED_EPOCH",
 ]
 
@@ -104,6 +106,29 @@ def may_join_isr(progress: ReplicaProgress, high_watermark: int, epoch_start_off
     return leo >= 0 and leo >= high_watermark and leo >= epoch_start_offset
 
 
+def epoch_end_offset(entries: Sequence[tuple[int, int]], epoch: int,
+                     log_end_offset: int) -> tuple[int, int]:
+    """Kafka's LeaderEpochFileCache.endOffsetFor over the epoch cache's (epoch, start offset)
+    entries: (the largest epoch <= `epoch`, where it ends), the log end for the latest epoch.
+
+    An epoch older than every entry answers (`epoch`, the first entry's start): the log holds
+    nothing of it before that point (the storage cache answers UNDEFINED there, which would
+    let a follower keep records of a newer epoch the leader never had). An epoch newer than
+    the latest answers (UNDEFINED, UNDEFINED), as Kafka.
+    """
+    if epoch < 0 or not entries:
+        return UNDEFINED_EPOCH, UNDEFINED_EPOCH
+    latest = entries[-1][0]
+    if epoch == latest:
+        return latest, log_end_offset
+    if epoch > latest:
+        return UNDEFINED_EPOCH, UNDEFINED_EPOCH
+    i = bisect_right([e[0] for e in entries], epoch)       # the first entry newer than `epoch`
+    if i == 0:
+        return epoch, entries[0][1]
+    return entries[i - 1][0], entries[i][1]
+
+
 def truncation_offset(leader_epoch: int, leader_end_offset: int,
                       own_end_for: Callable[[int], tuple[int, int]], own_leo: int,
                       high_watermark: int) -> tuple[int, bool]:
@@ -112,7 +137,7 @@ def truncation_offset(leader_epoch: int, leader_end_offset: int,
     Args:
         leader_epoch, leader_end_offset: the leader's answer for the follower's latest
             epoch (the largest epoch <= it on the leader's log, and its end there).
-        own_end_for: the follower's `Log.end_offset_for_epoch`.
+        own_end_for: the follower's `epoch_end_offset` for an epoch.
         own_leo, high_watermark: the follower's log end and HW.
 
     Returns:
