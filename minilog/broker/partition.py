@@ -450,7 +450,7 @@ class Partition:
                 await self.flush()             # durable before the answer, as Kafka's flush policy
             except StorageError as exc:
                 raise _partition_error(self, exc) from exc
-        if acks == -1:
+        if acks == -1 and (self.replicated or self.high_watermark <= info.last_offset):
             await self._wait_acked(info.last_offset + 1, generation, timeout_s)
         return info
 

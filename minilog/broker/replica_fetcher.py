@@ -77,6 +77,13 @@ _BACKOFF_CODES = frozenset({ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.FENCED_L
                             ErrorCode.LEADER_NOT_AVAILABLE})
 
 
+def _error_code(value: int) -> ErrorCode:
+    try:
+        return ErrorCode(value)
+    except ValueError:
+        return ErrorCode.UNKNOWN_SERVER_ERROR
+
+
 class FetcherError(Exception):
     """The connection to a leader failed (refused, lost, timed out, malformed answer)."""
 
@@ -158,7 +165,7 @@ class FetcherConnection:
             raise FetcherError(f"response {frame.correlation_id} to request {cid}")
         error = frame.payload.get("error_code", 0)
         if error:
-            raise FetcherError(f"{ErrorCode(error).name}: {frame.payload.get('error_message')}")
+            raise FetcherError(f"{_error_code(error).name}: {frame.payload.get('error_message')}")
         return frame.payload, frame.attachments
 
 
@@ -209,6 +216,10 @@ class _Fetcher:
             except FetcherError as exc:
                 log.info("fetcher %d->%d: %s; retrying in %d ms", manager.broker_id,
                          self.source_id, exc, settings.fetch_backoff_ms)
+                await self._sleep(backoff_s)
+            except Exception:      # a bug here must not take the broker (and its leaders) down
+                log.exception("fetcher %d->%d failed; retrying in %d ms", manager.broker_id,
+                              self.source_id, settings.fetch_backoff_ms)
                 await self._sleep(backoff_s)
             finally:
                 await conn.aclose()
@@ -268,7 +279,7 @@ class _Fetcher:
             answer = answers.get((f.part.topic, f.part.partition))
             if answer is None or not self._current(f):
                 continue
-            code = ErrorCode(answer["error_code"])
+            code = _error_code(answer["error_code"])
             if code != ErrorCode.NONE:
                 self._back_off(f, code)
                 continue
@@ -329,7 +340,7 @@ class _Fetcher:
 
     def _apply(self, follow: _Follow, p: dict[str, Any], records: Any) -> None:
         part = follow.part
-        code = ErrorCode(p["error_code"])
+        code = _error_code(p["error_code"])
         if code == ErrorCode.OFFSET_OUT_OF_RANGE:
             if 0 <= part.log_end_offset < p["log_start_offset"]:
                 follow.truncating = False

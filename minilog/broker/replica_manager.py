@@ -258,7 +258,7 @@ class ReplicaManager:
                 part.replicas = replicas
                 part.set_isr(isr, state.version)
                 return
-            was_leader = part.is_leader and part.replicated
+            was_leader = part.is_leader         # its hooks ran (also when opened as a single broker's)
             self.fetchers.unfollow(part)
             part.become_leader(state.leader_epoch, replicas, isr, state.version, trio.current_time())
             log.info("%s-%d: leader at epoch %d, ISR %s", logsafe(part.topic), part.partition,
