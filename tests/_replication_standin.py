@@ -65,6 +65,7 @@ class Cut:
         self.blocked = False
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         self._streams: set[trio.SocketStream] = set()
+        self.peers: set[str] = set()              # source addresses seen
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -82,6 +83,7 @@ class Cut:
         self.blocked = False
 
     async def _handle(self, client: trio.SocketStream) -> None:
+        self.peers.add(client.socket.getpeername()[0])
         if self.blocked:
             await client.aclose()
             return

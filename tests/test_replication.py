@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from minilog.broker.app import Broker
-from minilog.protocol import ErrorCode
+from minilog.protocol import ApiKey, ErrorCode
 
 from _replication_standin import Client, StandInControl, batch, cluster, name_led_by, wait_for
 
@@ -85,6 +85,9 @@ async def test_acks_all_times_out_while_followers_are_cut_off(tmp_path):
         for f in (2, 3):
             control.cuts[(f, 1)].unblock()
         await wait_for(lambda: part.high_watermark == 2, "the HW covers the batch")
+        # Followers connect from their own listener address (broker n on 127.0.0.n).
+        assert control.cuts[(2, 1)].peers == {"127.0.0.2"}
+        assert control.cuts[(3, 1)].peers == {"127.0.0.3"}
 
 
 async def test_isr_shrinks_and_expands_and_min_insync(tmp_path):
@@ -173,6 +176,16 @@ async def test_deposed_leader_truncates_its_divergent_tail(tmp_path):
         assert r["error_code"] == ErrorCode.FENCED_LEADER_EPOCH
         r = await new_client.fetch(TOPIC, 0, 0, epoch=1)
         assert r["error_code"] == 0 and r["high_watermark"] == 9
+        # A follower whose last epoch is inconsistent with the leader's log gets where to
+        # truncate instead of data (epoch 0 ends at 5 here, it claims to be at 8 in it).
+        frame = await new_client.request(ApiKey.FETCH, {
+            "replica_id": 3, "max_wait_ms": 0, "min_bytes": 1, "max_bytes": 1 << 20,
+            "isolation_level": 0, "topics": [{"topic": TOPIC, "partitions": [
+                {"partition": 0, "fetch_offset": 8, "partition_max_bytes": 1 << 20,
+                 "current_leader_epoch": 1, "last_fetched_epoch": 0}]}]})
+        p = frame.payload["topics"][0]["partitions"][0]
+        assert (p["error_code"], p["diverging_epoch"], p["diverging_end_offset"], p["records"]) == (
+            0, 0, 5, -1)
 
 
 async def test_idempotent_retry_after_failover_is_deduplicated(tmp_path):

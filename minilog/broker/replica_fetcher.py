@@ -19,8 +19,9 @@ Rules:
 - A response is applied only if the partition is still followed in the
   same leader epoch it was requested in (a role change meanwhile drops it).
 - Errors: NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH
-  / UNKNOWN_TOPIC_OR_PARTITION back the partition off (the newer state comes
-  from the control plane); a broken connection backs the whole fetcher off
+  / UNKNOWN_TOPIC_OR_PARTITION back the partition off for at most 100 ms (a
+  leader that has not applied its state yet; a newer state re-adds the
+  partition at once); a broken connection backs the whole fetcher off
   (replica.fetch.backoff.ms) and reconnects, asking `ClusterLink.broker_address`
   again each time.
 - The connection is bound to this broker's listener host when that is a
@@ -72,6 +73,7 @@ __all__ = ["FetcherSettings", "FetcherConnection", "ReplicaFetcherManager", "Fet
 log = logging.getLogger("minilog.broker.fetcher")
 
 _RECV_BYTES = 1 << 20
+_PARTITION_BACKOFF_MS_MAX = 100   # a partition's pause after an error answer (leader not ready)
 _BACKOFF_CODES = frozenset({ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.FENCED_LEADER_EPOCH,
                             ErrorCode.UNKNOWN_LEADER_EPOCH, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                             ErrorCode.LEADER_NOT_AVAILABLE})
@@ -252,7 +254,9 @@ class _Fetcher:
     def _back_off(self, follow: _Follow, code: ErrorCode) -> None:
         log.debug("fetcher %d->%d: %s-%d: %s", self._manager.broker_id, self.source_id,
                   logsafe(follow.part.topic), follow.part.partition, code.name)
-        follow.retry_at = trio.current_time() + self._manager.settings.fetch_backoff_ms / 1000
+        # Short: a new state (the usual cure) re-adds the partition at once anyway.
+        delay_ms = min(self._manager.settings.fetch_backoff_ms, _PARTITION_BACKOFF_MS_MAX)
+        follow.retry_at = trio.current_time() + delay_ms / 1000
 
     # -- truncation (OffsetForLeaderEpoch) -------------------------------------------------
 
@@ -351,7 +355,7 @@ class _Fetcher:
         if code != ErrorCode.NONE:
             self._back_off(follow, code)
             return
-        diverging = p.get("diverging_epoch")
+        diverging = p.get("diverging_end_offset")
         if diverging is not None and diverging >= 0:
             follow.truncating = True
             return

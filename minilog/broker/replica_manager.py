@@ -521,14 +521,17 @@ class ReplicaManager:
 
     def _follower_diverges(self, part: Partition, pp: Any, out: FetchPartitionResponse) -> bool:
         """KIP-595's check of a follower's `last_fetched_epoch`: when its log cannot be a
-        prefix of this one, answer the epoch and end offset to truncate to instead of data."""
+        prefix of this one, answer the epoch and end offset to truncate to instead of data
+        (an epoch this log does not know ends at the log start: `diverging_end_offset` is
+        never negative when the follower must truncate)."""
         last = pp.last_fetched_epoch
         if last is None or last < 0 or not part.replicated:
             return False
         epoch, end = epoch_end_offset(part.log.epoch_cache.entries, last, part.log_end_offset)
         if epoch == last and end >= pp.fetch_offset:
             return False
-        out.diverging_epoch, out.diverging_end_offset = epoch, end
+        out.diverging_epoch = epoch
+        out.diverging_end_offset = end if end >= 0 else part.log_start_offset
         return True
 
     def _follower_fetched(self, part: Partition, replica_id: int, fetch_offset: int) -> None:
