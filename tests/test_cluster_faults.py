@@ -418,11 +418,6 @@ async def test_follower_disk_loss_is_copied_back(tmp_path) -> None:
         await check_everything(c, topic, 1, h)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ReplicaManager.append_records waits for the HW after each batch of a request with acks=all, so "
-    "another request's batch can land between two of them and the answer's one base offset names "
-    "other records for the later batches (found by this test: 9448 problems, e.g. w1-18 acked at "
-    "offset 18 where w0-0 is stored); fix: append every batch but the last with acks=1, wait once"))
 async def test_concurrent_producers_get_the_offsets_their_records_have(tmp_path) -> None:
     """Two producers on one partition (acks=all, small batches, so a request carries several batches of
     the partition): every acknowledged record is at the offset its delivery report named. About 5 s."""

@@ -63,6 +63,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -422,17 +423,26 @@ class Partition:
 
     async def append(self, batch: Any, *, acks: int = -1, timeout_s: float = 30.0,
                      header: tuple[int, ...] | None = None) -> Any:
-        """Append as the leader honouring `acks` (0, 1 or -1 = all; checked by the caller).
+        """Append one batch as the leader honouring `acks`: `append_batches` of one."""
+        return (await self.append_batches([(batch, header)], acks=acks, timeout_s=timeout_s))[0]
 
-        acks=-1 waits (up to `timeout_s`) for the HW to pass the batch. On a
-        single broker the HW is the log end, so that is at once.
+    async def append_batches(self, batches: Sequence[tuple[Any, tuple[int, ...] | None]], *,
+                             acks: int = -1, timeout_s: float = 30.0) -> list[Any]:
+        """Append one request's batches as the leader honouring `acks` (0, 1 or -1 = all;
+        checked by the caller). Returns each batch's append info.
+
+        The batches are appended back to back with no await between them, so no other
+        request's batch can land in between: the answer's one base offset describes
+        every record of the request. acks=-1 then waits once (up to `timeout_s`) for
+        the HW to pass the last batch. On a single broker the HW is the log end, so
+        that is at once.
 
         Raises:
             PartitionError: NOT_LEADER_OR_FOLLOWER (not the leader, or deposed while
                 waiting), NOT_ENOUGH_REPLICAS (checked before appending),
                 NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank below
                 min.insync.replicas while waiting), REQUEST_TIMED_OUT, and what
-                `append_nowait` raises.
+                `append_nowait` raises (batches before the failing one stay appended).
         """
         assert acks in (-1, 0, 1), acks
         if not self.is_leader:
@@ -444,15 +454,16 @@ class Partition:
                 f"{len(self.isr)} in-sync replicas, min.insync.replicas is {self.min_insync_replicas}",
             )
         generation = self.generation
-        info = self.append_nowait(batch, header)
+        infos = [self.append_nowait(batch, header) for batch, header in batches]
         if self.flush_due():
             try:
                 await self.flush()             # durable before the answer, as Kafka's flush policy
             except StorageError as exc:
                 raise _partition_error(self, exc) from exc
-        if acks == -1 and (self.replicated or self.high_watermark <= info.last_offset):
-            await self._wait_acked(info.last_offset + 1, generation, timeout_s)
-        return info
+        last = max(info.last_offset for info in infos)     # a retried batch answers its old offsets
+        if acks == -1 and (self.replicated or self.high_watermark <= last):
+            await self._wait_acked(last + 1, generation, timeout_s)
+        return infos
 
     async def _wait_acked(self, offset: int, generation: int, timeout_s: float) -> None:
         """Kafka's DelayedProduce: wait until the HW reaches `offset` with the ISR at or

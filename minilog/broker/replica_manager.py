@@ -442,12 +442,9 @@ class ReplicaManager:
             batches = validate_records(records, part.log.config.max_message_bytes)
             if part.log.config.compact:
                 check_keys(batches)
-            first = None
-            for batch, header in batches:
-                info = await part.append(batch, acks=acks, timeout_s=timeout_s, header=header)
-                if first is None:
-                    first = info
-            assert first is not None
+            # One append for the whole request: another request's batches cannot land
+            # between these, so the one base offset answered covers all of them.
+            first = (await part.append_batches(batches, acks=acks, timeout_s=timeout_s))[0]
             out.base_offset = first.base_offset
             out.log_append_time = first.log_append_time
             out.log_start_offset = part.log_start_offset
